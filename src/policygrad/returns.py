@@ -1,0 +1,271 @@
+"""Return and advantage estimators: the choices of Ψ_t in the Policy Gradient Theorem.
+
+    ∇J(θ) = E[ Σ_t ∇θ log πθ(a_t | s_t) · Ψ_t ]
+
+Every function here is pure: time-major tensors in, a tensor out, no hidden state.
+
+Symbols and shapes (T steps, N parallel environments; any trailing dims after T are allowed
+as long as all arguments agree):
+
+==============  =========  ==========================================================================
+name            shape      meaning
+==============  =========  ==========================================================================
+rewards         [T, N]     r_t, the reward received after taking a_t in s_t
+values          [T, N]     V(s_t)
+next_values     [T, N]     V(s_{t+1}) of the *true* next state; at a truncated step this is the value
+                           of the final observation before the environment's auto-reset
+terminated      [T, N]     s_{t+1} is terminal: its value is zero by definition, no bootstrap
+truncated       [T, N]     the episode was cut (time limit) after step t: bootstrap from next_values,
+                           but the trace of later steps (a new episode) must not leak back
+==============  =========  ==========================================================================
+
+The two flags stay separate everywhere: ``terminated`` stops the bootstrap, ``terminated or
+truncated`` cuts the trace. The last step of a rollout is treated like a truncation (bootstrap
+from ``next_values[T-1]``), so a rollout boundary never biases the estimate.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from policygrad.errors import InputError
+
+__all__ = [
+    "discounted_cumsum",
+    "td_errors",
+    "discounted_returns",
+    "gae",
+    "differential_td_errors",
+    "differential_returns",
+    "differential_gae",
+    "discount_weights",
+]
+
+
+def _check_same_shape(**tensors: Tensor) -> torch.Size:
+    """All tensors share one time-major shape ``[T, ...]`` with T ≥ 1; returns it."""
+    names = list(tensors)
+    shape = tensors[names[0]].shape
+    if len(shape) == 0 or shape[0] == 0:
+        raise InputError(f"{names[0]} must be time-major [T, N] with T >= 1, got shape {tuple(shape)}")
+    for name in names[1:]:
+        if tensors[name].shape != shape:
+            raise InputError(
+                f"{name} has shape {tuple(tensors[name].shape)}, expected {tuple(shape)} like {names[0]}"
+            )
+    return shape
+
+
+def _check_unit_interval(name: str, value: float, *, allow_zero: bool) -> None:
+    low_ok = value >= 0.0 if allow_zero else value > 0.0
+    if not (low_ok and value <= 1.0):
+        interval = "[0, 1]" if allow_zero else "(0, 1]"
+        raise InputError(f"{name} must lie in {interval}, got {value}")
+
+
+def discounted_cumsum(x: Tensor, factors: Tensor) -> Tensor:
+    """The backward recursion shared by every return and advantage estimator.
+
+    y_t = x_t + c_t · y_{t+1},   y_T = 0.
+
+    Args:
+        x: ``[T, ...]`` per-step terms.
+        factors: ``[T, ...]`` c_t, the weight with which step t+1's sum enters step t's
+            (γ for a return, γλ for GAE, 0 where the trace is cut).
+
+    Returns:
+        ``[T, ...]`` y. Differentiable in ``x`` and ``factors``.
+    """
+    _check_same_shape(x=x, factors=factors)
+    out = torch.empty_like(x)
+    running = torch.zeros_like(x[0])
+    for t in range(x.shape[0] - 1, -1, -1):
+        running = x[t] + factors[t] * running
+        out[t] = running
+    return out
+
+
+def td_errors(
+    rewards: Tensor, values: Tensor, next_values: Tensor, terminated: Tensor, gamma: float
+) -> Tensor:
+    """One-step temporal-difference errors.
+
+    δ_t = r_t + γ (1 − terminated_t) V(s_{t+1}) − V(s_t)
+
+    ``next_values`` at terminated steps is ignored whatever it holds (even NaN).
+    Reference: Sutton & Barto (2018), eq. 6.5.
+
+    Args:
+        rewards, values, next_values: ``[T, N]``.
+        terminated: ``[T, N]`` bool.
+        gamma: discount γ in (0, 1].
+
+    Returns:
+        ``[T, N]`` δ_t.
+    """
+    _check_same_shape(rewards=rewards, values=values, next_values=next_values, terminated=terminated)
+    _check_unit_interval("gamma", gamma, allow_zero=False)
+    terminated = terminated.bool()
+    bootstrap = torch.where(terminated, torch.zeros_like(next_values), next_values)
+    return rewards + gamma * bootstrap - values
+
+
+def discounted_returns(
+    rewards: Tensor, next_values: Tensor, terminated: Tensor, truncated: Tensor, gamma: float
+) -> Tensor:
+    """Bootstrapped reward-to-go G_t.
+
+    G_t = r_t + γ · { 0                  if terminated_t
+                    { V(s_{t+1})         if truncated_t or t = T − 1
+                    { G_{t+1}            otherwise
+
+    ``next_values`` is read only where an episode is truncated or the rollout ends, and never at a
+    terminated step. With exact V^π this makes E[G_t | s_t, a_t] = Q^π(s_t, a_t) across
+    time-limit cuts and rollout boundaries. Reference: Sutton & Barto (2018), eq. 3.9; Pardo et al.
+    (2018), "Time Limits in Reinforcement Learning".
+
+    Args:
+        rewards, next_values: ``[T, N]``.
+        terminated, truncated: ``[T, N]`` bool.
+        gamma: discount γ in (0, 1].
+
+    Returns:
+        ``[T, N]`` G_t (use as regression target or as Ψ_t; it carries no gradient of its own
+        unless its inputs do).
+    """
+    _check_same_shape(rewards=rewards, next_values=next_values, terminated=terminated, truncated=truncated)
+    _check_unit_interval("gamma", gamma, allow_zero=False)
+    terminated = terminated.bool()
+    # Bootstrap at a truncation and at the rollout's end; never at a termination.
+    cut = truncated.bool().clone()
+    cut[-1] = True
+    bootstrap = cut & ~terminated
+    x = rewards + gamma * torch.where(bootstrap, next_values, torch.zeros_like(next_values))
+    factors = gamma * (~(terminated | cut)).to(rewards.dtype)
+    return discounted_cumsum(x, factors)
+
+
+def gae(
+    rewards: Tensor,
+    values: Tensor,
+    next_values: Tensor,
+    terminated: Tensor,
+    truncated: Tensor,
+    gamma: float,
+    lam: float,
+) -> Tensor:
+    """Generalized Advantage Estimation.
+
+    δ_t = r_t + γ (1 − terminated_t) V(s_{t+1}) − V(s_t)
+    A_t = δ_t + γλ (1 − (terminated_t ∨ truncated_t)) A_{t+1},   A_T = 0
+
+    λ = 0 gives the TD error, λ = 1 gives G_t − V(s_t) with G_t from :func:`discounted_returns`.
+    A truncation keeps its bootstrap inside δ_t but cuts the trace. ``next_values`` at terminated
+    steps is ignored. Reference: Schulman et al. (2016), "High-Dimensional Continuous Control Using
+    Generalized Advantage Estimation", eq. 16.
+
+    Args:
+        rewards, values, next_values: ``[T, N]``.
+        terminated, truncated: ``[T, N]`` bool.
+        gamma: discount γ in (0, 1].
+        lam: λ in [0, 1].
+
+    Returns:
+        ``[T, N]`` advantages A_t.
+    """
+    _check_same_shape(
+        rewards=rewards, values=values, next_values=next_values, terminated=terminated, truncated=truncated
+    )
+    _check_unit_interval("lam", lam, allow_zero=True)
+    deltas = td_errors(rewards, values, next_values, terminated, gamma)
+    done = terminated.bool() | truncated.bool()
+    factors = (gamma * lam) * (~done).to(deltas.dtype)
+    return discounted_cumsum(deltas, factors)
+
+
+def differential_td_errors(
+    rewards: Tensor, values: Tensor, next_values: Tensor, terminated: Tensor, rho: float | Tensor
+) -> Tensor:
+    """Differential TD errors for the average-reward criterion.
+
+    δ_t = r_t − ρ + (1 − terminated_t) v(s_{t+1}) − v(s_t),   v the differential value function.
+
+    Reference: Sutton & Barto (2018), eq. 10.10.
+
+    Args:
+        rewards, values, next_values: ``[T, N]``.
+        terminated: ``[T, N]`` bool (continuing tasks never terminate; kept for symmetry).
+        rho: the average reward ρ, a float or a 0-dim tensor.
+
+    Returns:
+        ``[T, N]`` δ_t.
+    """
+    return td_errors(rewards - rho, values, next_values, terminated, 1.0)
+
+
+def differential_returns(
+    rewards: Tensor, next_values: Tensor, terminated: Tensor, truncated: Tensor, rho: float | Tensor
+) -> Tensor:
+    """Differential reward-to-go: :func:`discounted_returns` of r_t − ρ with no discount.
+
+    G_t = (r_t − ρ) + { 0 if terminated_t;  v(s_{t+1}) if truncated_t or t = T − 1;  G_{t+1} otherwise }
+
+    With the exact differential value v and exact ρ, E[G_t | s_t, a_t] = q(s_t, a_t), the
+    differential action value. Reference: Sutton & Barto (2018), section 10.3.
+
+    Args:
+        rewards, next_values: ``[T, N]``.
+        terminated, truncated: ``[T, N]`` bool.
+        rho: the average reward ρ.
+
+    Returns:
+        ``[T, N]`` differential returns.
+    """
+    return discounted_returns(rewards - rho, next_values, terminated, truncated, 1.0)
+
+
+def differential_gae(
+    rewards: Tensor,
+    values: Tensor,
+    next_values: Tensor,
+    terminated: Tensor,
+    truncated: Tensor,
+    rho: float | Tensor,
+    lam: float,
+) -> Tensor:
+    """GAE for the average-reward criterion: :func:`gae` of r_t − ρ with γ = 1.
+
+    δ_t = r_t − ρ + (1 − terminated_t) v(s_{t+1}) − v(s_t);   A_t = δ_t + λ (1 − done_t) A_{t+1}.
+
+    Reference: Zhang & Ross (2021), "On-Policy Deep Reinforcement Learning for the Average-Reward
+    Criterion", Algorithm 1.
+
+    Args:
+        rewards, values, next_values: ``[T, N]``.
+        terminated, truncated: ``[T, N]`` bool.
+        rho: the average reward ρ.
+        lam: λ in [0, 1].
+
+    Returns:
+        ``[T, N]`` differential advantages.
+    """
+    return gae(rewards - rho, values, next_values, terminated, truncated, 1.0, lam)
+
+
+def discount_weights(episode_step: Tensor, gamma: float) -> Tensor:
+    """γ^t, where t counts steps since the start of the step's episode.
+
+    This is the factor that turns Σ_t ∇ log π(a_t|s_t) Ψ_t into the gradient of the discounted
+    objective J(θ) = E[Σ_t γ^t r_t | s_0 ~ μ0] (Thomas 2014, "Bias in Natural Actor-Critic
+    Algorithms"); the common form drops it.
+
+    Args:
+        episode_step: ``[T, N]`` integer step index within the episode (0 at a reset).
+        gamma: γ in (0, 1].
+
+    Returns:
+        ``[T, N]`` float64 weights γ^t.
+    """
+    _check_unit_interval("gamma", gamma, allow_zero=False)
+    return torch.pow(torch.tensor(gamma, dtype=torch.float64), episode_step.to(torch.float64))
