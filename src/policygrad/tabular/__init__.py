@@ -1,0 +1,46 @@
+"""Finite MDPs: exact J, V, Q, d and ∇J of tabular softmax policies, and a Gymnasium environment.
+
+The ground truth against which policy-gradient estimators are checked, in three criteria:
+``"episodic"``, ``"discounted"`` and ``"average"`` reward (see :mod:`policygrad.tabular.mdp`).
+"""
+
+from policygrad.tabular.env import FiniteMDPEnv, FiniteMDPVectorEnv
+from policygrad.tabular.exact import (
+    ExactSolution,
+    PolicyValues,
+    evaluate_policy,
+    exact_solution,
+    objective,
+    relative_value_iteration,
+    softmax_policy,
+    value_iteration,
+)
+from policygrad.tabular.mdp import (
+    SETTINGS,
+    FiniteMDP,
+    example_mdp,
+    load_mdp_json,
+    random_mdp,
+    validate_setting,
+    validate_theta,
+)
+
+__all__ = [
+    "SETTINGS",
+    "FiniteMDP",
+    "load_mdp_json",
+    "validate_setting",
+    "validate_theta",
+    "example_mdp",
+    "random_mdp",
+    "PolicyValues",
+    "ExactSolution",
+    "softmax_policy",
+    "evaluate_policy",
+    "exact_solution",
+    "objective",
+    "value_iteration",
+    "relative_value_iteration",
+    "FiniteMDPEnv",
+    "FiniteMDPVectorEnv",
+]
