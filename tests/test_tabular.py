@@ -1,5 +1,6 @@
 """Finite MDPs: exact gradients against finite differences, Bellman identities, validation, envs."""
 
+import dataclasses
 import itertools
 import json
 
@@ -166,6 +167,9 @@ def test_unreachable_trap_is_allowed_and_ignored():
     validate_setting(mdp, "episodic")
     sol = exact_solution(mdp, np.zeros((3, 2)), "episodic")
     assert np.isnan(sol.V[2]) and sol.d[2] == 0 and np.isfinite(sol.gradient).all()
+    V_star, Q_star = value_iteration(mdp)  # V*(0) = max(1, 2 + ½ V*(0)) ⇒ V*(0) = 4
+    np.testing.assert_allclose(V_star[:2], [4.0, 0.0])
+    assert np.isnan(V_star[2]) and np.isnan(Q_star[2]).all()
     np.testing.assert_allclose(sol.gradient, _finite_difference_gradient(mdp, np.zeros((3, 2)), "episodic"), atol=1e-6)
 
 
@@ -410,6 +414,8 @@ def test_average_validation():
     validate_setting(transient, "average")
     sol = exact_solution(transient, np.zeros((3, 1)), "average")
     np.testing.assert_allclose(sol.d, [0.0, 0.5, 0.5], atol=1e-12)
+    assert sol.d[0] == 0.0  # exactly: d can seed a valid FiniteMDP's initial distribution
+    dataclasses.replace(transient, initial=sol.d)
     assert sol.rho == pytest.approx(1.0)
 
 

@@ -132,6 +132,11 @@ def _evaluate(mdp: FiniteMDP, pi: np.ndarray, setting: str) -> PolicyValues:
         # unichain P_π).
         ones = np.ones((num_states, num_states))
         d = np.linalg.solve((np.eye(num_states) - P_pi + ones).T, np.ones(num_states))
+        # Transient states have d = 0 exactly; dropping round-off keeps d a valid distribution.
+        recurrent = np.zeros(num_states, dtype=bool)
+        recurrent[list(classes[0])] = True
+        d = np.where(recurrent, np.maximum(d, 0.0), 0.0)
+        d /= d.sum()
         rho = float(d @ r_pi)
         # Poisson equation h + ρ = r_π + P_π h with d · h = 0  ⇔  (I − P_π + 1 dᵀ) h = r_π − ρ.
         h = np.linalg.solve(np.eye(num_states) - P_pi + np.outer(np.ones(num_states), d), r_pi - rho)
@@ -155,6 +160,9 @@ def _evaluate(mdp: FiniteMDP, pi: np.ndarray, setting: str) -> PolicyValues:
     V[idx] = np.linalg.solve(M, r_pi[idx])
     d = np.zeros(num_states)
     d[idx] = np.linalg.solve(M.T, mdp.initial[idx])
+    # d is a sum of non-negative terms: exactly 0 where π cannot reach from μ0, never negative.
+    reachable = reachability(_policy_support(mdp, pi))[mdp.initial > 0].any(axis=0)
+    d = np.where(reachable & solvable, np.maximum(d, 0.0), 0.0)
     known = ~np.isnan(V)
     Q = r + gamma * P[:, :, known] @ V[known]  # [S, A]
     Q[(P[:, :, ~known] > 0).any(axis=-1)] = np.nan  # an action that may lead where V is undefined
