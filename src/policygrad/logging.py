@@ -1,0 +1,298 @@
+"""Metrics of a run: ``metrics.csv``, TensorBoard scalars, a progress bar, and text tables.
+
+``metrics.csv`` in the run directory has one header line (the columns, fixed when the logger is
+created) and one line per :meth:`MetricsLogger.log` call, flushed at once so that a crash loses at
+most the line being written. A blank field means "no value in this row" (for instance no episode
+finished during that update). TensorBoard scalars go to ``<run_dir>/tb/`` with the ``step``
+column as the global step.
+
+TensorBoard and tqdm are imported only when used.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from policygrad.errors import InputError
+
+__all__ = ["MetricsLogger", "ProgressBar", "format_table", "METRICS_FILE", "STEP_COLUMN"]
+
+METRICS_FILE = "metrics.csv"
+"""Name of the metrics file inside a run directory."""
+
+STEP_COLUMN = "step"
+"""The column holding the environment-step count: TensorBoard's global step and the resume key."""
+
+
+class MetricsLogger:
+    """Append rows of scalars to ``<run_dir>/metrics.csv`` and, optionally, to TensorBoard.
+
+    Args:
+        run_dir: the run directory; created if missing.
+        columns: the CSV header, in order. Must contain ``"step"`` when ``tensorboard`` is on or
+            ``resume_step`` is given.
+        tensorboard: also write every numeric value as a TensorBoard scalar under ``run_dir/tb``.
+        resume: continue an existing ``metrics.csv`` (whose header must equal ``columns``)
+            instead of starting a new one; without a file there, start a new one.
+        resume_step: with ``resume``, the step the run resumes from: rows with a larger ``step``
+            were logged after the checkpoint and are dropped (and hidden in TensorBoard), since the
+            resumed run logs them again. ``None`` keeps every row.
+
+    A fresh logger (``resume=False``) overwrites an existing ``metrics.csv``.
+
+    Raises:
+        ValueError: ``columns`` is empty, has duplicates, or lacks ``"step"`` where it is needed.
+        InputError: the existing ``metrics.csv`` has other columns than ``columns``.
+    """
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        columns: Sequence[str],
+        tensorboard: bool = True,
+        resume: bool = False,
+        resume_step: int | None = None,
+    ) -> None:
+        columns = list(columns)
+        if not columns:
+            raise ValueError("MetricsLogger needs at least one column")
+        if len(set(columns)) != len(columns):
+            raise ValueError(f"MetricsLogger columns repeat a name: {columns}")
+        if (tensorboard or resume_step is not None) and STEP_COLUMN not in columns:
+            raise ValueError(f"MetricsLogger columns must include {STEP_COLUMN!r} for TensorBoard or resuming")
+        self.run_dir = Path(run_dir)
+        self.columns = columns
+        self.path = self.run_dir / METRICS_FILE
+        self._rows_logged = 0
+        self._closed = False
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+
+        if resume and self.path.exists():
+            self._rows_logged = self._truncate_existing(resume_step)
+            self._file = open(self.path, "a", newline="", encoding="utf-8")
+        else:
+            self._file = open(self.path, "w", newline="", encoding="utf-8")
+            self._file.write(_csv_line(columns))
+            self._file.flush()
+
+        self._writer = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as err:
+                self._file.close()
+                raise InputError(f"TensorBoard logging needs the tensorboard package ({err})") from None
+            # purge_step hides events a crashed run wrote after the step it resumes from.
+            purge_step = resume_step + 1 if resume and resume_step is not None else None
+            self._writer = SummaryWriter(log_dir=str(self.run_dir / "tb"), purge_step=purge_step, flush_secs=10)
+
+    def _truncate_existing(self, resume_step: int | None) -> int:
+        """Keep the rows up to ``resume_step`` and rewrite the file atomically; returns their count."""
+        text = self.path.read_text(encoding="utf-8")
+        lines = list(csv.reader(io.StringIO(text)))
+        if not lines:
+            raise InputError(f"cannot resume: {self.path} is empty")
+        if lines[0] != self.columns:
+            raise InputError(
+                f"cannot resume: {self.path} has columns {lines[0]}, this run logs {self.columns}"
+            )
+        rows = lines[1:]
+        if rows and not text.endswith("\n"):
+            rows.pop()  # a line cut short by a crash
+        if resume_step is not None:
+            at = self.columns.index(STEP_COLUMN)
+            rows = [r for r in rows if len(r) == len(self.columns) and _step_of(r[at]) <= resume_step]
+        tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            f.write(_csv_line(self.columns))
+            for r in rows:
+                f.write(_csv_line(r))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        return len(rows)
+
+    def log(self, row: Mapping[str, Any]) -> None:
+        """Append one row; columns missing from ``row`` (or ``None``) stay blank.
+
+        Values may be Python, NumPy or one-element torch scalars, or strings (CSV only).
+
+        Raises:
+            ValueError: ``row`` has a key that is not a column, or a value that is not a scalar.
+        """
+        if self._closed:
+            raise ValueError("MetricsLogger.log called after close()")
+        unknown = [k for k in row if k not in self.columns]
+        if unknown:
+            raise ValueError(f"metrics row has unknown columns {unknown}; the columns are {self.columns}")
+        values = {k: _scalar(k, v) for k, v in row.items()}
+        self._file.write(_csv_line(["" if values.get(c) is None else _format_value(values[c]) for c in self.columns]))
+        self._file.flush()
+        self._rows_logged += 1
+        if self._writer is not None:
+            step = values.get(STEP_COLUMN)
+            global_step = int(step) if isinstance(step, (int, float)) else self._rows_logged
+            for name, value in values.items():
+                if name != STEP_COLUMN and isinstance(value, (int, float)):
+                    self._writer.add_scalar(name, value, global_step)
+
+    def close(self) -> None:
+        """Flush and close the CSV file and the TensorBoard writer; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._file.close()
+        if self._writer is not None:
+            self._writer.close()
+
+    def __enter__(self) -> MetricsLogger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _csv_line(fields: Iterable[str]) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerow(list(fields))
+    return out.getvalue()
+
+
+def _step_of(field: str) -> float:
+    """The step of a CSV row; a blank or unreadable step sorts after every real one."""
+    try:
+        return float(field)
+    except ValueError:
+        return math.inf
+
+
+def _scalar(name: str, value: Any) -> int | float | str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (int, float)):
+        return value
+    item = getattr(value, "item", None)  # NumPy scalars, 0-d arrays, one-element tensors
+    if item is not None:
+        try:
+            return _scalar(name, item())
+        except (ValueError, RuntimeError):
+            pass
+    raise ValueError(f"metrics value for {name!r} is not a scalar: {type(value).__name__}")
+
+
+def _format_value(value: int | float | str) -> str:
+    # repr keeps every digit of a float, so the CSV round-trips exactly.
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+class ProgressBar:
+    """A progress bar over environment steps on stderr: steps/s, ETA, and the recent episode return.
+
+    Args:
+        total_steps: environment steps of the whole run.
+        initial: steps already done (a resumed run).
+        enabled: ``False`` prints nothing at all.
+
+    The recent return shown is the last ``episode_return`` given; it stays on the bar until a new
+    one arrives.
+    """
+
+    def __init__(self, total_steps: int, initial: int = 0, enabled: bool = True) -> None:
+        from tqdm import tqdm
+
+        self._postfix: dict[str, str] = {}
+        self._bar = tqdm(
+            total=total_steps,
+            initial=initial,
+            unit="step",
+            unit_scale=True,
+            dynamic_ncols=True,
+            file=sys.stderr,
+            disable=not enabled,
+            mininterval=0.5,
+        )
+
+    def update(self, steps: int, episode_return: float | None = None, extra: Mapping[str, Any] | None = None) -> None:
+        """Advance by ``steps`` environment steps (an increment, not a total).
+
+        Args:
+            steps: environment steps taken since the previous call.
+            episode_return: the return of recently finished episodes, if any finished.
+            extra: other values to show, e.g. ``{"kl": 0.01}``.
+        """
+        if episode_return is not None:
+            self._postfix["return"] = _short(episode_return)
+        for name, value in (extra or {}).items():
+            self._postfix[name] = _short(value)
+        if self._postfix:
+            self._bar.set_postfix(self._postfix, refresh=False)
+        self._bar.update(steps)
+
+    def write(self, message: str) -> None:
+        """Print a line above the bar without breaking it."""
+        if self._bar.disable:
+            return
+        self._bar.write(message, file=sys.stderr)
+
+    def close(self) -> None:
+        self._bar.close()
+
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _short(value: Any) -> str:
+    value = _plain(value)
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """Render ``rows`` as an aligned text table with a header line and a rule.
+
+    Columns whose values are all numbers are right-aligned (floats to 6 significant digits), the
+    others left-aligned; a missing key or ``None`` is blank. No trailing newline.
+
+    Example::
+
+        algo  return   steps
+        ----  ------  ------
+        ppo    487.3  100000
+        a2c   201.25   50000
+    """
+    columns = list(columns)
+    values = [[_plain(row.get(c)) for c in columns] for row in rows]
+    numeric = [
+        all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in (r[i] for r in values))
+        for i in range(len(columns))
+    ]
+    cells = [["" if v is None else f"{v:.6g}" if isinstance(v, float) else str(v) for v in r] for r in values]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+
+    def line(fields: Sequence[str]) -> str:
+        parts = [f.rjust(w) if num else f.ljust(w) for f, w, num in zip(fields, widths, numeric)]
+        return "  ".join(parts).rstrip()
+
+    out = [line(columns), line(["-" * w for w in widths])]
+    out += [line(r) for r in cells]
+    return "\n".join(out)
+
+
+def _plain(value: Any) -> Any:
+    """NumPy and torch scalars as Python numbers; everything else unchanged."""
+    if not isinstance(value, (str, bool, int, float)) and hasattr(value, "item"):
+        try:
+            return value.item()
+        except (TypeError, ValueError, RuntimeError):
+            return value
+    return value

@@ -1,0 +1,119 @@
+"""Learning-curve plots: metrics are read back, images are valid PNGs, errors are one line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from policygrad.errors import InputError
+from policygrad.logging import MetricsLogger
+from policygrad.plots import _aggregate, main_plot, plot_learning_curve, plot_runs, read_metrics
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+COLUMNS = ["step", "episode_return_mean", "reward_per_step", "loss"]
+
+
+def _make_run(run_dir: Path, seed: int, algo: str | None = "ppo", steps: int = 10, rate: bool = False) -> Path:
+    rng = np.random.default_rng(seed)
+    with MetricsLogger(run_dir, COLUMNS, tensorboard=False) as log:
+        for i in range(1, steps + 1):
+            row = {"step": 128 * i, "loss": float(rng.random())}
+            if i % 3 != 0:  # some updates finish no episode
+                row["episode_return_mean"] = 10.0 * i + float(rng.normal())
+            if rate:
+                row["reward_per_step"] = 0.1 * i
+            log.log(row)
+    if algo is not None:
+        (run_dir / "config.json").write_text(json.dumps({"algo": algo, "env": "CartPole-v1", "seed": seed}))
+    return run_dir
+
+
+def _is_png(path: Path) -> bool:
+    return path.read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_read_metrics(tmp_path: Path) -> None:
+    _make_run(tmp_path, seed=0, steps=3)
+    metrics = read_metrics(tmp_path)
+    assert list(metrics) == COLUMNS
+    np.testing.assert_array_equal(metrics["step"], [128, 256, 384])
+    assert np.isnan(metrics["episode_return_mean"][2]) and np.isfinite(metrics["episode_return_mean"][:2]).all()
+    assert np.isnan(metrics["reward_per_step"]).all()
+
+
+def test_read_metrics_errors(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="does not exist"):
+        read_metrics(tmp_path / "missing")
+    with pytest.raises(InputError, match="has no metrics.csv"):
+        read_metrics(tmp_path)
+    (tmp_path / "metrics.csv").write_text("")
+    with pytest.raises(InputError, match="is empty"):
+        read_metrics(tmp_path)
+    (tmp_path / "metrics.csv").write_text("step,loss\n")
+    with pytest.raises(InputError, match="no rows"):
+        read_metrics(tmp_path)
+
+
+def test_learning_curve_png(tmp_path: Path) -> None:
+    _make_run(tmp_path, seed=0)
+    out = plot_learning_curve(tmp_path)
+    assert out == tmp_path / "learning_curve.png" and _is_png(out)
+
+
+def test_learning_curve_with_reward_per_step_and_custom_out(tmp_path: Path) -> None:
+    _make_run(tmp_path / "run", seed=0, rate=True)
+    out = plot_learning_curve(tmp_path / "run", out=tmp_path / "figs" / "curve.png")
+    assert _is_png(out)
+    assert not any(".tmp-" in p.name for p in out.parent.iterdir())
+
+
+def test_learning_curve_without_values_is_an_error(tmp_path: Path) -> None:
+    with MetricsLogger(tmp_path, ["step", "loss"], tensorboard=False) as log:
+        log.log({"step": 1, "loss": 0.5})
+    with pytest.raises(InputError, match="no values"):
+        plot_learning_curve(tmp_path)
+
+
+def test_plot_runs_groups_seeds(tmp_path: Path) -> None:
+    runs = [_make_run(tmp_path / f"ppo{s}", seed=s, steps=8 + s) for s in range(3)]
+    runs += [_make_run(tmp_path / "a2c0", seed=5, algo="a2c")]
+    runs += [_make_run(tmp_path / "bare", seed=6, algo=None, rate=True)]
+    out = plot_runs(runs, tmp_path / "cmp.png")
+    assert out == tmp_path / "cmp.png" and _is_png(out)
+
+
+def test_aggregate_on_a_common_grid() -> None:
+    # Run a covers steps 0..10 with y = step; run b covers 0..20 with y = 2.
+    # Grid = union of logged steps {0, 5, 10, 20}; at 20 only run b counts.
+    #   a: 0, 5, 10, -      b: 2, 2, 2, 2
+    #   mean: 1, 3.5, 6, 2   min: 0, 2, 2, 2   max: 2, 5, 10, 2
+    a = (np.array([0.0, 10.0]), np.array([0.0, 10.0]))
+    b = (np.array([0.0, 5.0, 20.0]), np.array([2.0, 2.0, 2.0]))
+    grid, mean, low, high = _aggregate([a, b])
+    np.testing.assert_array_equal(grid, [0, 5, 10, 20])
+    np.testing.assert_allclose(mean, [1, 3.5, 6, 2])
+    np.testing.assert_allclose(low, [0, 2, 2, 2])
+    np.testing.assert_allclose(high, [2, 5, 10, 2])
+
+
+def test_plot_runs_errors(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="at least one"):
+        plot_runs([], tmp_path / "x.png")
+    with pytest.raises(InputError, match="does not exist"):
+        plot_runs([tmp_path / "nope"], tmp_path / "x.png")
+    _make_run(tmp_path / "run", seed=0)
+    with pytest.raises(InputError, match="unknown format"):
+        plot_runs([tmp_path / "run"], tmp_path / "x.notanimage")
+
+
+def test_main_plot_prints_the_path(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    run = _make_run(tmp_path / "run", seed=0)
+    monkeypatch.chdir(tmp_path)
+    assert main_plot(argparse.Namespace(run_dirs=[str(run)], out=None)) == 0
+    assert capsys.readouterr().out.strip() == "learning_curves.png"
+    assert _is_png(tmp_path / "learning_curves.png")
