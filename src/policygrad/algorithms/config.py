@@ -1,0 +1,244 @@
+"""The hyperparameters every policy-gradient algorithm shares, and their validation.
+
+Each algorithm's ``Config`` is a frozen dataclass that extends :class:`BaseConfig` with the
+fields of its own Ψ and surrogate. Every field carries a one-line docstring (the string literal
+under it); types are checked against the annotations and ranges in ``__post_init__``, so a bad
+value fails at construction with one :class:`~policygrad.errors.InputError` line.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Literal, Mapping
+
+from policygrad.errors import InputError
+
+__all__ = ["ACTIVATIONS", "BaseConfig", "config_from_dict", "field_docs", "positive", "non_negative", "unit_interval"]
+
+ACTIVATIONS = ("tanh", "relu", "elu", "gelu", "silu", "leaky_relu")
+
+
+@dataclass(frozen=True)
+class BaseConfig:
+    """Hyperparameters shared by every algorithm (data collection, network, optimiser)."""
+
+    num_envs: int = 8
+    """Parallel environments stepped in one vector environment (N)."""
+    num_steps: int = 128
+    """Steps collected per environment per rollout (T); one update per rollout."""
+    learning_rate: float = 3e-4
+    """Optimiser step size (of the critic only, for NPG and TRPO)."""
+    optimizer: Literal["adam", "rmsprop"] = "adam"
+    """Gradient optimiser: adam, or rmsprop (α = 0.99, the A2C reference's choice)."""
+    anneal_lr: bool = False
+    """Decay the learning rate linearly from learning_rate to 0 over the run's updates."""
+    optim_eps: float = 1e-5
+    """The optimiser's ε (1e-5 as in the reference implementations, not PyTorch's 1e-8)."""
+    gamma: float = 0.99
+    """Discount factor γ in (0, 1]."""
+    ent_coef: float = 0.0
+    """Weight of the entropy bonus in the loss."""
+    vf_coef: float = 0.5
+    """Weight of the critic's squared-error loss in the joint loss."""
+    max_grad_norm: float | None = 0.5
+    """Clip the global gradient norm to this (None: no clipping)."""
+    normalize_advantages: bool = True
+    """Standardise Ψ (zero mean, unit std) before the policy step."""
+    normalize_obs: bool = False
+    """Normalise observations by a running mean and std (kept in the checkpoint)."""
+    normalize_reward: bool = False
+    """Scale rewards by a running std of the discounted return (kept in the checkpoint)."""
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    """Widths of the hidden layers of the actor and of the critic."""
+    activation: str = "tanh"
+    """Hidden-layer nonlinearity: one of tanh, relu, elu, gelu, silu, leaky_relu."""
+    seed: int = 0
+    """Seed of torch, NumPy and the environments."""
+
+    @property
+    def batch_size(self) -> int:
+        """Transitions per rollout: num_envs · num_steps."""
+        return self.num_envs * self.num_steps
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        self._validate()
+
+    def _validate(self) -> None:
+        """Range checks; subclasses extend it (and call ``super()._validate()``)."""
+        positive(self, "num_envs", "num_steps", "learning_rate", "optim_eps")
+        non_negative(self, "ent_coef", "vf_coef")
+        unit_interval(self, "gamma", allow_zero=False)
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise InputError(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm}")
+        if not self.hidden_sizes or any(h < 1 for h in self.hidden_sizes):
+            raise InputError(f"hidden_sizes must be a non-empty tuple of positive ints, got {self.hidden_sizes}")
+        if self.activation not in ACTIVATIONS:
+            raise InputError(f"unknown activation {self.activation!r}; valid: {', '.join(ACTIVATIONS)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Field values as plain JSON-able Python values (tuples become lists)."""
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field of a config class (for ``--help`` texts and docs)."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        try:
+            tree = ast.parse(inspect.getsource(klass))
+        except (OSError, TypeError, SyntaxError):
+            continue
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for stmt, nxt in zip(body, body[1:]):
+            if (
+                isinstance(stmt, ast.AnnAssign)
+                and isinstance(stmt.target, ast.Name)
+                and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)
+            ):
+                docs[stmt.target.id] = nxt.value.value.strip()
+    return docs
+
+
+def config_from_dict(cls: type, algo: str, overrides: Mapping[str, Any]) -> Any:
+    """Build ``cls`` from ``overrides``, naming an unknown key and converting strings.
+
+    Strings (as given on a command line, ``--set gamma=0.99``) are converted to the field's
+    type; any other value must already have it.
+    """
+    if not isinstance(overrides, Mapping):
+        raise InputError(f"overrides must be a mapping of hyperparameters, got {type(overrides).__name__}")
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls)]
+    values: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if key not in hints or key not in valid:
+            raise InputError(f"unknown {algo} hyperparameter {key!r}; valid: {', '.join(sorted(valid))}")
+        values[key] = _from_string(key, value, hints[key]) if isinstance(value, str) else value
+    return cls(**values)
+
+
+# --- range checks for _validate, and helpers ----------------------------------------------------------------------------------
+
+
+def _jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def positive(cfg: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if not value > 0:
+            raise InputError(f"{name} must be > 0, got {value}")
+
+
+def non_negative(cfg: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if not value >= 0:
+            raise InputError(f"{name} must be >= 0, got {value}")
+
+
+def unit_interval(cfg: Any, name: str, *, allow_zero: bool = True) -> None:
+    """InputError unless the field lies in [0, 1] (or (0, 1] without ``allow_zero``)."""
+    value = getattr(cfg, name)
+    if not ((value >= 0.0 if allow_zero else value > 0.0) and value <= 1.0):
+        raise InputError(f"{name} must lie in {'[0, 1]' if allow_zero else '(0, 1]'}, got {value}")
+
+
+def _type_name(hint: Any) -> str:
+    if hint is type(None):
+        return "None"
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        return "a tuple of ints"
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in typing.get_args(hint))
+    if origin is not None and type(None) in typing.get_args(hint):
+        inner = [a for a in typing.get_args(hint) if a is not type(None)]
+        return " or ".join(_type_name(a) for a in inner) + " or None"
+    return {bool: "a bool", int: "an int", float: "a number", str: "a string"}.get(hint, str(hint))
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """``value`` converted to ``hint`` if it fits without loss, else InputError."""
+    args = typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType) and args:
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(name, value, arg)
+            except InputError:
+                pass
+        raise InputError(f"{name} must be {_type_name(hint)}, got {value!r}")
+    if origin is tuple:
+        if isinstance(value, (tuple, list)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            return tuple(value)
+        raise InputError(f"{name} must be {_type_name(hint)}, got {value!r}")
+    if origin is typing.Literal:
+        if value in args:
+            return value
+        raise InputError(f"{name} must be one of {', '.join(repr(a) for a in args)}, got {value!r}")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    raise InputError(f"{name} must be {_type_name(hint)}, got {value!r}")
+
+
+def _check_types(cfg: Any) -> None:
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        coerced = _coerce(f.name, value, hints[f.name])
+        if coerced is not value:
+            object.__setattr__(cfg, f.name, coerced)
+
+
+def _from_string(name: str, text: str, hint: Any) -> Any:
+    """Parse a command-line string for a field of type ``hint``."""
+    stripped = text.strip()
+    lowered = stripped.lower()
+    args = typing.get_args(hint)
+    if lowered in ("none", "null") and type(None) in args:
+        return None
+    if hint is str or (typing.get_origin(hint) is typing.Literal) or str in args:
+        return stripped
+    if hint is bool or bool in args:
+        if lowered in ("true", "1", "yes", "on"):
+            return True
+        if lowered in ("false", "0", "no", "off"):
+            return False
+        raise InputError(f"{name} must be true or false, got {text!r}")
+    if typing.get_origin(hint) is tuple:
+        parts = [p for p in stripped.strip("()[]").replace(" ", ",").split(",") if p]
+        try:
+            return tuple(int(p) for p in parts)
+        except ValueError:
+            raise InputError(f"{name} must be a tuple of ints such as 64,64, got {text!r}") from None
+    try:
+        number = ast.literal_eval(stripped)
+    except (ValueError, SyntaxError):
+        raise InputError(f"{name} must be {_type_name(hint)}, got {text!r}") from None
+    return number

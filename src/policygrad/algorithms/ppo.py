@@ -1,0 +1,177 @@
+"""PPO: Ψ is a GAE advantage, the surrogate the clipped importance ratio, several epochs per rollout.
+
+    L(θ, φ) = clipped_surrogate(log πθ, log π_old, Â, ε) + c_v · value_loss(V_φ, R) − c_H · mean H(πθ)
+
+minimised by Adam over ``num_epochs`` passes of random minibatches of the flattened [T·N] batch,
+with advantages standardised per minibatch. Options:
+
+* ``kl_penalty``: the adaptive-KL variant, importance_surrogate + β · KL̂ instead of the clip, with
+  β halved when the measured KL d < d_targ / 1.5 and doubled when d > 1.5 · d_targ after each
+  update (Schulman et al. 2017, section 4).
+* ``clip_vloss``: clip the critic's change around its old predictions (value_loss with clip_eps).
+* ``target_kl``: stop the epochs early once an epoch's mean KL̂ exceeds it.
+* ``anneal_lr``: learning rate linearly to 0 over the run.
+
+Reference: Schulman et al. (2017), "Proximal Policy Optimization Algorithms"; the implementation
+details follow Huang et al. (2022), "The 37 Implementation Details of Proximal Policy Optimization".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from policygrad.algorithms.base import Algorithm, Batch, standardize
+from policygrad.algorithms.config import BaseConfig, non_negative, positive, unit_interval
+from policygrad.errors import InputError
+from policygrad.losses import (
+    approx_kl,
+    clip_fraction,
+    clipped_surrogate,
+    entropy_bonus,
+    importance_surrogate,
+    kl_penalty,
+    value_loss,
+)
+
+__all__ = ["PPOConfig", "PPO"]
+
+
+@dataclass(frozen=True)
+class PPOConfig(BaseConfig):
+    """Hyperparameters of PPO (clipped, or adaptive-KL with ``kl_penalty``)."""
+
+    anneal_lr: bool = True
+    """Decay the learning rate linearly from learning_rate to 0 over the run's updates."""
+    num_epochs: int = 4
+    """Passes over the rollout per update."""
+    minibatch_size: int = 256
+    """Samples per gradient step; at most num_envs · num_steps."""
+    gae_lambda: float = 0.95
+    """GAE λ in [0, 1]."""
+    clip_eps: float = 0.2
+    """Clip range ε of the probability ratio (and of the value change with clip_vloss)."""
+    clip_vloss: bool = False
+    """Clip the critic's change around its collection-time predictions (by clip_eps)."""
+    target_kl: float | None = None
+    """Stop the update's epochs once an epoch's mean approximate KL exceeds this (None: never)."""
+    kl_penalty: bool = False
+    """Use the adaptive-KL penalty (importance ratio + β·KL) instead of the clipped surrogate."""
+    kl_beta: float = 1.0
+    """Initial penalty weight β of the adaptive-KL variant."""
+    kl_penalty_target: float = 0.01
+    """Target KL d_targ of the adaptive-KL variant: β halves below d_targ/1.5, doubles above 1.5·d_targ."""
+
+    def _validate(self) -> None:
+        super()._validate()
+        positive(self, "num_epochs", "minibatch_size", "clip_eps", "kl_penalty_target")
+        non_negative(self, "kl_beta")
+        unit_interval(self, "gae_lambda")
+        if self.target_kl is not None and not self.target_kl > 0:
+            raise InputError(f"target_kl must be > 0 or None, got {self.target_kl}")
+        if self.minibatch_size > self.batch_size:
+            raise InputError(
+                f"minibatch_size {self.minibatch_size} exceeds the batch size num_envs·num_steps = "
+                f"{self.num_envs}·{self.num_steps} = {self.batch_size}"
+            )
+
+
+class PPO(Algorithm):
+    """Proximal Policy Optimization (clipped surrogate, or adaptive KL penalty)."""
+
+    name = "ppo"
+    config: PPOConfig
+
+    def __init__(self, policy: torch.nn.Module, config: PPOConfig, total_updates: int) -> None:
+        super().__init__(policy, config, total_updates)
+        self.kl_beta = config.kl_beta
+        """The adaptive-KL variant's current β."""
+
+    def weigh(self, rollout: Any) -> tuple[Tensor, Tensor]:
+        return self._gae(rollout)
+
+    def optimise(self, batch: Batch) -> dict[str, Any]:
+        cfg = self.config
+        size = len(batch)
+        minibatch_size = min(cfg.minibatch_size, size)  # fewer samples when invalid steps were dropped
+        value_clip = cfg.clip_eps if cfg.clip_vloss else None
+        # Sums over all minibatch steps: policy_loss, value_loss, entropy, approx_kl, clip_fraction, grad_norm.
+        totals = torch.zeros(6)
+        steps = 0
+        epochs = 0
+        for _ in range(cfg.num_epochs):
+            epoch_totals = torch.zeros(6)
+            epoch_steps = 0
+            perm = torch.randperm(size)
+            for start in range(0, size, minibatch_size):
+                mb = batch.index(perm[start : start + minibatch_size])
+                dist, values = self.policy(mb.observations, mb.action_masks)
+                log_prob = dist.log_prob(mb.actions)  # [b]
+                entropy = dist.entropy()  # [b]
+                advantages = standardize(mb.advantages) if cfg.normalize_advantages else mb.advantages
+                if cfg.kl_penalty:
+                    policy_loss = importance_surrogate(log_prob, mb.old_log_probs, advantages) + kl_penalty(
+                        log_prob, mb.old_log_probs, self.kl_beta
+                    )
+                else:
+                    policy_loss = clipped_surrogate(log_prob, mb.old_log_probs, advantages, cfg.clip_eps)
+                v_loss = value_loss(values, mb.returns, mb.old_values, value_clip)
+                loss = policy_loss + cfg.vf_coef * v_loss + entropy_bonus(entropy, cfg.ent_coef)
+                grad_norm = self._gradient_step(loss)
+                with torch.no_grad():
+                    epoch_totals += torch.stack(
+                        [
+                            policy_loss.detach(),
+                            v_loss.detach(),
+                            entropy.mean(),
+                            approx_kl(log_prob, mb.old_log_probs),
+                            clip_fraction(log_prob, mb.old_log_probs, cfg.clip_eps),
+                            grad_norm,
+                        ]
+                    )
+                epoch_steps += 1
+            # One host read per epoch: the finiteness check and the early stop.
+            epoch_loss, epoch_kl = (epoch_totals[[0, 1]].sum(), epoch_totals[3] / epoch_steps)
+            self._check_finite(epoch_loss, "the summed policy and value loss")
+            totals += epoch_totals
+            steps += epoch_steps
+            epochs += 1
+            if cfg.target_kl is not None and float(epoch_kl) > cfg.target_kl:
+                break
+        means = totals / steps
+        metrics: dict[str, Any] = {
+            "policy_loss": means[0],
+            "value_loss": means[1],
+            "entropy": means[2],
+            "approx_kl": means[3],
+            "clip_fraction": means[4],
+            "grad_norm": means[5],
+            "epochs": epochs,
+        }
+        if cfg.kl_penalty:
+            metrics["kl_beta"] = self.kl_beta  # the β this update used
+            self._adapt_beta(batch)
+        return metrics
+
+    @torch.no_grad()
+    def _adapt_beta(self, batch: Batch) -> None:
+        """β ← β/2 if d < d_targ/1.5, β ← 2β if d > 1.5·d_targ, with d the KL̂ after the update."""
+        dist = self.policy.distribution(batch.observations, batch.action_masks)
+        kl = float(approx_kl(dist.log_prob(batch.actions), batch.old_log_probs))
+        target = self.config.kl_penalty_target
+        if kl < target / 1.5:
+            self.kl_beta /= 2.0
+        elif kl > target * 1.5:
+            self.kl_beta *= 2.0
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"kl_beta": self.kl_beta}
+
+    def _load_extra_state(self, meta: dict) -> None:
+        beta = meta.get("kl_beta", self.config.kl_beta)
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta >= 0:
+            raise InputError(f"checkpoint's PPO state has a bad kl_beta {beta!r}")
+        self.kl_beta = float(beta)

@@ -1,0 +1,266 @@
+"""Tuned hyperparameters per (algorithm, environment), and the step budget each is meant for.
+
+Starting points are the RL Baselines3 Zoo's tuned settings (``hyperparams/<algo>.yml``) where
+they exist and do not depend on features this library lacks (gSDE, a log-std initial value);
+those entries were re-tuned here and say so. Every preset was checked with
+``benchmarks/learning.py``; the measured results are in ``benchmarks/results/learning.md``.
+
+The MuJoCo presets (Hopper, HalfCheetah, Walker2d; ``pip install policygrad[mujoco]``) follow
+the published defaults of the PPO paper (Schulman et al. 2017, Table 3) and the Zoo's TRPO
+settings; they have not been re-tuned here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["PRESETS", "get_preset"]
+
+# --- shared blocks ---------------------------------------------------------------------------
+
+_PPO_MUJOCO: dict[str, Any] = {
+    # PPO paper, Table 3; the reference implementation's observation and reward normalisation.
+    "total_steps": 1_000_000,
+    "num_envs": 1,
+    "num_steps": 2048,
+    "num_epochs": 10,
+    "minibatch_size": 64,
+    "learning_rate": 3e-4,
+    "anneal_lr": True,
+    "gamma": 0.99,
+    "gae_lambda": 0.95,
+    "clip_eps": 0.2,
+    "ent_coef": 0.0,
+    "vf_coef": 0.5,
+    "max_grad_norm": 0.5,
+    "normalize_obs": True,
+    "normalize_reward": True,
+}
+
+_TRPO_MUJOCO: dict[str, Any] = {
+    # Zoo trpo.yml "mujoco-defaults" (its PyBullet settings).
+    "total_steps": 1_000_000,
+    "num_envs": 2,
+    "num_steps": 1024,
+    "minibatch_size": 128,
+    "gamma": 0.99,
+    "gae_lambda": 0.95,
+    "max_kl": 0.01,
+    "cg_iters": 25,
+    "damping": 0.1,
+    "vf_iters": 20,
+    "learning_rate": 1e-3,
+    "normalize_obs": True,
+    "normalize_reward": True,
+}
+
+_A2C_MUJOCO: dict[str, Any] = {
+    # Zoo a2c.yml PyBullet settings, without gSDE.
+    "total_steps": 1_000_000,
+    "num_envs": 4,
+    "num_steps": 8,
+    "learning_rate": 9.6e-4,
+    "anneal_lr": True,
+    "gamma": 0.99,
+    "gae_lambda": 0.9,
+    "vf_coef": 0.4,
+    "max_grad_norm": 0.5,
+    "normalize_obs": True,
+    "normalize_reward": True,
+}
+
+_MUJOCO = ("Hopper-v5", "HalfCheetah-v5", "Walker2d-v5")
+
+# --- the table -------------------------------------------------------------------------------
+
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "ppo": {
+        # Zoo (tuned): 8 envs x 32 steps, 20 epochs of one 256-minibatch, λ = 0.8, γ = 0.98.
+        "CartPole-v1": {
+            "total_steps": 100_000,
+            "num_envs": 8,
+            "num_steps": 32,
+            "num_epochs": 20,
+            "minibatch_size": 256,
+            "learning_rate": 1e-3,
+            "anneal_lr": True,
+            "gamma": 0.98,
+            "gae_lambda": 0.8,
+            "ent_coef": 0.0,
+        },
+        # Zoo: normalised observations and rewards, 16 envs x 256 steps.
+        "Acrobot-v1": {
+            "total_steps": 500_000,
+            "num_envs": 16,
+            "num_steps": 256,
+            "num_epochs": 4,
+            "minibatch_size": 64,
+            "learning_rate": 3e-4,
+            "gamma": 0.99,
+            "gae_lambda": 0.94,
+            "ent_coef": 0.0,
+            "normalize_obs": True,
+            "normalize_reward": True,
+        },
+        # Zoo (tuned, with gSDE there): 4 envs x 1024 steps, γ = 0.9, 10 epochs.
+        "Pendulum-v1": {
+            "total_steps": 100_000,
+            "num_envs": 4,
+            "num_steps": 1024,
+            "num_epochs": 10,
+            "minibatch_size": 64,
+            "learning_rate": 1e-3,
+            "gamma": 0.9,
+            "gae_lambda": 0.95,
+            "clip_eps": 0.2,
+            "ent_coef": 0.0,
+        },
+        "MountainCarContinuous-v0": {
+            "total_steps": 100_000,
+            "num_envs": 1,
+            "num_steps": 8,
+            "num_epochs": 10,
+            "minibatch_size": 8,
+            "learning_rate": 7.77e-5,
+            "gamma": 0.9999,
+            "gae_lambda": 0.9,
+            "clip_eps": 0.1,
+            "ent_coef": 0.00429,
+            "vf_coef": 0.19,
+            "max_grad_norm": 5.0,
+            "normalize_obs": True,
+            "normalize_reward": True,
+        },
+        **{env: dict(_PPO_MUJOCO) for env in _MUJOCO},
+    },
+    "a2c": {
+        # Zoo: the A2C defaults (8 envs x 5 steps, RMSprop 7e-4, λ = 1).
+        "CartPole-v1": {
+            "total_steps": 500_000,
+            "num_envs": 8,
+            "num_steps": 5,
+            "learning_rate": 7e-4,
+            "optimizer": "rmsprop",
+            "gamma": 0.99,
+            "gae_lambda": 1.0,
+            "ent_coef": 0.0,
+        },
+        "Acrobot-v1": {
+            "total_steps": 500_000,
+            "num_envs": 16,
+            "num_steps": 5,
+            "learning_rate": 7e-4,
+            "optimizer": "rmsprop",
+            "gamma": 0.99,
+            "gae_lambda": 1.0,
+            "normalize_obs": True,
+            "normalize_reward": True,
+        },
+        "Pendulum-v1": {
+            "total_steps": 1_000_000,
+            "num_envs": 8,
+            "num_steps": 8,
+            "learning_rate": 7e-4,
+            "anneal_lr": True,
+            "gamma": 0.99,
+            "gae_lambda": 0.9,
+            "vf_coef": 0.4,
+            "normalize_obs": True,
+            "normalize_reward": True,
+        },
+        "MountainCarContinuous-v0": {
+            "total_steps": 100_000,
+            "num_envs": 4,
+            "num_steps": 100,
+            "learning_rate": 7e-4,
+            "gamma": 0.99,
+            "gae_lambda": 1.0,
+            "normalize_obs": True,
+            "normalize_reward": True,
+        },
+        **{env: dict(_A2C_MUJOCO) for env in _MUJOCO},
+    },
+    "trpo": {
+        # Zoo (tuned): 2 envs x 512 steps, damping 1e-3, λ = 0.98, 20 critic passes of 512.
+        "CartPole-v1": {
+            "total_steps": 100_000,
+            "num_envs": 2,
+            "num_steps": 512,
+            "minibatch_size": 512,
+            "damping": 1e-3,
+            "cg_iters": 15,
+            "gamma": 0.99,
+            "gae_lambda": 0.98,
+            "learning_rate": 1e-3,
+            "vf_iters": 20,
+            "max_kl": 0.01,
+        },
+        "Acrobot-v1": {
+            "total_steps": 100_000,
+            "num_envs": 2,
+            "num_steps": 1024,
+            "minibatch_size": 128,
+            "cg_iters": 15,
+            "gamma": 0.99,
+            "gae_lambda": 0.95,
+            "vf_iters": 10,
+            "normalize_obs": True,
+            "normalize_reward": True,
+        },
+        # Zoo (tuned, with gSDE there): 2 envs x 1024 steps, γ = 0.9, 15 critic passes.
+        "Pendulum-v1": {
+            "total_steps": 100_000,
+            "num_envs": 2,
+            "num_steps": 1024,
+            "minibatch_size": 128,
+            "cg_iters": 15,
+            "gamma": 0.9,
+            "gae_lambda": 0.95,
+            "vf_iters": 15,
+            "learning_rate": 1e-3,
+        },
+        "MountainCarContinuous-v0": {
+            "total_steps": 100_000,
+            "num_envs": 2,
+            "num_steps": 1024,
+            "minibatch_size": 128,
+            "cg_iters": 15,
+            "gamma": 0.99,
+            "gae_lambda": 0.95,
+            "normalize_obs": True,
+            "normalize_reward": True,
+        },
+        **{env: dict(_TRPO_MUJOCO) for env in _MUJOCO},
+    },
+    "reinforce": {
+        "CartPole-v1": {
+            "total_steps": 500_000,
+            "num_envs": 8,
+            "num_steps": 500,
+            "learning_rate": 1e-3,
+            "gamma": 0.99,
+            "return_type": "reward_to_go",
+            "use_baseline": True,
+        },
+        "Acrobot-v1": {
+            "total_steps": 500_000,
+            "num_envs": 8,
+            "num_steps": 500,
+            "learning_rate": 1e-3,
+            "gamma": 0.99,
+            "return_type": "reward_to_go",
+            "use_baseline": True,
+            "normalize_obs": True,
+        },
+    },
+}
+# NPG is TRPO without the line search: the same settings (those it has).
+PRESETS["npg"] = {
+    env: {k: v for k, v in preset.items() if k not in ("backtrack_iters", "backtrack_coef", "accept_ratio")}
+    for env, preset in PRESETS["trpo"].items()
+}
+
+
+def get_preset(algo: str, env_id: str) -> dict[str, Any]:
+    """The preset of ``algo`` on ``env_id``: config keys plus ``total_steps``; {} if there is none."""
+    return dict(PRESETS.get(algo, {}).get(env_id, {}))
