@@ -25,13 +25,12 @@ from policygrad.errors import InputError, TrainingError
 from policygrad.losses import importance_surrogate
 from policygrad.returns import discounted_returns
 
-try:
-    from policygrad.policies import make_actor_critic
-    from policygrad.rollout import Rollout
-except ImportError:  # STAND-IN until policies.py and rollout.py land (contract shapes)
-    from typing import Optional
+from policygrad.policies import make_actor_critic
 
-    from policygrad.distributions import Categorical, DiagGaussian, MultiCategorical
+try:
+    from policygrad.rollout import Rollout
+except ImportError:  # STAND-IN until rollout.py lands (contract shapes)
+    from typing import Optional
 
     @dataclasses.dataclass(frozen=True)
     class Rollout:  # type: ignore[no-redef]
@@ -47,41 +46,6 @@ except ImportError:  # STAND-IN until policies.py and rollout.py land (contract 
         action_masks: Optional[torch.Tensor] = None
         valid: Optional[torch.Tensor] = None
 
-    class _StandIn(torch.nn.Module):
-        def __init__(self, obs_dim, action_space, hidden_sizes):
-            super().__init__()
-            def mlp(out):
-                layers, last = [], obs_dim
-                for h in hidden_sizes:
-                    layers += [torch.nn.Linear(last, h), torch.nn.Tanh()]
-                    last = h
-                return torch.nn.Sequential(*layers, torch.nn.Linear(last, out))
-            if isinstance(action_space, gym.spaces.Discrete):
-                self.kind, out = "discrete", int(action_space.n)
-            elif isinstance(action_space, gym.spaces.Box):
-                self.kind, out = "continuous", int(action_space.shape[0])
-                self.log_std = torch.nn.Parameter(torch.zeros(out))
-            else:
-                self.kind, out = "multidiscrete", int(sum(action_space.nvec))
-                self.nvec = tuple(int(n) for n in action_space.nvec)
-            self.actor, self.critic = mlp(out), mlp(1)
-
-        def distribution(self, obs, action_mask=None):
-            out = self.actor(obs)
-            if self.kind == "discrete":
-                return Categorical(out, action_mask)
-            if self.kind == "continuous":
-                return DiagGaussian(out, self.log_std)
-            return MultiCategorical(out, self.nvec, action_mask)
-
-        def value(self, obs):
-            return self.critic(obs).squeeze(-1)
-
-        def forward(self, obs, action_mask=None):
-            return self.distribution(obs, action_mask), self.value(obs)
-
-    def make_actor_critic(observation_space, action_space, hidden_sizes=(64, 64), activation="tanh"):
-        return _StandIn(int(np.prod(observation_space.shape)), action_space, hidden_sizes)
 
 OBS_DIM = 4
 SPACES = {

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
 from policygrad.errors import InputError
+from policygrad.policies import ACTIVATIONS
 
-__all__ = ["ACTIVATIONS", "BaseConfig", "config_from_dict", "field_docs", "positive", "non_negative", "unit_interval"]
+__all__ = ["BaseConfig", "config_from_dict", "field_docs", "positive", "non_negative", "unit_interval"]
 
-ACTIVATIONS = ("tanh", "relu", "elu", "gelu", "silu", "leaky_relu")
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class BaseConfig:
     hidden_sizes: tuple[int, ...] = (64, 64)
     """Widths of the hidden layers of the actor and of the critic."""
     activation: str = "tanh"
-    """Hidden-layer nonlinearity: one of tanh, relu, elu, gelu, silu, leaky_relu."""
+    """Hidden-layer nonlinearity: one of policygrad.policies.ACTIVATIONS (tanh, relu, elu, gelu)."""
     seed: int = 0
     """Seed of torch, NumPy and the environments."""
 
