@@ -1,7 +1,8 @@
 """Finite MDPs: exact J, V, Q, d and ∇J of tabular softmax policies, and a Gymnasium environment.
 
 The ground truth against which policy-gradient estimators are checked, in three criteria:
-``"episodic"``, ``"discounted"`` and ``"average"`` reward (see :mod:`policygrad.tabular.mdp`).
+``"episodic"``, ``"discounted"`` and ``"average"`` reward (see :mod:`policygrad.tabular.mdp`);
+continuing tasks with known optimal average reward in :mod:`policygrad.tabular.tasks`.
 """
 
 from policygrad.tabular.env import FiniteMDPEnv, FiniteMDPVectorEnv
@@ -24,6 +25,15 @@ from policygrad.tabular.mdp import (
     validate_setting,
     validate_theta,
 )
+from policygrad.tabular.tasks import (
+    access_control_decode,
+    access_control_mdp,
+    access_control_state,
+    optimal_average_policy,
+    optimal_average_reward,
+    recycling_robot_mdp,
+    river_swim_mdp,
+)
 
 __all__ = [
     "SETTINGS",
@@ -43,4 +53,11 @@ __all__ = [
     "relative_value_iteration",
     "FiniteMDPEnv",
     "FiniteMDPVectorEnv",
+    "access_control_mdp",
+    "access_control_state",
+    "access_control_decode",
+    "recycling_robot_mdp",
+    "river_swim_mdp",
+    "optimal_average_reward",
+    "optimal_average_policy",
 ]
