@@ -23,29 +23,9 @@ from policygrad.algorithms.base import flatten_rollout, standardize
 from policygrad.algorithms.reinforce import episode_total_returns
 from policygrad.errors import InputError, TrainingError
 from policygrad.losses import importance_surrogate
-from policygrad.returns import discounted_returns
-
 from policygrad.policies import make_actor_critic
-
-try:
-    from policygrad.rollout import Rollout
-except ImportError:  # STAND-IN until rollout.py lands (contract shapes)
-    from typing import Optional
-
-    @dataclasses.dataclass(frozen=True)
-    class Rollout:  # type: ignore[no-redef]
-        observations: torch.Tensor
-        actions: torch.Tensor
-        log_probs: torch.Tensor
-        rewards: torch.Tensor
-        terminated: torch.Tensor
-        truncated: torch.Tensor
-        values: torch.Tensor
-        next_values: torch.Tensor
-        episode_step: torch.Tensor
-        action_masks: Optional[torch.Tensor] = None
-        valid: Optional[torch.Tensor] = None
-
+from policygrad.returns import discounted_returns
+from policygrad.rollout import Rollout
 
 OBS_DIM = 4
 SPACES = {
