@@ -37,27 +37,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
     # --- train / eval / plot ------------------------------------------------------------
-    p = sub.add_parser("train", help="train a policy on a Gymnasium environment")
-    p.add_argument("--algo", choices=["reinforce", "a2c", "ppo", "npg", "trpo"], default="ppo")
-    p.add_argument("--env", default="CartPole-v1", help="a Gymnasium id, or module:attr naming an env class or factory")
+    p = sub.add_parser(
+        "train",
+        help="train a policy on a Gymnasium environment",
+        description="Train a policy. Hyperparameters: the preset of (algo, env) < --config < --set < flags.",
+    )
+    p.add_argument("--algo", choices=["reinforce", "a2c", "ppo", "npg", "trpo"], default=None,
+                   help="algorithm (default: the config file's algo, else ppo)")
+    p.add_argument("--env", default=None,
+                   help="a Gymnasium id, or module:attr naming an env class or factory (default: CartPole-v1)")
     p.add_argument("--steps", type=int, default=None, help="environment steps in total (default: the preset's)")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--config", metavar="FILE.toml", help="hyperparameters from a TOML file")
+    p.add_argument("--seed", type=int, default=None, help="seed of everything (default: the config's, 0)")
+    p.add_argument("--config", metavar="FILE.toml", help="hyperparameters from a TOML file of key = value lines")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one hyperparameter (repeatable)")
+                   help="override one hyperparameter, the value a TOML literal, e.g. hidden_sizes=[64,64] (repeatable)")
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/<algo>-<env>-<time>/)")
     p.add_argument("--target-return", type=float, default=None,
                    help="evaluate periodically and stop once the deterministic return reaches this")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--device", default=None, help="cpu (default), cuda, cuda:1, ...")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
 
     p = sub.add_parser("eval", help="evaluate a trained policy")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--episodes", type=int, default=20)
-    p.add_argument("--deterministic", action="store_true")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--episodes", type=int, default=20, help="episodes to run (default 20)")
+    p.add_argument("--deterministic", action="store_true", help="take the most likely action instead of sampling")
+    p.add_argument("--seed", type=int, default=None, help="seed of the environments and the sampling")
+    p.add_argument("--json", action="store_true", help='print {"mean_return", "std_return", "episodes"}')
 
     p = sub.add_parser("plot", help="overlay learning curves of runs")
     p.add_argument("run_dirs", metavar="RUN_DIR", nargs="+")

@@ -1,0 +1,223 @@
+"""Running normalisation of observations and rewards, part of a trained policy's state.
+
+Two normalisers, both driven by :class:`RunningMeanStd`:
+
+* :class:`ObservationNormalizer`: ``clip((s − μ) / sqrt(σ² + ε), −c, c)`` with μ, σ² the running
+  mean and variance of every observation seen during training.
+* :class:`RewardScaler`: ``clip(r_t / sqrt(Var[R] + ε), −c, c)`` where R_t = γ R_{t−1} + r_t is
+  each environment's running discounted return (reset at the end of an episode). Rewards are
+  scaled, never shifted, so the sign of every reward and the optimal policy stay as they are.
+  This is the reward scaling of the PPO reference implementation and of Stable-Baselines3's
+  ``VecNormalize`` (Engstrom et al. 2020, "Implementation Matters in Deep RL", section 3).
+
+Statistics are kept in float64 NumPy arrays because the collector calls them once per
+environment step on NumPy data, where a handful of NumPy operations costs less than the
+equivalent torch calls. :meth:`state` / :meth:`load_state` turn them into tensors and JSON for a
+checkpoint. A normaliser is *frozen* at evaluation: it still transforms, but its statistics no
+longer move.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from policygrad.errors import InputError
+
+__all__ = ["RunningMeanStd", "ObservationNormalizer", "RewardScaler"]
+
+
+class RunningMeanStd:
+    """Mean and variance of a stream of batches, merged exactly one batch at a time.
+
+    For the statistics (μ_a, σ²_a, n_a) so far and a batch (μ_b, σ²_b, n_b), with δ = μ_b − μ_a
+    and n = n_a + n_b (Chan, Golub & LeVeque 1979, the parallel form of Welford's update):
+
+        μ = μ_a + δ · n_b / n,    σ² = (σ²_a n_a + σ²_b n_b + δ² n_a n_b / n) / n.
+
+    The variances are population variances. As in the reference implementations the count starts
+    at a tiny ``epsilon`` with μ = 0 and σ² = 1, so the first batch dominates at once and the
+    statistics are defined before any data arrives.
+
+    Args:
+        shape: the shape of one sample (``()`` for scalars).
+        epsilon: the initial pseudo-count.
+    """
+
+    def __init__(self, shape: tuple[int, ...] = (), epsilon: float = 1e-4) -> None:
+        self.shape = tuple(int(n) for n in shape)
+        self.mean = np.zeros(self.shape, dtype=np.float64)
+        self.var = np.ones(self.shape, dtype=np.float64)
+        self.count = float(epsilon)
+
+    def update(self, x: np.ndarray) -> None:
+        """Merge the batch ``x [B, *shape]`` (B ≥ 1; an empty batch changes nothing)."""
+        x = np.asarray(x)
+        if x.shape[1:] != self.shape:
+            raise InputError(f"RunningMeanStd of shape {self.shape} got a batch of shape {x.shape}")
+        if x.shape[0] == 0:
+            return
+        self.update_from_moments(x.mean(axis=0), x.var(axis=0), x.shape[0])
+
+    def update_from_moments(self, batch_mean: np.ndarray, batch_var: np.ndarray, batch_count: int) -> None:
+        """Merge a batch given by its mean, population variance and size."""
+        total = self.count + batch_count
+        delta = batch_mean - self.mean
+        m2 = self.var * self.count + batch_var * batch_count + np.square(delta) * (self.count * batch_count / total)
+        self.mean = self.mean + delta * (batch_count / total)
+        self.var = m2 / total
+        self.count = total
+
+    def state(self, prefix: str) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """``({prefix.mean, prefix.var}: float64 tensors, {"count": n})``."""
+        tensors = {f"{prefix}.mean": torch.from_numpy(self.mean.copy()), f"{prefix}.var": torch.from_numpy(self.var.copy())}
+        return tensors, {"count": self.count}
+
+    def load_state(self, tensors: dict[str, Tensor], meta: dict[str, Any], prefix: str) -> None:
+        """Restore :meth:`state`; InputError if an entry is missing or has another shape."""
+        try:
+            mean = tensors[f"{prefix}.mean"].double().numpy().copy()
+            var = tensors[f"{prefix}.var"].double().numpy().copy()
+            count = meta["count"]
+        except (KeyError, TypeError) as err:
+            raise InputError(f"normaliser state {prefix!r} is missing or malformed ({err})") from None
+        if mean.shape != self.shape or var.shape != self.shape:
+            raise InputError(
+                f"normaliser state {prefix!r} has shape {mean.shape}, this environment needs {self.shape}"
+            )
+        if isinstance(count, bool) or not isinstance(count, (int, float)) or not count > 0:
+            raise InputError(f"normaliser state {prefix!r} has a bad count {count!r}")
+        if not (np.isfinite(mean).all() and np.isfinite(var).all() and (var >= 0).all()):
+            raise InputError(f"normaliser state {prefix!r} holds non-finite or negative statistics")
+        self.mean, self.var, self.count = mean, var, float(count)
+
+
+class ObservationNormalizer:
+    """s ↦ clip((s − μ) / sqrt(σ² + ε), −clip, clip) with running μ, σ² over all observations.
+
+    Args:
+        obs_dim: size of an (encoded, flat) observation.
+        clip: bound of the normalised values (10 as in the reference implementations).
+        epsilon: ε under the square root.
+
+    Attributes:
+        frozen: when True, :meth:`__call__` no longer updates the statistics (evaluation).
+    """
+
+    def __init__(self, obs_dim: int, clip: float = 10.0, epsilon: float = 1e-8) -> None:
+        self.rms = RunningMeanStd((int(obs_dim),))
+        self.clip = float(clip)
+        self.epsilon = float(epsilon)
+        self.frozen = False
+
+    def __call__(self, obs: np.ndarray, update_mask: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
+        """Update the statistics with ``obs [B, obs_dim]`` (unless frozen), then normalise it.
+
+        Args:
+            obs: the observations.
+            update_mask: ``[B]`` bool, which rows enter the statistics (None: all).
+            out: where to write the float32 result (e.g. a rollout buffer row); allocated if None.
+
+        Returns:
+            ``[B, obs_dim]`` float32 normalised observations (``out`` when given).
+        """
+        if not self.frozen:
+            self.rms.update(obs if update_mask is None else obs[update_mask])
+        return self.normalize(obs, out)
+
+    def normalize(self, obs: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Normalise ``obs [B, obs_dim]`` with the current statistics, without updating them."""
+        scaled = (obs - self.rms.mean) / np.sqrt(self.rms.var + self.epsilon)
+        if out is None:
+            out = np.empty(scaled.shape, dtype=np.float32)
+        return np.clip(scaled, -self.clip, self.clip, out=out, casting="same_kind")
+
+    def state(self, prefix: str = "obs_norm") -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """Tensors and JSON for a checkpoint."""
+        tensors, meta = self.rms.state(prefix)
+        meta.update(clip=self.clip, epsilon=self.epsilon)
+        return tensors, meta
+
+    def load_state(self, tensors: dict[str, Tensor], meta: dict[str, Any], prefix: str = "obs_norm") -> None:
+        """Restore :meth:`state` (``frozen`` is left as it is)."""
+        self.rms.load_state(tensors, meta, prefix)
+
+
+class RewardScaler:
+    """r_t ↦ clip(r_t / sqrt(Var[R] + ε), −clip, clip), R_t = γ R_{t−1} + r_t per environment.
+
+    The running discounted return R of each environment restarts at 0 after the step that ends
+    its episode. Var[R] is a running variance over all environments and steps.
+
+    Args:
+        num_envs: N, the environments of the vector environment.
+        gamma: the discount γ of R (the algorithm's γ).
+        clip: bound of the scaled rewards.
+        epsilon: ε under the square root.
+
+    Attributes:
+        frozen: when True, the statistics no longer move (evaluation).
+    """
+
+    def __init__(self, num_envs: int, gamma: float, clip: float = 10.0, epsilon: float = 1e-8) -> None:
+        self.rms = RunningMeanStd(())
+        self.returns = np.zeros(int(num_envs), dtype=np.float64)  # R per environment
+        self.gamma = float(gamma)
+        self.clip = float(clip)
+        self.epsilon = float(epsilon)
+        self.frozen = False
+
+    def __call__(
+        self,
+        rewards: np.ndarray,
+        dones: np.ndarray,
+        valid: np.ndarray | None = None,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Scale one step's ``rewards [N]``; ``dones [N]`` ends episodes after this step.
+
+        Args:
+            rewards: ``[N]`` raw rewards.
+            dones: ``[N]`` bool, terminated or truncated at this step.
+            valid: ``[N]`` bool; False rows (dummy steps of a next-step auto-reset) neither
+                accumulate into R nor enter the statistics. None: all valid.
+            out: where to write the float32 result; allocated if None.
+
+        Returns:
+            ``[N]`` float32 scaled rewards.
+        """
+        if valid is None:
+            self.returns = self.returns * self.gamma + rewards
+            if not self.frozen:
+                self.rms.update(self.returns)
+        else:
+            self.returns = np.where(valid, self.returns * self.gamma + rewards, self.returns)
+            if not self.frozen:
+                self.rms.update(self.returns[valid])
+        self.returns[dones] = 0.0
+        return self.scale(rewards, out)
+
+    def scale(self, rewards: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Scale ``rewards`` by the current statistics, without updating anything."""
+        scaled = rewards / np.sqrt(self.rms.var + self.epsilon)
+        if out is None:
+            out = np.empty(np.shape(scaled), dtype=np.float32)
+        return np.clip(scaled, -self.clip, self.clip, out=out, casting="same_kind")
+
+    def reset(self) -> None:
+        """Forget the running returns R (new episodes everywhere); the statistics stay."""
+        self.returns[:] = 0.0
+
+    def state(self, prefix: str = "reward_norm") -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """Tensors and JSON for a checkpoint (the statistics; R belongs to the episodes in flight)."""
+        tensors, meta = self.rms.state(prefix)
+        meta.update(gamma=self.gamma, clip=self.clip, epsilon=self.epsilon)
+        return tensors, meta
+
+    def load_state(self, tensors: dict[str, Tensor], meta: dict[str, Any], prefix: str = "reward_norm") -> None:
+        """Restore :meth:`state`; the running returns restart at 0."""
+        self.rms.load_state(tensors, meta, prefix)
+        self.reset()

@@ -1,0 +1,629 @@
+"""Collecting experience from Gymnasium vector environments into time-major rollouts.
+
+A :class:`RolloutCollector` steps N environments T times with the current policy and returns a
+frozen :class:`Rollout` of ``[T, N, ...]`` tensors, the input of every algorithm's update.
+
+Symbols and shapes (T steps, N environments):
+
+================  =====================  ======================================================
+field             shape                  meaning
+================  =====================  ======================================================
+observations      [T, N, obs_dim] float  s_t as the policy saw it (encoded, then normalised)
+actions           [T, N] | [T, N, D|K]   a_t ~ π_old(·|s_t); Box actions unclipped
+log_probs         [T, N]                 log π_old(a_t|s_t)
+rewards           [T, N]                 r_{t+1}, scaled when reward normalisation is on
+terminated        [T, N] bool            s_{t+1} is terminal: V(s_{t+1}) = 0
+truncated         [T, N] bool            the episode was cut after this step (time limit)
+values            [T, N]                 V(s_t) at collection time
+next_values       [T, N]                 V(s_{t+1}) of the true next state (see below)
+episode_step      [T, N] long            steps since the episode's start (t of γ^t)
+action_masks      [T, N, A] bool | None  allowed actions, from ``info["action_mask"]``
+valid             [T, N] bool | None     False on dummy transitions of a next-step auto-reset
+================  =====================  ======================================================
+
+``next_values`` is values[t+1] inside an episode; at a truncation it is V of the episode's true
+final observation (never of the next episode's first one), at t = T−1 the bootstrap V(s_T), and
+0 at a termination. The algorithms bootstrap from it (``policygrad.returns``) and cut the
+eligibility trace at terminated | truncated.
+
+Auto-reset modes (``env.metadata["autoreset_mode"]``, Gymnasium 1.x):
+
+* SAME_STEP: the step that ends an episode returns the next episode's first observation and
+  the final one in ``info["final_obs"]``. At a truncation the collector runs one extra critic
+  forward pass on just the truncated environments' final observations.
+* NEXT_STEP: the step that ends an episode returns the final observation, and the environment's
+  next step is a dummy transition that ignores its action and returns the new first observation
+  (reward 0). Its row is kept so that the buffers stay [T, N], marked ``valid = False``, and
+  dropped by the algorithms before any loss. V(final observation) is then simply values[t+1].
+
+Raw (unscaled) episode returns and lengths are tracked separately for the metrics.
+
+Speed. The buffers are allocated once per collector and reused by every :meth:`collect`; the
+per-step work is one ``torch.from_numpy`` of the observations, one policy call (actions,
+log-probabilities and values together, no graph), and NumPy writes into NumPy views of the
+torch buffers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+from torch import Tensor
+
+from policygrad.errors import InputError, TrainingError
+from policygrad.normalize import ObservationNormalizer, RewardScaler
+
+__all__ = ["Rollout", "RolloutCollector", "make_policy", "evaluate_policy", "autoreset_mode"]
+
+Encoder = Callable[[Tensor, torch.dtype], Tensor]
+"""Raw observations ``[N, *obs_shape]`` -> float ``[N, obs_dim]`` (``policygrad.policies`` encoders)."""
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """T steps of N environments, time-major; see the module docstring for every field.
+
+    A collector reuses its buffers: the tensors of a Rollout are overwritten by the collector's
+    next :meth:`RolloutCollector.collect`. Use :meth:`clone` to keep one.
+    """
+
+    observations: Tensor
+    actions: Tensor
+    log_probs: Tensor
+    rewards: Tensor
+    terminated: Tensor
+    truncated: Tensor
+    values: Tensor
+    next_values: Tensor
+    episode_step: Tensor
+    action_masks: Tensor | None = None
+    valid: Tensor | None = None
+
+    @property
+    def num_steps(self) -> int:
+        """T, steps per environment."""
+        return self.log_probs.shape[0]
+
+    @property
+    def num_envs(self) -> int:
+        """N, environments."""
+        return self.log_probs.shape[1]
+
+    @property
+    def batch_size(self) -> int:
+        """T · N transitions (dummy ones included)."""
+        return self.log_probs.shape[0] * self.log_probs.shape[1]
+
+    def clone(self) -> Rollout:
+        """A copy that owns its tensors."""
+        return Rollout(**{f.name: _clone(getattr(self, f.name)) for f in fields(self)})
+
+    def to(self, device: torch.device | str) -> Rollout:
+        """The rollout with every tensor on ``device``."""
+        return Rollout(**{f.name: _to(getattr(self, f.name), device) for f in fields(self)})
+
+
+def _clone(x: Tensor | None) -> Tensor | None:
+    return None if x is None else x.clone()
+
+
+def _to(x: Tensor | None, device: torch.device | str) -> Tensor | None:
+    return None if x is None else x.to(device)
+
+
+def make_policy(
+    observation_space: spaces.Space,
+    action_space: spaces.Space,
+    hidden_sizes: Sequence[int] = (64, 64),
+    activation: str = "tanh",
+) -> tuple[torch.nn.Module, Encoder]:
+    """The actor-critic for a single environment's spaces, split from its observation encoder.
+
+    The returned policy acts on *encoded* observations ``[..., obs_dim]`` (a flat Box): the
+    collector encodes (flattens a Box, one-hot encodes a Discrete) and normalises first, and
+    stores exactly what the policy saw, so an algorithm can feed ``rollout.observations`` back to
+    the policy unchanged.
+
+    Raises:
+        InputError: an unsupported observation or action space (named in the message).
+    """
+    from policygrad.policies import ActorCritic, FlattenObservation, make_actor_critic
+
+    full = make_actor_critic(observation_space, action_space, tuple(hidden_sizes), activation)
+    policy = ActorCritic(FlattenObservation((full.obs_dim,)), full.actor, full.critic)
+    return policy, full.encoder
+
+
+def autoreset_mode(envs: VectorEnv) -> AutoresetMode:
+    """The env's auto-reset mode; InputError unless it is NEXT_STEP or SAME_STEP."""
+    mode = envs.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
+    if isinstance(mode, str):
+        try:
+            mode = AutoresetMode(mode)
+        except ValueError:
+            pass
+    if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP):
+        raise InputError(f"vector environments must auto-reset (NEXT_STEP or SAME_STEP), this one has {mode!r}")
+    return mode
+
+
+def _num_mask_actions(action_space: spaces.Space) -> int | None:
+    if isinstance(action_space, spaces.Discrete):
+        return int(action_space.n)
+    if isinstance(action_space, spaces.MultiDiscrete):
+        return int(np.sum(action_space.nvec))
+    return None
+
+
+def _action_buffer_spec(action_space: spaces.Space) -> tuple[tuple[int, ...], torch.dtype]:
+    if isinstance(action_space, spaces.Discrete):
+        return (), torch.long
+    if isinstance(action_space, spaces.MultiDiscrete):
+        return (int(action_space.nvec.shape[0]),), torch.long
+    if isinstance(action_space, spaces.Box):
+        return (int(action_space.shape[0]),), torch.float32
+    raise InputError(f"unsupported action space {action_space!r}")
+
+
+class _EnvStepper:
+    """What the collector and the evaluation share: actions out, observations in, checked."""
+
+    def __init__(self, envs: VectorEnv, encoder: Encoder, obs_dim: int) -> None:
+        self.envs = envs
+        self.encoder = encoder
+        self.num_envs = int(envs.num_envs)
+        self.mode = autoreset_mode(envs)
+        self.obs_dim = int(obs_dim)
+        space = envs.single_observation_space
+        self.check_obs = isinstance(space, spaces.Box) and np.issubdtype(space.dtype, np.floating)
+        from policygrad.policies import FlattenObservation
+
+        self.flat_box = (
+            self.check_obs
+            and len(space.shape) == 1
+            and isinstance(encoder, FlattenObservation)
+            and encoder.shape == space.shape
+        )
+        action_space = envs.single_action_space
+        self.low: np.ndarray | None = None
+        self.high: np.ndarray | None = None
+        if isinstance(action_space, spaces.Box):
+            low, high = action_space.low.astype(np.float32), action_space.high.astype(np.float32)
+            if np.isfinite(low).any() or np.isfinite(high).any():
+                self.low, self.high = low, high
+        self.mask_actions = _num_mask_actions(action_space)
+        self.steps = 0
+        """Environment steps taken (N per vector step); names the step in error messages."""
+
+    def encode(self, obs: np.ndarray) -> np.ndarray:
+        """Raw observations ``[N, *shape]`` -> ``[N, obs_dim]`` floats (a NumPy view where possible).
+
+        A flat float Box needs no encoding: its array is used as it is, without a round trip
+        through torch.
+        """
+        obs = np.asarray(obs)
+        if self.flat_box:
+            return obs
+        return self.encoder(torch.from_numpy(obs), torch.float32).numpy()
+
+    def check_observations(self, obs: np.ndarray, what: str = "observation") -> None:
+        if self.check_obs and not np.isfinite(obs).all():
+            bad = np.nonzero(~np.isfinite(np.asarray(obs).reshape(len(obs), -1)).all(axis=1))[0]
+            raise TrainingError(
+                f"non-finite {what} at step {self.steps} (environment {int(bad[0])}): "
+                f"{np.asarray(obs)[bad[0]].tolist()}"
+            )
+
+    def env_actions(self, actions: Tensor, out: np.ndarray | None) -> np.ndarray:
+        """The actions as the env takes them: NumPy, Box actions clipped to the bounds."""
+        actions_np = actions.numpy()
+        if self.low is None:
+            return actions_np
+        return np.clip(actions_np, self.low, self.high, out=out)
+
+    def step(self, actions_np: np.ndarray) -> tuple[Any, ...]:
+        try:
+            result = self.envs.step(actions_np)
+        except (KeyboardInterrupt, TrainingError, InputError):
+            raise
+        except Exception as err:
+            text = str(err).strip().splitlines()
+            detail = f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+            raise TrainingError(f"the environment raised at step {self.steps + self.num_envs}: {detail}") from None
+        self.steps += self.num_envs
+        return result
+
+    def masks(self, info: dict[str, Any], out: np.ndarray) -> None:
+        """Write ``info["action_mask"]`` into ``out [N, A]``; environments without one allow all."""
+        mask = info.get("action_mask")
+        if mask is None:
+            out[:] = True
+            return
+        mask = np.asarray(mask)
+        if mask.dtype == object:
+            mask = np.stack([np.ones(self.mask_actions, bool) if m is None else np.asarray(m) for m in mask])
+        if mask.shape != out.shape:
+            raise InputError(f"info['action_mask'] has shape {mask.shape}, expected {out.shape}")
+        np.not_equal(mask, 0, out=out)
+        present = info.get("_action_mask")
+        if present is not None and not np.all(present):
+            out[~np.asarray(present, dtype=bool)] = True
+
+
+class RolloutCollector:
+    """Steps a vector environment with a policy and fills :class:`Rollout` buffers.
+
+    Args:
+        envs: a Gymnasium vector environment with NEXT_STEP or SAME_STEP auto-reset.
+        policy: an ActorCritic acting on encoded observations (see :func:`make_policy`), with
+            ``act(obs, action_mask) -> (actions, log_prob, value)`` and ``value(obs)``.
+        num_steps: T, steps per environment per rollout.
+        encoder: raw observations -> ``[N, obs_dim]`` floats (the second result of
+            :func:`make_policy`). None: the observations are already flat floats.
+        obs_normalizer: normalises the encoded observations (statistics updated while collecting).
+        reward_scaler: scales the rewards (statistics updated while collecting).
+        device: where the policy lives; the buffers stay on the CPU and the returned rollout is
+            moved there.
+
+    Attributes:
+        steps: environment steps taken so far (T · N per rollout, dummy steps included).
+        reward_per_step: raw reward per valid step of the last rollout.
+        episode_returns, episode_lengths: raw returns and lengths of the episodes finished since
+            the last :meth:`pop_episodes`, in the order they finished.
+    """
+
+    def __init__(
+        self,
+        envs: VectorEnv,
+        policy: torch.nn.Module,
+        num_steps: int,
+        *,
+        encoder: Encoder | None = None,
+        obs_normalizer: ObservationNormalizer | None = None,
+        reward_scaler: RewardScaler | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+            raise InputError(f"num_steps must be a positive int, got {num_steps!r}")
+        if encoder is None:
+            from policygrad.policies import FlattenObservation
+
+            encoder = FlattenObservation(envs.single_observation_space.shape)
+        self.policy = policy
+        self.num_steps = T = num_steps
+        self.device = torch.device(device)
+        self.obs_normalizer = obs_normalizer
+        self.reward_scaler = reward_scaler
+        self._io = io = _EnvStepper(envs, encoder, policy.obs_dim)
+        self.envs = envs
+        self.num_envs = N = io.num_envs
+        if reward_scaler is not None and reward_scaler.returns.shape != (N,):
+            raise InputError(f"the reward scaler tracks {reward_scaler.returns.shape[0]} environments, not {N}")
+        if obs_normalizer is not None and obs_normalizer.rms.shape != (policy.obs_dim,):
+            raise InputError(f"the observation normaliser has shape {obs_normalizer.rms.shape}, not ({policy.obs_dim},)")
+        action_shape, action_dtype = _action_buffer_spec(envs.single_action_space)
+
+        # Buffers, allocated once. observations and action_masks have a row T: the observation
+        # after the last step, which becomes row 0 of the next rollout.
+        self._obs = torch.zeros(T + 1, N, policy.obs_dim)
+        self._obs_rows = self._obs.unbind(0)  # views, so that a step does not index
+        self._actions = torch.zeros(T, N, *action_shape, dtype=action_dtype)
+        self._log_probs = torch.zeros(T, N)
+        self._rewards = torch.zeros(T, N)
+        self._terminated = torch.zeros(T, N, dtype=torch.bool)
+        self._truncated = torch.zeros(T, N, dtype=torch.bool)
+        self._values = torch.zeros(T, N)
+        self._next_values = torch.zeros(T, N)
+        self._episode_step = torch.zeros(T, N, dtype=torch.long)
+        self._valid = torch.ones(T, N, dtype=torch.bool)
+        self._masks: Tensor | None = None
+        self._env_actions = np.zeros((N, *action_shape), dtype=np.float32) if io.low is not None else None
+
+        # Per-environment state between steps.
+        self._dummy = np.zeros(N, dtype=bool)  # NEXT_STEP: the next step of env i is a reset
+        self._ep_step = np.zeros(N, dtype=np.int64)
+        self._ep_return = np.zeros(N, dtype=np.float64)
+        self._ep_length = np.zeros(N, dtype=np.int64)
+        self._started = False
+        self._has_carry = False
+        self.episode_returns: list[float] = []
+        self.episode_lengths: list[int] = []
+        self.reward_per_step = float("nan")
+        """Raw reward per valid step of the last rollout (the learning signal of a continuing task)."""
+
+    @property
+    def steps(self) -> int:
+        """Environment steps taken so far."""
+        return self._io.steps
+
+    @steps.setter
+    def steps(self, value: int) -> None:
+        self._io.steps = int(value)
+
+    @property
+    def autoreset_mode(self) -> AutoresetMode:
+        return self._io.mode
+
+    def reset(self, seed: int | None = None) -> None:
+        """Reset every environment (seeded with ``seed`` when given) and start new episodes."""
+        try:
+            obs, info = self.envs.reset(seed=seed)
+        except Exception as err:
+            text = str(err).strip().splitlines()
+            raise TrainingError(
+                f"the environment raised on reset: {type(err).__name__}: {text[0] if text else ''}"
+            ) from None
+        self._io.check_observations(obs)
+        self._store_obs(obs, 0, None)
+        if self._io.mask_actions is not None and "action_mask" in info:
+            if self._masks is None:
+                self._masks = torch.ones(self.num_steps + 1, self.num_envs, self._io.mask_actions, dtype=torch.bool)
+            self._io.masks(info, self._masks[0].numpy())
+        elif self._masks is not None:
+            self._masks[0] = True
+        self._dummy[:] = False
+        self._ep_step[:] = 0
+        self._ep_return[:] = 0.0
+        self._ep_length[:] = 0
+        if self.reward_scaler is not None:
+            self.reward_scaler.reset()
+        self._started = True
+        self._has_carry = False
+
+    def _store_obs(self, obs: np.ndarray, row: int, update_mask: np.ndarray | None) -> None:
+        encoded = self._io.encode(obs)
+        out = self._obs[row].numpy()
+        if self.obs_normalizer is not None:
+            self.obs_normalizer(encoded, update_mask, out=out)
+        else:
+            out[:] = encoded
+
+    def _encode_final(self, final_obs: np.ndarray) -> Tensor:
+        """Encoded (and normalised, without updating the statistics) final observations."""
+        encoded = self._io.encode(final_obs)
+        if self.obs_normalizer is not None:
+            encoded = self.obs_normalizer.normalize(encoded)
+        return torch.from_numpy(np.ascontiguousarray(encoded, dtype=np.float32))
+
+    def pop_episodes(self) -> tuple[list[float], list[int]]:
+        """The raw returns and lengths of the episodes finished since the last call, then forget them."""
+        returns, lengths = self.episode_returns, self.episode_lengths
+        self.episode_returns, self.episode_lengths = [], []
+        return returns, lengths
+
+    @torch.no_grad()
+    def collect(self) -> Rollout:
+        """Step every environment ``num_steps`` times with the current policy.
+
+        Returns:
+            The :class:`Rollout` (its tensors are this collector's buffers; see :class:`Rollout`).
+
+        Raises:
+            TrainingError: a non-finite observation or reward (naming the step and the
+                environment), or an environment that raised.
+        """
+        if not self._started:
+            self.reset()
+        T, N = self.num_steps, self.num_envs
+        io, policy, device = self._io, self.policy, self.device
+        on_cpu = device.type == "cpu"
+        next_step = io.mode == AutoresetMode.NEXT_STEP
+        obs_buf, masks = self._obs, self._masks
+        # NumPy views of the buffers: a row write is one NumPy assignment.
+        obs_np = obs_buf.numpy()
+        rewards_np = self._rewards.numpy()
+        terminated_np = self._terminated.numpy()
+        truncated_np = self._truncated.numpy()
+        episode_step_np = self._episode_step.numpy()
+        valid_np = self._valid.numpy()
+        actions_np, log_probs_np, values_np = self._actions.numpy(), self._log_probs.numpy(), self._values.numpy()
+        values_buf = self._values
+        masks_np = None if masks is None else masks.numpy()
+        obs_rows = self._obs_rows
+        mask_rows = None if masks is None else masks.unbind(0)
+        ep_return, ep_length, ep_step, dummy = self._ep_return, self._ep_length, self._ep_step, self._dummy
+        reward_scaler = self.reward_scaler
+        bootstrap: list[tuple[int, np.ndarray, Tensor]] = []  # (t, truncated envs, V(final obs))
+        reward_sum = np.zeros(N, dtype=np.float64)  # raw rewards of valid steps, per environment
+
+        if self._has_carry:  # the observation after the previous rollout's last step
+            obs_np[0] = obs_np[T]
+            if masks_np is not None:
+                masks_np[0] = masks_np[T]
+
+        for t in range(T):
+            obs_t = obs_rows[t]
+            mask_t = None if masks is None else mask_rows[t]
+            if on_cpu:
+                actions, log_prob, value = policy.act(obs_t, mask_t)
+            else:
+                actions, log_prob, value = policy.act(obs_t.to(device), None if mask_t is None else mask_t.to(device))
+                actions, log_prob, value = actions.cpu(), log_prob.cpu(), value.cpu()
+            actions_np[t] = actions.numpy()
+            log_probs_np[t] = log_prob.numpy()
+            values_np[t] = value.numpy()
+
+            obs, reward, terminated, truncated, info = io.step(io.env_actions(actions, self._env_actions))
+
+            if not np.isfinite(reward).all():
+                i = int(np.nonzero(~np.isfinite(reward))[0][0])
+                raise TrainingError(f"non-finite reward at step {io.steps} (environment {i}): {reward[i]}")
+            io.check_observations(obs)
+            episode_step_np[t] = ep_step
+            if next_step:
+                valid = ~dummy
+                valid_np[t] = valid
+                terminated = terminated & valid
+                truncated = truncated & valid
+                done = terminated | truncated
+                raw = np.where(valid, reward, 0.0)
+                ep_return += raw
+                reward_sum += raw
+                ep_length += valid
+                ep_step += valid
+            else:
+                valid = None
+                done = terminated | truncated
+                ep_return += reward
+                reward_sum += reward
+                ep_length += 1
+                ep_step += 1
+            terminated_np[t] = terminated
+            truncated_np[t] = truncated
+            if reward_scaler is None:
+                rewards_np[t] = reward
+            else:
+                reward_scaler(reward, done, valid, out=rewards_np[t])
+
+            if done.any():
+                ended = np.nonzero(done)[0]
+                self.episode_returns.extend(ep_return[ended].tolist())
+                self.episode_lengths.extend(ep_length[ended].tolist())
+                ep_return[ended] = 0.0
+                ep_length[ended] = 0
+                ep_step[ended] = 0
+                if next_step:
+                    # The returned observation is the final one; it is not a state the policy
+                    # is trained on (its row is a dummy), so it stays out of the statistics.
+                    self._store_obs(obs, t + 1, ~done)
+                else:
+                    self._store_obs(obs, t + 1, None)
+                    cut = np.nonzero(truncated & ~terminated)[0]
+                    if len(cut):
+                        final = np.stack([info["final_obs"][i] for i in cut])
+                        io.check_observations(final, "final observation")
+                        final_obs = self._encode_final(final)
+                        value_final = policy.value(final_obs if on_cpu else final_obs.to(device))
+                        bootstrap.append((t, cut, value_final.cpu()))
+            else:
+                self._store_obs(obs, t + 1, None)
+            if next_step:
+                dummy[:] = done
+            if masks_np is not None:
+                io.masks(info, masks_np[t + 1])
+
+        # V(s_{t+1}): values[t+1], the bootstrap V(s_T) at the end, V(final obs) at truncations
+        # (SAME_STEP), 0 at terminations.
+        last = obs_buf[T]
+        last_value = policy.value(last if on_cpu else last.to(device)).cpu()
+        next_values = self._next_values
+        next_values[:-1] = values_buf[1:]
+        next_values[-1] = last_value
+        for t, cut, value_final in bootstrap:
+            next_values[t, torch.from_numpy(cut)] = value_final
+        next_values.masked_fill_(self._terminated, 0.0)
+        self._has_carry = True
+        valid_steps = int(valid_np.sum()) if next_step else T * N
+        self.reward_per_step = float(reward_sum.sum()) / max(1, valid_steps)
+
+        rollout = Rollout(
+            observations=obs_buf[:T],
+            actions=self._actions,
+            log_probs=self._log_probs,
+            rewards=self._rewards,
+            terminated=self._terminated,
+            truncated=self._truncated,
+            values=values_buf,
+            next_values=next_values,
+            episode_step=self._episode_step,
+            action_masks=None if masks is None else masks[:T],
+            valid=self._valid if next_step else None,
+        )
+        return rollout if on_cpu else rollout.to(device)
+
+
+@torch.no_grad()
+def evaluate_policy(
+    policy: torch.nn.Module,
+    envs: VectorEnv,
+    num_episodes: int,
+    *,
+    encoder: Encoder | None = None,
+    obs_normalizer: ObservationNormalizer | None = None,
+    deterministic: bool = True,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> list[float]:
+    """Raw returns of ``num_episodes`` complete episodes of ``policy``.
+
+    Environment i of the N runs ⌈(num_episodes − i)/N⌉ episodes, so that short episodes do not
+    crowd out long ones. The observation normaliser is used as it is (frozen: its statistics do
+    not move).
+
+    Args:
+        policy: the actor-critic (acting on encoded observations).
+        envs: the vector environment to run (auto-reset NEXT_STEP or SAME_STEP).
+        num_episodes: how many episodes.
+        encoder: as for :class:`RolloutCollector`.
+        obs_normalizer: the training run's observation normaliser, or None.
+        deterministic: take the policy's mode instead of sampling.
+        seed: reset seed of the environments.
+        generator: random-number generator of the sampled actions (None: torch's global one).
+        device: where the policy lives.
+
+    Returns:
+        The episodes' undiscounted, unscaled returns, environment by environment.
+
+    Raises:
+        TrainingError: non-finite observations or rewards, or an environment that raised.
+    """
+    if isinstance(num_episodes, bool) or not isinstance(num_episodes, int) or num_episodes < 1:
+        raise InputError(f"the number of episodes must be a positive int, got {num_episodes!r}")
+    if encoder is None:
+        from policygrad.policies import FlattenObservation
+
+        encoder = FlattenObservation(envs.single_observation_space.shape)
+    io = _EnvStepper(envs, encoder, policy.obs_dim)
+    N = io.num_envs
+    device = torch.device(device)
+    targets = np.array([len(range(i, num_episodes, N)) for i in range(N)])
+    counts = np.zeros(N, dtype=np.int64)
+    returns: list[list[float]] = [[] for _ in range(N)]
+    ep_return = np.zeros(N, dtype=np.float64)
+    dummy = np.zeros(N, dtype=bool)
+    next_step = io.mode == AutoresetMode.NEXT_STEP
+
+    def prepare(obs: np.ndarray) -> Tensor:
+        io.check_observations(obs)
+        encoded = io.encode(obs)
+        if obs_normalizer is not None:
+            encoded = obs_normalizer.normalize(encoded)
+        return torch.from_numpy(np.ascontiguousarray(encoded, dtype=np.float32)).to(device)
+
+    try:
+        obs, info = envs.reset(seed=seed)
+    except Exception as err:
+        raise TrainingError(f"the environment raised on reset: {type(err).__name__}: {err}") from None
+    mask_np = np.ones((N, io.mask_actions), dtype=bool) if io.mask_actions is not None and "action_mask" in info else None
+    env_actions = None
+    while (counts < targets).any():
+        mask = None
+        if mask_np is not None:
+            io.masks(info, mask_np)
+            mask = torch.from_numpy(mask_np).to(device)
+        actions, _, _ = policy.act(prepare(obs), mask, deterministic=deterministic, generator=generator)
+        actions = actions.cpu()
+        if env_actions is None and io.low is not None:
+            env_actions = np.zeros(tuple(actions.shape), dtype=np.float32)
+        obs, reward, terminated, truncated, info = io.step(io.env_actions(actions, env_actions))
+        if not np.isfinite(reward).all():
+            i = int(np.nonzero(~np.isfinite(reward))[0][0])
+            raise TrainingError(f"non-finite reward at evaluation step {io.steps} (environment {i}): {reward[i]}")
+        counting = counts < targets
+        if next_step:
+            counting &= ~dummy
+        ep_return += np.where(counting, reward, 0.0)
+        done = (terminated | truncated) & counting
+        for i in np.nonzero(done)[0]:
+            returns[i].append(float(ep_return[i]))
+            counts[i] += 1
+            ep_return[i] = 0.0
+        if next_step:
+            dummy = terminated | truncated
+    return [r for per_env in returns for r in per_env]
