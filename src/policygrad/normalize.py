@@ -67,13 +67,17 @@ class RunningMeanStd:
         total = self.count + batch_count
         delta = batch_mean - self.mean
         m2 = self.var * self.count + batch_var * batch_count + np.square(delta) * (self.count * batch_count / total)
-        self.mean = self.mean + delta * (batch_count / total)
-        self.var = m2 / total
-        self.count = total
+        # np.asarray keeps 0-d arrays (scalar statistics) arrays rather than NumPy scalars.
+        self.mean = np.asarray(self.mean + delta * (batch_count / total), dtype=np.float64)
+        self.var = np.asarray(m2 / total, dtype=np.float64)
+        self.count = float(total)
 
     def state(self, prefix: str) -> tuple[dict[str, Tensor], dict[str, Any]]:
         """``({prefix.mean, prefix.var}: float64 tensors, {"count": n})``."""
-        tensors = {f"{prefix}.mean": torch.from_numpy(self.mean.copy()), f"{prefix}.var": torch.from_numpy(self.var.copy())}
+        tensors = {
+            f"{prefix}.mean": torch.from_numpy(np.array(self.mean, dtype=np.float64)),
+            f"{prefix}.var": torch.from_numpy(np.array(self.var, dtype=np.float64)),
+        }
         return tensors, {"count": self.count}
 
     def load_state(self, tensors: dict[str, Tensor], meta: dict[str, Any], prefix: str) -> None:
