@@ -173,12 +173,11 @@ def _action_buffer_spec(action_space: spaces.Space) -> tuple[tuple[int, ...], to
 class _EnvStepper:
     """What the collector and the evaluation share: actions out, observations in, checked."""
 
-    def __init__(self, envs: VectorEnv, encoder: Encoder, obs_dim: int) -> None:
+    def __init__(self, envs: VectorEnv, encoder: Encoder) -> None:
         self.envs = envs
         self.encoder = encoder
         self.num_envs = int(envs.num_envs)
         self.mode = autoreset_mode(envs)
-        self.obs_dim = int(obs_dim)
         space = envs.single_observation_space
         self.check_obs = isinstance(space, spaces.Box) and np.issubdtype(space.dtype, np.floating)
         from policygrad.policies import FlattenObservation
@@ -212,12 +211,12 @@ class _EnvStepper:
         return self.encoder(torch.from_numpy(obs), torch.float32).numpy()
 
     def check_observations(self, obs: np.ndarray, what: str = "observation") -> None:
+        """TrainingError naming the step and the environment if ``obs [N, ...]`` has a NaN or inf."""
         if self.check_obs and not np.isfinite(obs).all():
-            bad = np.nonzero(~np.isfinite(np.asarray(obs).reshape(len(obs), -1)).all(axis=1))[0]
-            raise TrainingError(
-                f"non-finite {what} at step {self.steps} (environment {int(bad[0])}): "
-                f"{np.asarray(obs)[bad[0]].tolist()}"
-            )
+            rows = np.asarray(obs).reshape(len(obs), -1)
+            i = int(np.nonzero(~np.isfinite(rows).all(axis=1))[0][0])
+            shown = f": {rows[i].tolist()}" if rows.shape[1] <= 8 else ""
+            raise TrainingError(f"non-finite {what} at step {self.steps} (environment {i}){shown}")
 
     def env_actions(self, actions: Tensor, out: np.ndarray | None) -> np.ndarray:
         """The actions as the env takes them: NumPy, Box actions clipped to the bounds."""
@@ -299,7 +298,7 @@ class RolloutCollector:
         self.device = torch.device(device)
         self.obs_normalizer = obs_normalizer
         self.reward_scaler = reward_scaler
-        self._io = io = _EnvStepper(envs, encoder, policy.obs_dim)
+        self._io = io = _EnvStepper(envs, encoder)
         self.envs = envs
         self.num_envs = N = io.num_envs
         if reward_scaler is not None and reward_scaler.returns.shape != (N,):
@@ -579,7 +578,7 @@ def evaluate_policy(
         from policygrad.policies import FlattenObservation
 
         encoder = FlattenObservation(envs.single_observation_space.shape)
-    io = _EnvStepper(envs, encoder, policy.obs_dim)
+    io = _EnvStepper(envs, encoder)
     N = io.num_envs
     device = torch.device(device)
     targets = np.array([len(range(i, num_episodes, N)) for i in range(N)])
