@@ -325,9 +325,8 @@ class RolloutCollector:
 
         # Per-environment state between steps.
         self._dummy = np.zeros(N, dtype=bool)  # NEXT_STEP: the next step of env i is a reset
-        self._ep_step = np.zeros(N, dtype=np.int64)
+        self._ep_step = np.zeros(N, dtype=np.int64)  # steps since the episode's start
         self._ep_return = np.zeros(N, dtype=np.float64)
-        self._ep_length = np.zeros(N, dtype=np.int64)
         self._started = False
         self._has_carry = False
         self.episode_returns: list[float] = []
@@ -368,7 +367,6 @@ class RolloutCollector:
         self._dummy[:] = False
         self._ep_step[:] = 0
         self._ep_return[:] = 0.0
-        self._ep_length[:] = 0
         if self.reward_scaler is not None:
             self.reward_scaler.reset()
         self._started = True
@@ -425,7 +423,7 @@ class RolloutCollector:
         masks_np = None if masks is None else masks.numpy()
         obs_rows = self._obs_rows
         mask_rows = None if masks is None else masks.unbind(0)
-        ep_return, ep_length, ep_step, dummy = self._ep_return, self._ep_length, self._ep_step, self._dummy
+        ep_return, ep_step, dummy = self._ep_return, self._ep_step, self._dummy
         reward_scaler = self.reward_scaler
         bootstrap: list[tuple[int, np.ndarray, Tensor]] = []  # (t, truncated envs, V(final obs))
         reward_sum = np.zeros(N, dtype=np.float64)  # raw rewards of valid steps, per environment
@@ -463,14 +461,12 @@ class RolloutCollector:
                 raw = np.where(valid, reward, 0.0)
                 ep_return += raw
                 reward_sum += raw
-                ep_length += valid
                 ep_step += valid
             else:
                 valid = None
                 done = terminated | truncated
                 ep_return += reward
                 reward_sum += reward
-                ep_length += 1
                 ep_step += 1
             terminated_np[t] = terminated
             truncated_np[t] = truncated
@@ -482,9 +478,8 @@ class RolloutCollector:
             if done.any():
                 ended = np.nonzero(done)[0]
                 self.episode_returns.extend(ep_return[ended].tolist())
-                self.episode_lengths.extend(ep_length[ended].tolist())
+                self.episode_lengths.extend(ep_step[ended].tolist())  # steps taken = length
                 ep_return[ended] = 0.0
-                ep_length[ended] = 0
                 ep_step[ended] = 0
                 if next_step:
                     # The returned observation is the final one; it is not a state the policy
