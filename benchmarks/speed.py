@@ -1,0 +1,265 @@
+"""Side-by-side speed: policygrad against Stable-Baselines3 and the environment floor.
+
+For every case and seed the runner starts fresh worker processes, alternating policygrad and
+SB3 (then the floor), on identical hyperparameters, environment, step count and seed. Each worker
+prints one JSON line: the training wall time (building the model and environments excluded, all
+logging policygrad does by default included), the whole process's time and peak memory, and the
+final deterministic return over 20 episodes.
+
+    python benchmarks/speed.py                      # every case, 3 seeds (needs the `bench` extra)
+    python benchmarks/speed.py --cases ppo_8x128 --seeds 1 --scale 0.05   # a quick look
+
+The environment floor steps the same vector environment policygrad uses for the same number of
+steps with random actions: no policy, no learning. Its time is the least any library could take.
+
+Hyperparameter mapping: SB3's critic loss is vf_coef·MSE while policygrad's is vf_coef·½·MSE,
+so policygrad runs with twice SB3's vf_coef (identical losses). Everything else maps one to one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_T_START = time.perf_counter()
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    description: str
+    algo: str
+    env: str
+    steps: int
+    num_envs: int
+    policygrad: dict[str, Any]
+    sb3: dict[str, Any]
+    sb3_normalize: bool = False
+    target_ratio: float | None = None
+    floor_ratio: float | None = None
+
+
+# SB3's defaults that policygrad must match explicitly where its own defaults differ.
+_PPO_COMMON = dict(learning_rate=3e-4, gamma=0.99, gae_lambda=0.95, clip_eps=0.2, ent_coef=0.0, vf_coef=1.0,
+                   max_grad_norm=0.5, normalize_advantages=True, anneal_lr=False, hidden_sizes=[64, 64],
+                   activation="tanh", optimizer="adam", optim_eps=1e-5, target_kl=None, clip_vloss=False)
+
+CASES: dict[str, Case] = {
+    c.name: c
+    for c in [
+        Case(
+            "ppo_8x128", "PPO, 8 envs × 128 steps, 4 epochs, minibatch 256", "ppo", "CartPole-v1", 100_000, 8,
+            policygrad=dict(_PPO_COMMON, num_steps=128, num_epochs=4, minibatch_size=256),
+            sb3=dict(n_steps=128, n_epochs=4, batch_size=256),
+            target_ratio=3.0, floor_ratio=4.0,
+        ),
+        Case(
+            "ppo_sb3_default", "PPO, SB3 defaults (8 envs × 2048, 10 epochs, minibatch 64)", "ppo", "CartPole-v1",
+            8 * 2048 * 7, 8,
+            policygrad=dict(_PPO_COMMON, num_steps=2048, num_epochs=10, minibatch_size=64),
+            sb3=dict(),
+            target_ratio=2.5,
+        ),
+        Case(
+            "a2c_sb3_default", "A2C, SB3 defaults (8 envs × 5 steps, RMSprop 7e-4)", "a2c", "CartPole-v1", 100_000, 8,
+            policygrad=dict(num_steps=5, learning_rate=7e-4, optimizer="rmsprop", optim_eps=1e-5, gamma=0.99,
+                            gae_lambda=1.0, ent_coef=0.0, vf_coef=1.0, max_grad_norm=0.5,
+                            normalize_advantages=False, anneal_lr=False, hidden_sizes=[64, 64], activation="tanh"),
+            sb3=dict(),
+            target_ratio=4.0, floor_ratio=2.5,
+        ),
+        Case(
+            "ppo_pendulum_zoo", "PPO, RL Zoo Pendulum-v1 settings (4 envs × 1024, γ 0.9, 10 epochs, lr 1e-3, normalised)",
+            "ppo", "Pendulum-v1", 100_000, 4,
+            policygrad=dict(_PPO_COMMON, num_steps=1024, num_epochs=10, minibatch_size=64, gamma=0.9,
+                            learning_rate=1e-3, normalize_obs=True, normalize_reward=True),
+            sb3=dict(n_steps=1024, n_epochs=10, batch_size=64, gamma=0.9, gae_lambda=0.95, learning_rate=1e-3),
+            sb3_normalize=True,
+            target_ratio=3.0,
+        ),
+    ]
+}
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+# ------------------------------------------------------------------------------------------------
+# Workers: one library, one case, one seed, in a fresh process.
+# ------------------------------------------------------------------------------------------------
+
+
+def work_policygrad(case: Case, seed: int, steps: int) -> dict[str, Any]:
+    import numpy as np
+
+    from policygrad.train import build_session, evaluate_session, resolve_run, train
+
+    overrides = dict(case.policygrad, num_envs=case.num_envs, total_steps=steps, seed=seed)
+    spec = resolve_run(case.algo, case.env, overrides=overrides)
+    session = build_session(spec)
+    try:
+        with tempfile.TemporaryDirectory() as run_dir:
+            train(session, Path(run_dir), quiet=True)
+            train_seconds = session.wall_time
+            returns = evaluate_session(session, 20, deterministic=True, seed=10_000 + seed)
+    finally:
+        session.close()
+    return {"train_seconds": train_seconds, "steps": session.step, "final_return": float(np.mean(returns))}
+
+
+def work_sb3(case: Case, seed: int, steps: int) -> dict[str, Any]:
+    import numpy as np
+    import torch
+    from stable_baselines3 import A2C, PPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    torch.set_num_threads(1)  # the same thread count policygrad uses
+    env = make_vec_env(case.env, n_envs=case.num_envs, seed=seed)
+    if case.sb3_normalize:
+        env = VecNormalize(env, gamma=case.sb3.get("gamma", 0.99))
+    cls = {"ppo": PPO, "a2c": A2C}[case.algo]
+    model = cls("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **case.sb3)
+    t0 = time.perf_counter()
+    model.learn(total_timesteps=steps)
+    train_seconds = time.perf_counter() - t0
+    eval_env = make_vec_env(case.env, n_envs=1, seed=10_000 + seed)
+    if case.sb3_normalize:
+        eval_env = VecNormalize(eval_env, training=False, norm_reward=False, gamma=case.sb3.get("gamma", 0.99))
+        eval_env.obs_rms = env.obs_rms
+    mean, _ = evaluate_policy(model, eval_env, n_eval_episodes=20, deterministic=True)
+    return {"train_seconds": train_seconds, "steps": int(model.num_timesteps), "final_return": float(np.mean(mean))}
+
+
+def work_floor(case: Case, seed: int, steps: int) -> dict[str, Any]:
+    import numpy as np
+
+    from policygrad.envs import make_vec_env
+    from policygrad.train import resolve_run
+
+    spec = resolve_run(case.algo, case.env, overrides=dict(case.policygrad, num_envs=case.num_envs, seed=seed))
+    envs = make_vec_env(case.env, case.num_envs, seed, vectorization=spec.train.vectorization)
+    envs.action_space.seed(seed)
+    actions = [envs.action_space.sample() for _ in range(64)]
+    envs.reset(seed=seed)
+    n = 0
+    t0 = time.perf_counter()
+    while n < steps:
+        envs.step(actions[(n // case.num_envs) % 64])
+        n += case.num_envs
+    train_seconds = time.perf_counter() - t0
+    envs.close()
+    return {"train_seconds": train_seconds, "steps": n, "final_return": float(np.nan)}
+
+
+WORKERS = {"policygrad": work_policygrad, "sb3": work_sb3, "floor": work_floor}
+
+
+def run_worker(lib: str, case_name: str, seed: int, steps: int) -> None:
+    result = WORKERS[lib](CASES[case_name], seed, steps)
+    result.update(lib=lib, case=case_name, seed=seed, process_seconds=time.perf_counter() - _T_START,
+                  peak_mb=_peak_mb())
+    print(json.dumps(result))
+
+
+# ------------------------------------------------------------------------------------------------
+# The runner
+# ------------------------------------------------------------------------------------------------
+
+
+def spawn(lib: str, case: str, seed: int, steps: int) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--worker", lib, case, str(seed), str(steps)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode != 0:
+        raise SystemExit(f"{lib} {case} seed {seed} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@dataclass
+class CaseResult:
+    case: Case
+    runs: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {"policygrad": [], "sb3": [], "floor": []})
+
+    def median(self, lib: str, key: str) -> float:
+        return statistics.median(r[key] for r in self.runs[lib])
+
+    def ratios(self, num: str, den: str) -> list[float]:
+        return [a["train_seconds"] / b["train_seconds"] for a, b in zip(self.runs[num], self.runs[den])]
+
+
+def format_results(results: list[CaseResult], seeds: int) -> str:
+    lines = [
+        f"| case | steps | SB3 s | policygrad s | SB3 / policygrad (median, range) | target | policygrad steps/s | "
+        f"floor s | policygrad / floor | floor target | return SB3 | return policygrad |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        c = r.case
+        speedup = r.ratios("sb3", "policygrad")
+        overhead = r.ratios("policygrad", "floor")
+        steps = r.median("policygrad", "steps")
+        pg = r.median("policygrad", "train_seconds")
+        lines.append(
+            f"| {c.name}: {c.description} | {int(steps)} | {r.median('sb3', 'train_seconds'):.2f} | {pg:.2f} | "
+            f"**{statistics.median(speedup):.2f}×** ({min(speedup):.2f}–{max(speedup):.2f}) | "
+            f"{'≥ %.1f×' % c.target_ratio if c.target_ratio else '—'} | {steps / pg:,.0f} | "
+            f"{r.median('floor', 'train_seconds'):.2f} | {statistics.median(overhead):.2f}× | "
+            f"{'≤ %.1f×' % c.floor_ratio if c.floor_ratio else '—'} | {r.median('sb3', 'final_return'):.1f} | "
+            f"{r.median('policygrad', 'final_return'):.1f} |"
+        )
+    lines.append("")
+    lines.append(f"Medians over {seeds} seeds; ratios are per seed (same seed, back-to-back runs), then the median.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every case's step count")
+    parser.add_argument("--libs", nargs="+", choices=list(WORKERS), default=list(WORKERS))
+    parser.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
+    parser.add_argument("--worker", nargs=4, metavar=("LIB", "CASE", "SEED", "STEPS"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        lib, case, seed, steps = args.worker
+        run_worker(lib, case, int(seed), int(steps))
+        return 0
+    results = []
+    for name in args.cases:
+        case = CASES[name]
+        steps = max(case.num_envs, int(case.steps * args.scale))
+        result = CaseResult(case)
+        for seed in range(args.seeds):
+            for lib in args.libs:  # alternate: policygrad, SB3, floor for each seed
+                run = spawn(lib, name, seed, steps)
+                result.runs[lib].append(run)
+                print(f"{name} seed {seed} {lib}: {run['train_seconds']:.2f} s, return {run['final_return']:.1f}, "
+                      f"process {run['process_seconds']:.1f} s, peak {run['peak_mb']:.0f} MB", file=sys.stderr)
+        results.append(result)
+    if set(args.libs) == set(WORKERS):
+        table = format_results(results, args.seeds)
+        machine = f"{os.cpu_count()} CPUs, {sys.platform}, Python {sys.version.split()[0]}"
+        text = f"{table}\n\nMeasured on: {machine}.\n"
+        print(text)
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
