@@ -220,3 +220,15 @@ def test_eval_prints_a_table_or_json(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "mean_return" in out and "deterministic" in out
     # The same seed gives the same stochastic evaluation.
     assert evaluate_run(run, 4, seed=11) == evaluate_run(run, 4, seed=11)
+
+
+def test_continuing_task_logs_reward_per_step(tmp_path: Path) -> None:
+    # No termination and no time limit: no episode ever ends, the curve is the reward per step,
+    # and evaluation runs over windows instead of forever.
+    run = tmp_path / "river"
+    argv = ["train", "--env", "policygrad/RiverSwim-v0", "--steps", "256", "--out", str(run), *["--quiet"],
+            "--set", "num_envs=2", "--set", "num_steps=64", "--set", "minibatch_size=64", "--set", "eval_episodes=2"]
+    assert main(argv) == 0
+    rows = _rows(run)
+    assert all(r["episode_return_mean"] == "" and float(r["reward_per_step"]) >= 0 for r in rows)
+    assert (run / "learning_curve.png").is_file()

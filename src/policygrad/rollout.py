@@ -543,12 +543,15 @@ def evaluate_policy(
     seed: int | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
+    max_episode_steps: int = 10_000,
 ) -> list[float]:
     """Raw returns of ``num_episodes`` complete episodes of ``policy``.
 
     Environment i of the N runs ⌈(num_episodes − i)/N⌉ episodes, so that short episodes do not
     crowd out long ones. The observation normaliser is used as it is (frozen: its statistics do
-    not move).
+    not move). An episode that runs for ``max_episode_steps`` steps is counted as ended there,
+    with the return collected so far, so that a continuing task (no termination, no time limit)
+    is evaluated over windows of that length instead of forever.
 
     Args:
         policy: the actor-critic (acting on encoded observations).
@@ -560,6 +563,7 @@ def evaluate_policy(
         seed: reset seed of the environments.
         generator: random-number generator of the sampled actions (None: torch's global one).
         device: where the policy lives.
+        max_episode_steps: the longest an evaluated episode (or window) lasts.
 
     Returns:
         The episodes' undiscounted, unscaled returns, environment by environment.
@@ -569,6 +573,8 @@ def evaluate_policy(
     """
     if isinstance(num_episodes, bool) or not isinstance(num_episodes, int) or num_episodes < 1:
         raise InputError(f"the number of episodes must be a positive int, got {num_episodes!r}")
+    if max_episode_steps < 1:
+        raise InputError(f"max_episode_steps must be positive, got {max_episode_steps}")
     if encoder is None:
         from policygrad.policies import FlattenObservation
 
@@ -580,6 +586,7 @@ def evaluate_policy(
     counts = np.zeros(N, dtype=np.int64)
     returns: list[list[float]] = [[] for _ in range(N)]
     ep_return = np.zeros(N, dtype=np.float64)
+    ep_length = np.zeros(N, dtype=np.int64)
     dummy = np.zeros(N, dtype=bool)
     next_step = io.mode == AutoresetMode.NEXT_STEP
 
@@ -613,11 +620,13 @@ def evaluate_policy(
         if next_step:
             counting &= ~dummy
         ep_return += np.where(counting, reward, 0.0)
-        done = (terminated | truncated) & counting
+        ep_length += counting
+        done = (terminated | truncated | (ep_length >= max_episode_steps)) & counting
         for i in np.nonzero(done)[0]:
             returns[i].append(float(ep_return[i]))
             counts[i] += 1
             ep_return[i] = 0.0
+            ep_length[i] = 0
         if next_step:
             dummy = terminated | truncated
     return [r for per_env in returns for r in per_env]
