@@ -227,7 +227,8 @@ def test_continuing_task_logs_reward_per_step(tmp_path: Path) -> None:
     # and evaluation runs over windows instead of forever.
     run = tmp_path / "river"
     argv = ["train", "--env", "policygrad/RiverSwim-v0", "--steps", "256", "--out", str(run), *["--quiet"],
-            "--set", "num_envs=2", "--set", "num_steps=64", "--set", "minibatch_size=64", "--set", "eval_episodes=2"]
+            "--set", "num_envs=2", "--set", "num_steps=64", "--set", "minibatch_size=64", "--set", "eval_episodes=2",
+            "--set", "eval_max_episode_steps=500"]
     assert main(argv) == 0
     rows = _rows(run)
     assert all(r["episode_return_mean"] == "" and float(r["reward_per_step"]) >= 0 for r in rows)

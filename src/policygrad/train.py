@@ -106,6 +106,9 @@ class TrainConfig:
     """Environment steps between evaluations when target_return is set (rounded up to whole rollouts)."""
     eval_episodes: int = 10
     """Episodes per evaluation (also of the final one)."""
+    eval_max_episode_steps: int = 10_000
+    """An evaluation episode ends after this many steps at the latest (continuing tasks are
+    evaluated over windows of this length)."""
     checkpoint_every: int | None = None
     """Environment steps between kept checkpoints (checkpoints/step_N); None: a fifth of the run."""
     time_limit: int | None = None
@@ -121,7 +124,7 @@ class TrainConfig:
         from policygrad.algorithms.config import _check_types  # the algorithms' type checks
 
         _check_types(self)
-        for name in ("total_steps", "eval_every", "eval_episodes", "torch_threads"):
+        for name in ("total_steps", "eval_every", "eval_episodes", "eval_max_episode_steps", "torch_threads"):
             if not getattr(self, name) > 0:
                 raise InputError(f"{name} must be > 0, got {getattr(self, name)}")
         for name in ("checkpoint_every", "time_limit"):
@@ -526,6 +529,7 @@ def evaluate_session(
         seed=seed,
         generator=generator,
         device=session.device,
+        max_episode_steps=session.spec.train.eval_max_episode_steps,
     )
 
 
