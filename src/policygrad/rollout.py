@@ -321,6 +321,12 @@ class RolloutCollector:
         self._episode_step = torch.zeros(T, N, dtype=torch.long)
         self._valid = torch.ones(T, N, dtype=torch.bool)
         self._masks: Tensor | None = None
+        # NumPy views of the buffers (shared memory): a row write is one NumPy assignment.
+        self._numpy_views = tuple(
+            b.numpy()
+            for b in (self._obs, self._rewards, self._terminated, self._truncated, self._episode_step,
+                      self._valid, self._actions, self._log_probs, self._values)
+        )
         self._env_actions = np.zeros((N, *action_shape), dtype=np.float32) if io.low is not None else None
 
         # Per-environment state between steps.
@@ -411,14 +417,9 @@ class RolloutCollector:
         on_cpu = device.type == "cpu"
         next_step = io.mode == AutoresetMode.NEXT_STEP
         obs_buf, masks = self._obs, self._masks
-        # NumPy views of the buffers: a row write is one NumPy assignment.
-        obs_np = obs_buf.numpy()
-        rewards_np = self._rewards.numpy()
-        terminated_np = self._terminated.numpy()
-        truncated_np = self._truncated.numpy()
-        episode_step_np = self._episode_step.numpy()
-        valid_np = self._valid.numpy()
-        actions_np, log_probs_np, values_np = self._actions.numpy(), self._log_probs.numpy(), self._values.numpy()
+        obs_np, rewards_np, terminated_np, truncated_np, episode_step_np, valid_np, actions_np, log_probs_np, values_np = (
+            self._numpy_views
+        )
         values_buf = self._values
         masks_np = None if masks is None else masks.numpy()
         obs_rows = self._obs_rows
