@@ -75,12 +75,13 @@ _MUJOCO = ("Hopper-v5", "HalfCheetah-v5", "Walker2d-v5")
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "ppo": {
-        # Zoo (tuned): 8 envs x 32 steps, 20 epochs of one 256-minibatch, λ = 0.8, γ = 0.98.
+        # Zoo (tuned): 8 envs x 32 steps, one 256-minibatch, λ = 0.8, γ = 0.98; 10 epochs, not the
+        # Zoo's 20: as reliable over 7 seeds here and twice as fast.
         "CartPole-v1": {
             "total_steps": 100_000,
             "num_envs": 8,
             "num_steps": 32,
-            "num_epochs": 20,
+            "num_epochs": 10,
             "minibatch_size": 256,
             "learning_rate": 1e-3,
             "anneal_lr": True,
@@ -115,19 +116,20 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "clip_eps": 0.2,
             "ent_coef": 0.0,
         },
+        # Tuned here. The Zoo's tuned setting relies on gSDE's temporally correlated exploration
+        # noise; with plain Gaussian noise, 4 envs x 256 steps and normalised observations and
+        # rewards find the goal and keep it.
         "MountainCarContinuous-v0": {
             "total_steps": 100_000,
-            "num_envs": 1,
-            "num_steps": 8,
+            "num_envs": 4,
+            "num_steps": 256,
             "num_epochs": 10,
-            "minibatch_size": 8,
-            "learning_rate": 7.77e-5,
-            "gamma": 0.9999,
-            "gae_lambda": 0.9,
-            "clip_eps": 0.1,
-            "ent_coef": 0.00429,
-            "vf_coef": 0.19,
-            "max_grad_norm": 5.0,
+            "minibatch_size": 64,
+            "learning_rate": 3e-4,
+            "gamma": 0.99,
+            "gae_lambda": 0.95,
+            "clip_eps": 0.2,
+            "ent_coef": 0.0,
             "normalize_obs": True,
             "normalize_reward": True,
         },
@@ -207,17 +209,21 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "normalize_obs": True,
             "normalize_reward": True,
         },
-        # Zoo (tuned, with gSDE there): 2 envs x 1024 steps, γ = 0.9, 15 critic passes.
+        # Re-tuned here (the Zoo's setting uses gSDE): 2 envs x 512 steps, γ = 0.9, a trust region
+        # of 0.02, a small entropy bonus against an early collapse of σ, and a critic fitted
+        # harder (25 passes of 64, learning rate 3e-3).
         "Pendulum-v1": {
             "total_steps": 100_000,
             "num_envs": 2,
-            "num_steps": 1024,
-            "minibatch_size": 128,
+            "num_steps": 512,
+            "minibatch_size": 64,
             "cg_iters": 15,
             "gamma": 0.9,
             "gae_lambda": 0.95,
-            "vf_iters": 15,
-            "learning_rate": 1e-3,
+            "max_kl": 0.02,
+            "ent_coef": 0.01,
+            "vf_iters": 25,
+            "learning_rate": 3e-3,
         },
         "MountainCarContinuous-v0": {
             "total_steps": 100_000,
@@ -233,20 +239,24 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         **{env: dict(_TRPO_MUJOCO) for env in _MUJOCO},
     },
     "reinforce": {
+        # Tuned here: rollouts as long as CartPole's episodes (so most returns are Monte Carlo, not
+        # bootstrapped), 250 updates, learning rate annealed.
         "CartPole-v1": {
             "total_steps": 500_000,
-            "num_envs": 8,
+            "num_envs": 4,
             "num_steps": 500,
-            "learning_rate": 1e-3,
+            "learning_rate": 3e-3,
+            "anneal_lr": True,
             "gamma": 0.99,
             "return_type": "reward_to_go",
             "use_baseline": True,
         },
         "Acrobot-v1": {
             "total_steps": 500_000,
-            "num_envs": 8,
+            "num_envs": 4,
             "num_steps": 500,
-            "learning_rate": 1e-3,
+            "learning_rate": 3e-3,
+            "anneal_lr": True,
             "gamma": 0.99,
             "return_type": "reward_to_go",
             "use_baseline": True,
