@@ -102,7 +102,8 @@ def _surrogate(algorithm, rollout: Rollout, psi: torch.Tensor) -> float:
     batch = flatten_rollout(rollout, psi, psi)
     with torch.no_grad():
         dist = algorithm.policy.distribution(batch.observations)
-        return float(importance_surrogate(dist.log_prob(batch.actions), batch.old_log_probs, standardize(psi.reshape(-1))))
+        log_prob = dist.log_prob(batch.actions)
+        return float(importance_surrogate(log_prob, batch.old_log_probs, standardize(psi.reshape(-1))))
 
 
 # --- every algorithm, every action space -----------------------------------------------------

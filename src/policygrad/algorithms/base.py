@@ -329,7 +329,8 @@ def _check_rollout(rollout: Any) -> None:
             raise InputError(f"rollout.{name} has shape {tuple(got)}, expected {tuple(shape)} like log_probs")
     if rollout.observations.shape[:2] != shape:
         raise InputError(
-            f"rollout.observations has shape {tuple(rollout.observations.shape)}, expected [{shape[0]}, {shape[1]}, ...]"
+            f"rollout.observations has shape {tuple(rollout.observations.shape)}, "
+            f"expected [{shape[0]}, {shape[1]}, ...]"
         )
 
 

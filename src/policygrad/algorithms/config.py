@@ -125,7 +125,7 @@ def config_from_dict(cls: type, algo: str, overrides: Mapping[str, Any]) -> Any:
     return cls(**values)
 
 
-# --- range checks for _validate, and helpers ----------------------------------------------------------------------------------
+# --- range checks for _validate, and helpers --------------------------------------------------
 
 
 def _jsonable(value: Any) -> Any:

@@ -146,7 +146,9 @@ class NPG(Algorithm):
             fraction = 1.0
             if not math.isfinite(kl):
                 _assign(params, x0)
-                raise TrainingError(f"non-finite loss at update {self.updates + 1}: the KL after the natural step is {kl}")
+                raise TrainingError(
+                    f"non-finite loss at update {self.updates + 1}: the KL after the natural step is {kl}"
+                )
         return {
             "policy_loss": loss.detach(),
             "entropy": entropy,
