@@ -10,6 +10,9 @@ npg         GAE(γ, λ)                              natural gradient, step size
 trpo        GAE(γ, λ)                              natural gradient + KL-constrained line search
 ==========  =====================================  ==========================================
 
+With ``criterion = "average"`` (not REINFORCE), GAE(γ, λ) becomes the differential GAE of
+:mod:`policygrad.algorithms.average`: r_t − ρ̂ with no discount, for continuing tasks.
+
 Use::
 
     config = make_config("ppo", {"num_envs": 8, "learning_rate": 1e-3})

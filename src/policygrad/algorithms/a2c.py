@@ -5,7 +5,8 @@
 
 With λ = 1 and short rollouts this is the n-step actor-critic of Mnih et al. (2016), "Asynchronous
 Methods for Deep Reinforcement Learning", run synchronously over N environments; Ψ from GAE is
-Schulman et al. (2016).
+Schulman et al. (2016). With ``criterion = "average"``, Â is the differential GAE advantage of
+policygrad.algorithms.average.
 """
 
 from __future__ import annotations

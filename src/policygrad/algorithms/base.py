@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from policygrad.algorithms.average import AverageReward
 from policygrad.algorithms.config import BaseConfig
 from policygrad.errors import InputError, TrainingError
 from policygrad.losses import entropy_bonus, score_function_loss, value_loss
@@ -168,6 +169,10 @@ class Algorithm(abc.ABC):
         if not self._params:
             raise InputError("the policy has no trainable parameters")
         self.optimizer = make_optimizer(self._params, config.optimizer, config.learning_rate, config.optim_eps)
+        self.average: AverageReward | None = None
+        """The average-reward state (ρ̂) under ``criterion = "average"``, else None."""
+        if config.criterion == "average":
+            self.average = AverageReward(config.rho_lr, getattr(config, "gae_lambda", 1.0), config.value_center_coef)
 
     # --- the two choices an algorithm makes ---------------------------------------------------
 
@@ -208,6 +213,8 @@ class Algorithm(abc.ABC):
         metrics.update(self.optimise(batch))
         metrics["explained_variance"] = explained_variance(batch.old_values, batch.returns)
         metrics["learning_rate"] = lr
+        if self.average is not None:
+            metrics["rho"] = self.average.rho
         self.updates += 1
         self._set_lr(self.learning_rate)
         return _as_floats(metrics)
@@ -245,7 +252,13 @@ class Algorithm(abc.ABC):
             raise TrainingError(f"non-finite loss at update {self.updates + 1}: {what} is {float(value)}")
 
     def _gae(self, rollout: Any) -> tuple[Tensor, Tensor]:
-        """Ψ = GAE(γ, λ) advantages from the rollout's critic values; targets = Ψ + V (λ-returns)."""
+        """Ψ = GAE(γ, λ) advantages from the rollout's critic values; targets = Ψ + V (λ-returns).
+
+        Under ``criterion = "average"``: differential GAE with the running ρ̂ and centred targets
+        (:mod:`policygrad.algorithms.average`).
+        """
+        if self.average is not None:
+            return self.average.weigh(rollout)
         advantages = gae(
             rollout.rewards,
             rollout.values,
@@ -289,6 +302,8 @@ class Algorithm(abc.ABC):
 
         tensors, optim_meta = optimizer_state(self.optimizer, prefix="algo.optim")
         meta = {"algorithm": self.name, "updates": self.updates, "optimizer": optim_meta}
+        if self.average is not None:
+            meta["average"] = self.average.state()
         meta.update(self._extra_state())
         return tensors, meta
 
@@ -304,6 +319,8 @@ class Algorithm(abc.ABC):
             raise InputError(f"checkpoint's algorithm state has a bad update counter {updates!r}")
         load_optimizer_state(self.optimizer, tensors, meta.get("optimizer"), prefix="algo.optim")
         self.updates = updates
+        if self.average is not None:
+            self.average.load_state(meta.get("average"))
         self._load_extra_state(meta)
         self._set_lr(self.learning_rate)
 

@@ -59,6 +59,13 @@ class BaseConfig:
     """Hidden-layer nonlinearity: one of policygrad.policies.ACTIVATIONS (tanh, relu, elu, gelu)."""
     seed: int = 0
     """Seed of torch, NumPy and the environments."""
+    criterion: Literal["discounted", "average"] = "discounted"
+    """Objective: "discounted" return (γ), or "average" reward per step of a continuing task (no γ;
+    differential advantages, see policygrad.algorithms.average)."""
+    rho_lr: float = 0.1
+    """criterion="average": step size η in (0, 1] of the average-reward estimate ρ ← ρ + η (mean batch reward − ρ)."""
+    value_center_coef: float = 0.1
+    """criterion="average": fraction of the batch mean of V subtracted from the critic's targets (keeps V centred)."""
 
     @property
     def batch_size(self) -> int:
@@ -80,6 +87,13 @@ class BaseConfig:
             raise InputError(f"hidden_sizes must be a non-empty tuple of positive ints, got {self.hidden_sizes}")
         if self.activation not in ACTIVATIONS:
             raise InputError(f"unknown activation {self.activation!r}; valid: {', '.join(ACTIVATIONS)}")
+        non_negative(self, "value_center_coef")
+        unit_interval(self, "rho_lr", allow_zero=False)
+        if self.criterion == "average" and self.normalize_reward:
+            raise InputError(
+                "normalize_reward scales rewards by the std of a discounted return and cannot be combined "
+                "with criterion='average'; set normalize_reward=false"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Field values as plain JSON-able Python values (tuples become lists)."""

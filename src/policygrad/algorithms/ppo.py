@@ -11,6 +11,8 @@ with advantages standardised per minibatch. Options:
 * ``clip_vloss``: clip the critic's change around its old predictions (value_loss with clip_eps).
 * ``target_kl``: stop the epochs early once an epoch's mean KL̂ exceeds it.
 * ``anneal_lr``: learning rate linearly to 0 over the run.
+* ``criterion = "average"``: Â from differential GAE (r − ρ̂, no γ) for continuing tasks, the
+  average-reward PPO of Ma et al. (2021), APO; see policygrad.algorithms.average.
 
 Reference: Schulman et al. (2017), "Proximal Policy Optimization Algorithms"; the implementation
 details follow Huang et al. (2022), "The 37 Implementation Details of Proximal Policy Optimization".

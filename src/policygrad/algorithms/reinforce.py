@@ -31,6 +31,7 @@ from torch import Tensor
 
 from policygrad.algorithms.base import Algorithm, Batch
 from policygrad.algorithms.config import BaseConfig
+from policygrad.errors import InputError
 from policygrad.returns import discount_weights, discounted_returns
 
 __all__ = ["ReinforceConfig", "Reinforce", "episode_total_returns"]
@@ -48,6 +49,14 @@ class ReinforceConfig(BaseConfig):
     """Ψ: "total" (the episode's whole return for every step) or "reward_to_go" (rewards from t on)."""
     use_baseline: bool = True
     """Subtract the learned state value V(s_t) from Ψ and train V on the reward-to-go."""
+
+    def _validate(self) -> None:
+        super()._validate()
+        if self.criterion != "discounted":
+            raise InputError(
+                f"reinforce supports only criterion='discounted' (its Ψ is a Monte Carlo return), got "
+                f"{self.criterion!r}; use a2c, ppo, npg or trpo for the average-reward criterion"
+            )
 
 
 def episode_total_returns(returns: Tensor, episode_step: Tensor, terminated: Tensor, truncated: Tensor,

@@ -12,6 +12,10 @@ critic is then fitted by Adam on the λ-returns for ``vf_iters`` passes of minib
 The policy's parameters are those the action distribution depends on (found by autograd each
 update), so the trust-region step never touches a separate critic. A trunk shared by actor and
 critic is moved by both steps.
+
+With ``criterion = "average"`` Â is the differential GAE advantage (no γ) and the same
+KL-constrained step maximises the average-reward lower bound of Zhang & Ross (2021), ATRPO, whose
+penalty depends on Kemeny's constant instead of 1/(1 − γ)²; see policygrad.algorithms.average.
 """
 
 from __future__ import annotations
