@@ -63,7 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=20, help="episodes to run (default 20)")
     p.add_argument("--deterministic", action="store_true", help="take the most likely action instead of sampling")
     p.add_argument("--seed", type=int, default=None, help="seed of the environments and the sampling")
-    p.add_argument("--json", action="store_true", help='print {"mean_return", "std_return", "episodes"}')
+    p.add_argument("--steps", type=int, default=None, metavar="K",
+                   help="also measure the reward per step over K environment steps (default 10000 on a "
+                        "continuing run, time_limit=0)")
+    p.add_argument("--json", action="store_true",
+                   help='print {"mean_return", "std_return", "episodes"} (+ "reward_per_step", "steps")')
 
     p = sub.add_parser("plot", help="overlay learning curves of runs")
     p.add_argument("run_dirs", metavar="RUN_DIR", nargs="+")

@@ -35,6 +35,7 @@ space, and clips Box actions to their bounds.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import inspect
@@ -133,7 +134,9 @@ def make_vec_env(
             so that the returned env is reproducible as it stands. A collector reseeds on its own
             reset.
         time_limit: the episode length at which an episode is truncated, replacing the
-            registered ``max_episode_steps`` (None: keep the registered one).
+            registered ``max_episode_steps`` (None: keep the registered one; 0: no limit at all,
+            the registered ``TimeLimit`` is left out, so a task without terminal states runs as
+            one endless episode).
         vectorization: "auto", "sync", "async" or "vector" (see the module docstring).
         env_kwargs: keyword arguments of the environment's constructor.
 
@@ -146,8 +149,8 @@ def make_vec_env(
     """
     if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
         raise InputError(f"num_envs must be a positive int, got {num_envs!r}")
-    if time_limit is not None and (isinstance(time_limit, bool) or not isinstance(time_limit, int) or time_limit < 1):
-        raise InputError(f"time_limit must be a positive int or None, got {time_limit!r}")
+    if time_limit is not None and (isinstance(time_limit, bool) or not isinstance(time_limit, int) or time_limit < 0):
+        raise InputError(f"time_limit must be a positive int, 0 (no limit) or None, got {time_limit!r}")
     if vectorization not in VECTORIZATIONS:
         raise InputError(f"unknown vectorization {vectorization!r}; valid: {', '.join(VECTORIZATIONS)}")
     kwargs = dict(env_kwargs or {})
@@ -182,6 +185,19 @@ def _from_spec(
     vectorization: str,
     kwargs: dict[str, Any],
 ) -> VectorEnv:
+    if time_limit == 0:
+        # No limit: drop the registered TimeLimit. A vector entry point that truncates by itself
+        # (a max_episode_steps with a default other than None) cannot be told to stop.
+        spec = dataclasses.replace(spec, max_episode_steps=None)
+        built_in = spec.vector_entry_point is not None and _has_own_limit(spec.vector_entry_point)
+        if vectorization == "auto" and built_in:
+            vectorization = "sync"
+        elif vectorization == "vector" and built_in:
+            raise InputError(
+                f"environment {spec.id!r}: its vectorised implementation has its own time limit, so "
+                "time_limit=0 needs vectorization sync or async"
+            )
+        time_limit = None
     if vectorization == "auto":
         vectorization = "vector" if spec.vector_entry_point is not None else "sync"
     if vectorization == "vector":
@@ -206,6 +222,17 @@ def _from_spec(
     )
 
 
+def _has_own_limit(entry_point: Any) -> bool:
+    """Whether a vector entry point truncates episodes by itself (a ``max_episode_steps`` whose
+    default is not None, e.g. CartPole's 500)."""
+    try:
+        creator = gym.envs.registration.load_env_creator(entry_point) if isinstance(entry_point, str) else entry_point
+        parameter = inspect.signature(creator).parameters.get("max_episode_steps")
+    except Exception:
+        return True
+    return parameter is not None and parameter.default is not None
+
+
 def _accepts(entry_point: Any, name: str) -> bool:
     """Whether the vector entry point's constructor has a parameter ``name`` (not via **kwargs)."""
     try:
@@ -219,7 +246,7 @@ def _make_user_env(factory: Callable[..., Any], name: str, time_limit: int | Non
     env = factory(**kwargs)
     if not isinstance(env, gym.Env):
         raise InputError(f"{name!r} returned a {type(env).__name__}, not a gymnasium.Env")
-    if time_limit is not None:
+    if time_limit:  # 0 and None: the env as the factory made it
         env = gym.wrappers.TimeLimit(env, max_episode_steps=time_limit)
     return env
 

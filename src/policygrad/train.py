@@ -65,6 +65,7 @@ __all__ = [
     "main_train",
     "main_eval",
     "derive_seed",
+    "measure_reward_per_step",
 ]
 
 METRIC_COLUMNS = (
@@ -112,7 +113,8 @@ class TrainConfig:
     checkpoint_every: int | None = None
     """Environment steps between kept checkpoints (checkpoints/step_N); None: a fifth of the run."""
     time_limit: int | None = None
-    """Truncate episodes after this many steps, replacing the registered limit (None: keep it)."""
+    """Truncate episodes after this many steps, replacing the registered limit (None: keep it; 0: no
+    limit, a continuing run whose episodes end only by termination)."""
     vectorization: Literal["auto", "sync", "async", "vector"] = "auto"
     """How the environment copies are stepped: auto, sync, async or vector (see policygrad.envs)."""
     torch_threads: int = 1
@@ -127,10 +129,10 @@ class TrainConfig:
         for name in ("total_steps", "eval_every", "eval_episodes", "eval_max_episode_steps", "torch_threads"):
             if not getattr(self, name) > 0:
                 raise InputError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("checkpoint_every", "time_limit"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise InputError(f"{name} must be > 0 or None, got {value}")
+        if self.checkpoint_every is not None and not self.checkpoint_every > 0:
+            raise InputError(f"checkpoint_every must be > 0 or None, got {self.checkpoint_every}")
+        if self.time_limit is not None and not self.time_limit >= 0:
+            raise InputError(f"time_limit must be > 0, 0 (no limit) or None, got {self.time_limit}")
         if self.target_return is not None and not math.isfinite(self.target_return):
             raise InputError(f"target_return must be a finite number, got {self.target_return}")
 
@@ -263,7 +265,8 @@ def resolve_run(
         raise InputError(f"unknown algorithm {algo!r}; valid: {', '.join(ALGORITHMS)}")
     if not isinstance(env, str):
         raise InputError(f"env must be a string, got {env!r}")
-    merged: dict[str, Any] = get_preset(algo, env)
+    given = {**file_values, **(overrides or {})}
+    merged: dict[str, Any] = get_preset(algo, env, criterion=given.get("criterion"))
     algo_keys = [f.name for f in dataclasses.fields(CONFIGS[algo])]
     for source, values in (("config file", file_values), ("--set", overrides or {})):
         for key in values:
@@ -271,6 +274,8 @@ def resolve_run(
                 valid = ", ".join(sorted(set(algo_keys) | set(TRAIN_KEYS)))
                 raise InputError(f"unknown {algo} hyperparameter {key!r} in {source}; valid: {valid}")
         merged.update(values)
+    if merged.get("criterion") == "average" and "gamma" in given:
+        raise InputError("gamma has no meaning under criterion='average' (nothing is discounted); drop it")
     merged.update({k: v for k, v in (flags or {}).items() if v is not None})
     train_values = {k: merged.pop(k) for k in list(merged) if k in TRAIN_KEYS}
     train_config = _train_config(train_values)
@@ -616,7 +621,9 @@ def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool
                 if key not in row:
                     row[key] = _finite_or_none(metrics.get(key, math.nan))
             logger.log(row)
-            bar.update(session.step - previous, row["episode_return_mean"])
+            rate = row["reward_per_step"]
+            bar.update(session.step - previous, row["episode_return_mean"],
+                       None if rate is None else {"reward/step": rate})
             if tcfg.target_return is not None and session.step >= next_eval:
                 next_eval = session.step + tcfg.eval_every
                 score = float(np.mean(evaluate_session(session, tcfg.eval_episodes)))
@@ -813,22 +820,122 @@ def evaluate_run(run_dir: str | os.PathLike, episodes: int = 20, *, deterministi
         session.close()
 
 
+DEFAULT_EVAL_STEPS = 10_000
+"""Environment steps over which ``policygrad eval`` measures the reward per step of a continuing run."""
+
+
+def measure_reward_per_step(
+    session: Session, steps: int, *, deterministic: bool = False, seed: int | None = None
+) -> tuple[float, int]:
+    """Raw reward per step of the session's policy over ``steps`` environment steps.
+
+    The evaluation environments (N copies) each take ⌈steps / N⌉ steps from a seeded reset,
+    auto-resetting through any episode end; the rewards of all valid steps (not the dummy steps of
+    a next-step auto-reset) are summed and divided by their number. The observation normaliser is
+    applied as it stands, not updated.
+
+    Returns:
+        ``(reward per step, steps counted)``.
+    """
+    import torch
+
+    from policygrad.rollout import _EnvStepper
+
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise InputError(f"--steps must be a positive number of environment steps, got {steps!r}")
+    envs, policy, device = session.eval_envs, session.policy, session.device
+    io = _EnvStepper(envs, session.encoder)
+    seed = derive_seed(session.spec.seed, 1) if seed is None else seed
+    generator = None if deterministic else torch.Generator(device=device).manual_seed(seed)
+    next_step = io.mode.name == "NEXT_STEP"
+    try:
+        obs, info = envs.reset(seed=seed)
+    except Exception as err:
+        raise TrainingError(f"the environment raised on reset: {type(err).__name__}: {err}") from None
+    mask = np.ones((io.num_envs, io.mask_actions), dtype=bool) if io.mask_actions is not None else None
+    dummy = np.zeros(io.num_envs, dtype=bool)
+    total, counted = 0.0, 0
+    env_actions = None
+    for _ in range(-(-steps // io.num_envs)):
+        io.check_observations(obs)
+        encoded = io.encode(obs)
+        if session.obs_normalizer is not None:
+            encoded = session.obs_normalizer.normalize(encoded)
+        x = torch.from_numpy(np.ascontiguousarray(encoded, dtype=np.float32)).to(device)
+        mask_t = None
+        if mask is not None and "action_mask" in info:
+            io.masks(info, mask)
+            mask_t = torch.from_numpy(mask).to(device)
+        actions, _, _ = policy.act(x, mask_t, deterministic=deterministic, generator=generator)
+        actions = actions.cpu()
+        if env_actions is None and io.low is not None:
+            env_actions = np.zeros(tuple(actions.shape), dtype=np.float32)
+        obs, reward, terminated, truncated, info = io.step(io.env_actions(actions, env_actions))
+        if not np.isfinite(reward).all():
+            raise TrainingError(f"non-finite reward at evaluation step {io.steps}")
+        valid = ~dummy if next_step else np.ones(io.num_envs, dtype=bool)
+        total += float(np.sum(reward[valid]))
+        counted += int(valid.sum())
+        if next_step:
+            dummy = terminated | truncated
+    return total / max(1, counted), counted
+
+
+def evaluate_run_steps(
+    run_dir: str | os.PathLike, steps: int, *, deterministic: bool = False, seed: int | None = None
+) -> tuple[float, int]:
+    """:func:`measure_reward_per_step` of the policy in ``run_dir``'s last checkpoint."""
+    from policygrad.checkpoint import latest_checkpoint
+
+    run_dir = Path(run_dir)
+    spec = read_run_config(run_dir)
+    path = latest_checkpoint(run_dir)
+    if path is None:
+        raise InputError(f"{run_dir} has no checkpoint")
+    tensors, meta = load_run_checkpoint(path)
+    session = build_session(spec, "cpu", training=False)
+    try:
+        restore_policy(session, tensors, meta)
+        if session.obs_normalizer is not None:
+            session.obs_normalizer.frozen = True
+        return measure_reward_per_step(session, steps, deterministic=deterministic, seed=seed)
+    finally:
+        session.close()
+
+
 def main_eval(args: argparse.Namespace) -> int:
-    """``policygrad eval RUN_DIR``: a table, or one JSON object with ``--json``."""
+    """``policygrad eval RUN_DIR``: a table, or one JSON object with ``--json``.
+
+    On a continuing run (``time_limit = 0``) or with ``--steps K``, the reward per step over K
+    environment steps (default :data:`DEFAULT_EVAL_STEPS`) is measured as well and reported as
+    ``reward_per_step``.
+    """
     from policygrad.logging import format_table
 
+    steps = getattr(args, "steps", None)
+    if steps is not None and steps < 1:
+        raise InputError(f"--steps must be a positive number of environment steps, got {steps}")
     returns = evaluate_run(args.run_dir, args.episodes, deterministic=args.deterministic, seed=args.seed)
     mean, std = float(np.mean(returns)), float(np.std(returns))
+    rate: tuple[float, int] | None = None
+    if steps is not None or read_run_config(Path(args.run_dir)).train.time_limit == 0:
+        rate = evaluate_run_steps(args.run_dir, steps or DEFAULT_EVAL_STEPS, deterministic=args.deterministic,
+                                  seed=args.seed)
     if args.json:
-        print(json.dumps({"mean_return": mean, "std_return": std, "episodes": len(returns)}))
+        payload: dict[str, Any] = {"mean_return": mean, "std_return": std, "episodes": len(returns)}
+        if rate is not None:
+            payload.update({"reward_per_step": rate[0], "steps": rate[1]})
+        print(json.dumps(payload))
     else:
-        row = {
+        row: dict[str, Any] = {
             "episodes": len(returns),
             "mean_return": mean,
             "std_return": std,
             "min_return": float(np.min(returns)),
             "max_return": float(np.max(returns)),
-            "policy": "deterministic" if args.deterministic else "stochastic",
         }
+        if rate is not None:
+            row.update({"reward_per_step": rate[0], "steps": rate[1]})
+        row["policy"] = "deterministic" if args.deterministic else "stochastic"
         print(format_table([row], list(row)))
     return 0
