@@ -117,15 +117,17 @@ def render(entries: list[dict]) -> str:
         "",
         "Median over seeds of the mean return of 20 deterministic evaluation episodes after training "
         "with each preset (`policygrad train` + `policygrad eval --deterministic --episodes 20`). "
-        "Wall time is the median per training run on the machine named in the entry. "
+        "Wall time is the median per training run (whole `policygrad train` process), with the "
+        "machine's CPU count and the number of runs sharing it at a time in the last column. "
         "Zoo: RL Baselines3 Zoo benchmark figure (one run, at the budget given; gSDE for its "
         "Pendulum and MountainCarContinuous agents). Produced by `benchmarks/learning.py`.",
         "",
-        "| algo | env | steps | seeds | median | min–max | target | Zoo | wall time (s) | measured |",
+        "| algo | env | steps | seeds | median | min–max | target | Zoo | wall time (s) | measured (cpus, jobs) |",
         "|---|---|---:|---:|---:|---|---:|---|---:|---|",
     ]
     order = {env: i for i, env in enumerate(CLASSIC)}
-    for e in sorted(entries, key=lambda e: (order.get(e["env"], 99), e["env"], ALGORITHMS.index(e["algo"]), e["steps"])):
+    key = lambda e: (order.get(e["env"], 99), e["env"], ALGORITHMS.index(e["algo"]), e["steps"])  # noqa: E731
+    for e in sorted(entries, key=key):
         returns = [r["return"] for r in e["runs"] if "return" in r]
         walls = [r["wall_s"] for r in e["runs"] if "return" in r]
         failed = len(e["runs"]) - len(returns)
@@ -142,7 +144,7 @@ def render(entries: list[dict]) -> str:
         wall = f"{statistics.median(walls):.0f}" if walls else ""
         lines.append(
             f"| {e['algo']} | {e['env']} | {_steps_label(e['steps'])} | {len(e['runs'])} | {median} | {spread} "
-            f"| {target_txt} | {zoo_txt} | {wall} | {e['date']} |"
+            f"| {target_txt} | {zoo_txt} | {wall} | {e['date']} ({e.get('cpus', '?')}, {e.get('jobs', '?')}) |"
         )
     return "\n".join(lines) + "\n"
 
@@ -187,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
             "full_budget": args.steps_scale >= 1.0,
             "runs": runs,
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+            "cpus": os.cpu_count(),
+            "jobs": max(1, args.jobs),
         }
         entries = [e for e in entries if (e["algo"], e["env"], e["steps"]) != (algo, env, steps)] + [entry]
         store.write_text(json.dumps(entries, indent=1) + "\n")
