@@ -240,7 +240,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "reinforce": {
         # Tuned here: rollouts as long as CartPole's episodes (so most returns are Monte Carlo, not
-        # bootstrapped), 250 updates, learning rate annealed.
+        # bootstrapped), 250 updates, learning rate annealed. (No Acrobot preset: the settings tried
+        # solved it for one seed in three.)
         "CartPole-v1": {
             "total_steps": 500_000,
             "num_envs": 4,
@@ -250,17 +251,6 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "gamma": 0.99,
             "return_type": "reward_to_go",
             "use_baseline": True,
-        },
-        "Acrobot-v1": {
-            "total_steps": 500_000,
-            "num_envs": 4,
-            "num_steps": 500,
-            "learning_rate": 3e-3,
-            "anneal_lr": True,
-            "gamma": 0.99,
-            "return_type": "reward_to_go",
-            "use_baseline": True,
-            "normalize_obs": True,
         },
     },
 }
