@@ -882,9 +882,11 @@ def measure_reward_per_step(
 
 
 def evaluate_run_steps(
-    run_dir: str | os.PathLike, steps: int, *, deterministic: bool = False, seed: int | None = None
+    run_dir: str | os.PathLike, steps: int, copies: int = 1, *, deterministic: bool = False,
+    seed: int | None = None,
 ) -> tuple[float, int]:
-    """:func:`measure_reward_per_step` of the policy in ``run_dir``'s last checkpoint."""
+    """:func:`measure_reward_per_step` of the policy in ``run_dir``'s last checkpoint, over
+    ``copies`` (at most 32) environment copies that each take ⌈steps / copies⌉ steps."""
     from policygrad.checkpoint import latest_checkpoint
 
     run_dir = Path(run_dir)
@@ -893,6 +895,7 @@ def evaluate_run_steps(
     if path is None:
         raise InputError(f"{run_dir} has no checkpoint")
     tensors, meta = load_run_checkpoint(path)
+    spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, eval_episodes=copies))
     session = build_session(spec, "cpu", training=False)
     try:
         restore_policy(session, tensors, meta)
@@ -908,7 +911,8 @@ def main_eval(args: argparse.Namespace) -> int:
 
     On a continuing run (``time_limit = 0``) or with ``--steps K``, the reward per step over K
     environment steps (default :data:`DEFAULT_EVAL_STEPS`) is measured as well and reported as
-    ``reward_per_step``.
+    ``reward_per_step``: ``--episodes`` environment copies (at most 32) each run K / copies steps
+    from a seeded reset, as they run one window each in the episode evaluation.
     """
     from policygrad.logging import format_table
 
@@ -919,8 +923,8 @@ def main_eval(args: argparse.Namespace) -> int:
     mean, std = float(np.mean(returns)), float(np.std(returns))
     rate: tuple[float, int] | None = None
     if steps is not None or read_run_config(Path(args.run_dir)).train.time_limit == 0:
-        rate = evaluate_run_steps(args.run_dir, steps or DEFAULT_EVAL_STEPS, deterministic=args.deterministic,
-                                  seed=args.seed)
+        rate = evaluate_run_steps(args.run_dir, steps or DEFAULT_EVAL_STEPS, min(args.episodes, 32),
+                                  deterministic=args.deterministic, seed=args.seed)
     if args.json:
         payload: dict[str, Any] = {"mean_return": mean, "std_return": std, "episodes": len(returns)}
         if rate is not None:
