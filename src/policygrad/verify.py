@@ -44,6 +44,7 @@ from policygrad.returns import (
     differential_gae,
     differential_returns,
     discounted_returns,
+    episode_total_returns,
     gae,
 )
 
@@ -235,7 +236,8 @@ def _estimator_weights(samples: Samples, exact, setting: str, gamma: float, lam:
     rtg = discounted_returns(r, next_values, term, trunc, gamma)
     # Williams' total return: every step weighted by the episode's whole discounted return
     # G_0 = Σ_k γ^k r_k, which already carries the discount, so no γ^t factor on top.
-    out["total_return"] = (rtg[:1].expand_as(rtg), False, True, "Ψ_t = G_0 for every step (Williams 1992)")
+    total = episode_total_returns(rtg, samples.episode_step, term, trunc, gamma)
+    out["total_return"] = (total, False, True, "Ψ_t = G_0 for every step (Williams 1992)")
     out["reward_to_go"] = (rtg, True, True, "Ψ_t = G_t, γ^t-weighted")
     out["baseline_exact_v"] = (rtg - values, True, True, "G_t − V^π(s_t), γ^t-weighted")
     out["baseline_fitted_v"] = (rtg - _fitted_baseline(samples, rtg, num_states), True, True,

@@ -32,7 +32,7 @@ from torch import Tensor
 from policygrad.algorithms.base import Algorithm, Batch
 from policygrad.algorithms.config import BaseConfig
 from policygrad.errors import InputError
-from policygrad.returns import discount_weights, discounted_returns
+from policygrad.returns import discounted_returns, episode_total_returns
 
 __all__ = ["ReinforceConfig", "Reinforce", "episode_total_returns"]
 
@@ -57,36 +57,6 @@ class ReinforceConfig(BaseConfig):
                 f"reinforce supports only criterion='discounted' (its Ψ is a Monte Carlo return), got "
                 f"{self.criterion!r}; use a2c, ppo, npg or trpo for the average-reward criterion"
             )
-
-
-def episode_total_returns(returns: Tensor, episode_step: Tensor, terminated: Tensor, truncated: Tensor,
-                          gamma: float) -> Tensor:
-    """The part of the episode's total discounted return R(τ) that a rollout holds, for every step.
-
-    Ψ_t = γ^{k₀} · G_{t₀},
-
-    where t₀ is the first step of t's episode inside the rollout (its start, or the rollout's
-    first step), k₀ its step index within the episode and G the reward-to-go. When the episode
-    starts inside the rollout (k₀ = 0) this is R(τ) = Σ_k γ^k r_k exactly; otherwise it is R(τ)
-    minus the rewards received before the rollout, which have zero-mean terms in the estimator.
-
-    Args:
-        returns: ``[T, N]`` reward-to-go G_t (from ``discounted_returns``).
-        episode_step: ``[T, N]`` steps since the episode's start.
-        terminated, truncated: ``[T, N]`` bool.
-        gamma: γ.
-
-    Returns:
-        ``[T, N]`` Ψ_t.
-    """
-    steps = torch.arange(returns.shape[0], device=returns.device).unsqueeze(1)  # [T, 1]
-    done = terminated.bool() | truncated.bool()
-    starts = episode_step == 0
-    starts[0] = True
-    starts[1:] |= done[:-1]
-    first = torch.where(starts, steps, 0).cummax(dim=0).values  # [T, N] index t₀ of each step's segment
-    weights = discount_weights(episode_step.gather(0, first), gamma).to(returns.dtype)
-    return weights * returns.gather(0, first)
 
 
 class Reinforce(Algorithm):
