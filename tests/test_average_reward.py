@@ -131,9 +131,10 @@ def test_a_terminating_env_stops_the_run_with_one_line(tmp_path: Path, capsys: p
     # CartPole terminates within its first rollout: detected there, before the first update.
     code = main(["train", "--env", "CartPole-v1", "--set", "criterion=average", "--steps", "4096",
                  "--out", str(tmp_path / "run"), *QUICK])
-    assert code == 1
+    assert code == 2  # bad input: nothing of the run exists yet
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "criterion='average' needs a continuing task" in lines[0], lines
+    assert not (tmp_path / "run").exists()
 
 
 def test_presets_select_the_criterion() -> None:

@@ -584,7 +584,11 @@ def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool
     except OSError as err:
         raise InputError(f"cannot write to {run_dir}: {err}") from None
 
+    saved = False
+
     def save(kept: bool) -> None:
+        nonlocal saved
+        saved = True
         tensors, meta = checkpoint_state(session)
         if kept:
             save_checkpoint(checkpoint_path(run_dir, session.step), tensors, meta)
@@ -637,6 +641,10 @@ def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool
         save(kept=False)
         eval_returns = evaluate_session(session, tcfg.eval_episodes)
     except InputError as err:  # raised by something the environment produced (e.g. an action mask)
+        if not resumed and not saved:
+            # Nothing of this run exists yet (e.g. criterion='average' on an episodic task, seen
+            # at its first termination): bad input, so the caller removes the run directory.
+            raise
         raise TrainingError(f"training stopped at step {session.step}: {err}") from None
     finally:
         bar.close()
