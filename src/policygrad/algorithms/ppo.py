@@ -100,16 +100,18 @@ class PPO(Algorithm):
         size = len(batch)
         minibatch_size = min(cfg.minibatch_size, size)  # fewer samples when invalid steps were dropped
         value_clip = cfg.clip_eps if cfg.clip_vloss else None
-        # Sums over all minibatch steps: policy_loss, value_loss, entropy, approx_kl, clip_fraction, grad_norm.
+        # Means over all minibatch steps: policy_loss, value_loss, entropy, approx_kl, clip_fraction, grad_norm.
         totals = torch.zeros(6)
         steps = 0
         epochs = 0
         for _ in range(cfg.num_epochs):
-            epoch_totals = torch.zeros(6)
-            epoch_steps = 0
-            perm = torch.randperm(size)
+            # The batch shuffled once per epoch; its minibatches are consecutive slices (views).
+            shuffled = batch.index(torch.randperm(size))
+            losses: list[Tensor] = []  # [policy loss, value loss, grad norm] per minibatch
+            log_probs: list[Tensor] = []
+            entropies: list[Tensor] = []
             for start in range(0, size, minibatch_size):
-                mb = batch.index(perm[start : start + minibatch_size])
+                mb = shuffled.slice(start, start + minibatch_size)
                 dist, values = self.policy(mb.observations, mb.action_masks)
                 log_prob = dist.log_prob(mb.actions)  # [b]
                 entropy = dist.entropy()  # [b]
@@ -123,25 +125,19 @@ class PPO(Algorithm):
                 v_loss = value_loss(values, mb.returns, mb.old_values, value_clip)
                 loss = policy_loss + cfg.vf_coef * v_loss + entropy_bonus(entropy, cfg.ent_coef)
                 grad_norm = self._gradient_step(loss)
-                with torch.no_grad():
-                    epoch_totals += torch.stack(
-                        [
-                            policy_loss.detach(),
-                            v_loss.detach(),
-                            entropy.mean(),
-                            approx_kl(log_prob, mb.old_log_probs),
-                            clip_fraction(log_prob, mb.old_log_probs, cfg.clip_eps),
-                            grad_norm,
-                        ]
-                    )
-                epoch_steps += 1
-            # One host read per epoch: the finiteness check and the early stop.
-            epoch_loss, epoch_kl = (epoch_totals[[0, 1]].sum(), epoch_totals[3] / epoch_steps)
-            self._check_finite(epoch_loss, "the summed policy and value loss")
-            totals += epoch_totals
+                losses += (policy_loss.detach(), v_loss.detach(), grad_norm)
+                log_probs.append(log_prob.detach())
+                entropies.append(entropy.detach())
+            # The epoch's metrics at once (the same means over minibatches as step by step), and one
+            # host read per epoch: the finiteness check and the early stop.
+            with torch.no_grad():
+                epoch = self._epoch_means(shuffled, minibatch_size, losses, log_probs, entropies)
+            self._check_finite(epoch[0] + epoch[1], "the summed policy and value loss")
+            epoch_steps = len(entropies)
+            totals += epoch * epoch_steps
             steps += epoch_steps
             epochs += 1
-            if cfg.target_kl is not None and float(epoch_kl) > cfg.target_kl:
+            if cfg.target_kl is not None and float(epoch[3]) > cfg.target_kl:
                 break
         means = totals / steps
         metrics: dict[str, Any] = {
@@ -157,6 +153,29 @@ class PPO(Algorithm):
             metrics["kl_beta"] = self.kl_beta  # the β this update used
             self._adapt_beta(batch)
         return metrics
+
+    def _epoch_means(
+        self, shuffled: Batch, minibatch_size: int, losses: list[Tensor], log_probs: list[Tensor], entropies: list[Tensor]
+    ) -> Tensor:
+        """``[6]``: policy loss, value loss, entropy, approx. KL, clip fraction, grad norm, each the
+        mean over the epoch's minibatches of its minibatch mean."""
+        n = len(entropies)
+        per_step = torch.stack(losses).view(n, 3).mean(0)  # policy loss, value loss, grad norm
+        log_prob, old_log_prob, entropy = torch.cat(log_probs), shuffled.old_log_probs, torch.cat(entropies)
+        full = len(entropy) // minibatch_size * minibatch_size  # samples in full-size minibatches
+        stats = []
+        for fn in (
+            lambda lp, old, h: h.mean(),
+            lambda lp, old, h: approx_kl(lp, old),
+            lambda lp, old, h: clip_fraction(lp, old, self.config.clip_eps),
+        ):
+            # A mean over the full minibatches is the mean of their means; a short last one
+            # counts as one minibatch.
+            value = fn(log_prob[:full], old_log_prob[:full], entropy[:full]) * (full // minibatch_size)
+            if full < len(entropy):
+                value = value + fn(log_prob[full:], old_log_prob[full:], entropy[full:])
+            stats.append(value / n)
+        return torch.stack([per_step[0], per_step[1], *stats, per_step[2]])
 
     @torch.no_grad()
     def _adapt_beta(self, batch: Batch) -> None:
