@@ -218,9 +218,9 @@ class _EnvStepper:
             shown = f": {rows[i].tolist()}" if rows.shape[1] <= 8 else ""
             raise TrainingError(f"non-finite {what} at step {self.steps} (environment {i}){shown}")
 
-    def env_actions(self, actions: Tensor, out: np.ndarray | None) -> np.ndarray:
+    def env_actions(self, actions: Tensor | np.ndarray, out: np.ndarray | None) -> np.ndarray:
         """The actions as the env takes them: NumPy, Box actions clipped to the bounds."""
-        actions_np = actions.numpy()
+        actions_np = actions.numpy() if isinstance(actions, Tensor) else actions
         if self.low is None:
             return actions_np
         return np.clip(actions_np, self.low, self.high, out=out)
@@ -380,7 +380,7 @@ class RolloutCollector:
 
     def _store_obs(self, obs: np.ndarray, row: int, update_mask: np.ndarray | None) -> None:
         encoded = self._io.encode(obs)
-        out = self._obs[row].numpy()
+        out = self._numpy_views[0][row]
         if self.obs_normalizer is not None:
             self.obs_normalizer(encoded, update_mask, out=out)
         else:
@@ -434,41 +434,51 @@ class RolloutCollector:
             if masks_np is not None:
                 masks_np[0] = masks_np[T]
 
+        # The policy's NumPy acting path where it has one (weights copied once per rollout).
+        actor = policy.rollout_actor() if on_cpu and hasattr(policy, "rollout_actor") else None
+        # NEXT_STEP: while no environment owes a dummy step, every row is valid and needs no masking.
+        pending_dummies = next_step and bool(dummy.any())
+        if next_step:
+            valid_np[:] = True
+        plain_obs = self.obs_normalizer is None and io.flat_box  # observations go to the buffer as they are
         for t in range(T):
-            obs_t = obs_rows[t]
-            mask_t = None if masks is None else mask_rows[t]
-            if on_cpu:
-                actions, log_prob, value = policy.act(obs_t, mask_t)
+            if actor is not None:
+                actions_t, log_probs_np[t], values_np[t] = actor.act(obs_np[t], None if masks_np is None else masks_np[t])
+                actions_np[t] = actions_t
             else:
-                actions, log_prob, value = policy.act(obs_t.to(device), None if mask_t is None else mask_t.to(device))
-                actions, log_prob, value = actions.cpu(), log_prob.cpu(), value.cpu()
-            actions_np[t] = actions.numpy()
-            log_probs_np[t] = log_prob.numpy()
-            values_np[t] = value.numpy()
+                obs_t = obs_rows[t]
+                mask_t = None if masks is None else mask_rows[t]
+                if on_cpu:
+                    actions, log_prob, value = policy.act(obs_t, mask_t)
+                else:
+                    actions, log_prob, value = policy.act(obs_t.to(device), None if mask_t is None else mask_t.to(device))
+                    actions, log_prob, value = actions.cpu(), log_prob.cpu(), value.cpu()
+                actions_np[t] = actions_t = actions.numpy()
+                log_probs_np[t] = log_prob.numpy()
+                values_np[t] = value.numpy()
 
-            obs, reward, terminated, truncated, info = io.step(io.env_actions(actions, self._env_actions))
+            obs, reward, terminated, truncated, info = io.step(io.env_actions(actions_t, self._env_actions))
 
             if not np.isfinite(reward).all():
                 i = int(np.nonzero(~np.isfinite(reward))[0][0])
                 raise TrainingError(f"non-finite reward at step {io.steps} (environment {i}): {reward[i]}")
             io.check_observations(obs)
             episode_step_np[t] = ep_step
-            if next_step:
+            if pending_dummies:
                 valid = ~dummy
                 valid_np[t] = valid
                 terminated = terminated & valid
                 truncated = truncated & valid
-                done = terminated | truncated
                 raw = np.where(valid, reward, 0.0)
                 ep_return += raw
                 reward_sum += raw
                 ep_step += valid
             else:
                 valid = None
-                done = terminated | truncated
                 ep_return += reward
                 reward_sum += reward
                 ep_step += 1
+            done = terminated | truncated
             terminated_np[t] = terminated
             truncated_np[t] = truncated
             if reward_scaler is None:
@@ -476,7 +486,8 @@ class RolloutCollector:
             else:
                 reward_scaler(reward, done, valid, out=rewards_np[t])
 
-            if done.any():
+            any_done = bool(done.any())
+            if any_done:
                 ended = np.nonzero(done)[0]
                 self.episode_returns.extend(ep_return[ended].tolist())
                 self.episode_lengths.extend(ep_step[ended].tolist())  # steps taken = length
@@ -493,19 +504,28 @@ class RolloutCollector:
                         final = np.stack([info["final_obs"][i] for i in cut])
                         io.check_observations(final, "final observation")
                         final_obs = self._encode_final(final)
-                        value_final = policy.value(final_obs if on_cpu else final_obs.to(device))
+                        if actor is not None:
+                            value_final = torch.from_numpy(actor.value(final_obs.numpy()))
+                        else:
+                            value_final = policy.value(final_obs if on_cpu else final_obs.to(device))
                         bootstrap.append((t, cut, value_final.cpu()))
+            elif plain_obs:
+                obs_np[t + 1] = obs
             else:
                 self._store_obs(obs, t + 1, None)
-            if next_step:
+            if next_step and (any_done or pending_dummies):
                 dummy[:] = done
+                pending_dummies = any_done
             if masks_np is not None:
                 io.masks(info, masks_np[t + 1])
 
         # V(s_{t+1}): values[t+1], the bootstrap V(s_T) at the end, V(final obs) at truncations
         # (SAME_STEP), 0 at terminations.
         last = obs_buf[T]
-        last_value = policy.value(last if on_cpu else last.to(device)).cpu()
+        if actor is not None:
+            last_value = torch.from_numpy(actor.value(obs_np[T]))
+        else:
+            last_value = policy.value(last if on_cpu else last.to(device)).cpu()
         next_values = self._next_values
         next_values[:-1] = values_buf[1:]
         next_values[-1] = last_value
@@ -591,12 +611,14 @@ def evaluate_policy(
     dummy = np.zeros(N, dtype=bool)
     next_step = io.mode == AutoresetMode.NEXT_STEP
 
-    def prepare(obs: np.ndarray) -> Tensor:
+    def prepare(obs: np.ndarray) -> np.ndarray:
         io.check_observations(obs)
         encoded = io.encode(obs)
         if obs_normalizer is not None:
             encoded = obs_normalizer.normalize(encoded)
-        return torch.from_numpy(np.ascontiguousarray(encoded, dtype=np.float32)).to(device)
+        return np.ascontiguousarray(encoded, dtype=np.float32)
+
+    actor = policy.rollout_actor() if device.type == "cpu" and hasattr(policy, "rollout_actor") else None
 
     try:
         obs, info = envs.reset(seed=seed)
@@ -605,12 +627,15 @@ def evaluate_policy(
     mask_np = np.ones((N, io.mask_actions), dtype=bool) if io.mask_actions is not None and "action_mask" in info else None
     env_actions = None
     while (counts < targets).any():
-        mask = None
         if mask_np is not None:
             io.masks(info, mask_np)
-            mask = torch.from_numpy(mask_np).to(device)
-        actions, _, _ = policy.act(prepare(obs), mask, deterministic=deterministic, generator=generator)
-        actions = actions.cpu()
+        if actor is not None:
+            actions, _, _ = actor.act(prepare(obs), mask_np, deterministic, generator)
+        else:
+            mask = None if mask_np is None else torch.from_numpy(mask_np).to(device)
+            obs_t = torch.from_numpy(prepare(obs)).to(device)
+            actions, _, _ = policy.act(obs_t, mask, deterministic=deterministic, generator=generator)
+            actions = actions.cpu()
         if env_actions is None and io.low is not None:
             env_actions = np.zeros(tuple(actions.shape), dtype=np.float32)
         obs, reward, terminated, truncated, info = io.step(io.env_actions(actions, env_actions))
