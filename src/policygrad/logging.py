@@ -84,6 +84,7 @@ class MetricsLogger:
         self._writer = None
         if tensorboard:
             try:
+                from tensorboard.compat.proto.summary_pb2 import Summary
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as err:
                 self._file.close()
@@ -91,6 +92,7 @@ class MetricsLogger:
             # purge_step hides events a crashed run wrote after the step it resumes from.
             purge_step = resume_step + 1 if resume and resume_step is not None else None
             self._writer = SummaryWriter(log_dir=str(self.run_dir / "tb"), purge_step=purge_step, flush_secs=10)
+            self._summary = Summary
 
     def _truncate_existing(self, resume_step: int | None) -> int:
         """Keep the rows up to ``resume_step`` and rewrite the file atomically; returns their count."""
@@ -138,9 +140,17 @@ class MetricsLogger:
         if self._writer is not None:
             step = values.get(STEP_COLUMN)
             global_step = int(step) if isinstance(step, (int, float)) else self._rows_logged
-            for name, value in values.items():
-                if name != STEP_COLUMN and isinstance(value, (int, float)):
-                    self._writer.add_scalar(name, value, global_step)
+            # One event per row holding every scalar (what add_scalar writes one event each for):
+            # TensorBoard reads the same scalars, and the writer thread's pure-Python CRC and
+            # per-event overhead cost about a sixth.
+            summary = self._summary(
+                value=[
+                    self._summary.Value(tag=name, simple_value=float(value))
+                    for name, value in values.items()
+                    if name != STEP_COLUMN and isinstance(value, (int, float))
+                ]
+            )
+            self._writer._get_file_writer().add_summary(summary, global_step)
 
     def close(self) -> None:
         """Flush and close the CSV file and the TensorBoard writer; safe to call twice."""
