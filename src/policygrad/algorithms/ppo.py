@@ -161,8 +161,13 @@ class PPO(Algorithm):
         mean over the epoch's minibatches of its minibatch mean."""
         n = len(entropies)
         per_step = torch.stack(losses).view(n, 3).mean(0)  # policy loss, value loss, grad norm
-        log_prob, old_log_prob, entropy = torch.cat(log_probs), shuffled.old_log_probs, torch.cat(entropies)
+        log_prob = log_probs[0] if n == 1 else torch.cat(log_probs)
+        entropy = entropies[0] if n == 1 else torch.cat(entropies)
+        old_log_prob = shuffled.old_log_probs
         full = len(entropy) // minibatch_size * minibatch_size  # samples in full-size minibatches
+        if full == len(entropy):  # equal minibatches: the mean of their means is the mean over all
+            stats = [entropy.mean(), approx_kl(log_prob, old_log_prob), clip_fraction(log_prob, old_log_prob, self.config.clip_eps)]
+            return torch.stack([per_step[0], per_step[1], *stats, per_step[2]])
         stats = []
         for fn in (
             lambda lp, old, h: h.mean(),
