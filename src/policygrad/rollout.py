@@ -318,6 +318,7 @@ class RolloutCollector:
         self._truncated = torch.zeros(T, N, dtype=torch.bool)
         self._values = torch.zeros(T, N)
         self._next_values = torch.zeros(T, N)
+        self._next_values_np = self._next_values.numpy()
         self._episode_step = torch.zeros(T, N, dtype=torch.long)
         self._valid = torch.ones(T, N, dtype=torch.bool)
         self._masks: Tensor | None = None
@@ -521,17 +522,17 @@ class RolloutCollector:
 
         # V(s_{t+1}): values[t+1], the bootstrap V(s_T) at the end, V(final obs) at truncations
         # (SAME_STEP), 0 at terminations.
-        last = obs_buf[T]
-        if actor is not None:
-            last_value = torch.from_numpy(actor.value(obs_np[T]))
-        else:
-            last_value = policy.value(last if on_cpu else last.to(device)).cpu()
         next_values = self._next_values
-        next_values[:-1] = values_buf[1:]
-        next_values[-1] = last_value
+        next_values_np = self._next_values_np
+        next_values_np[:-1] = values_np[1:]
+        if actor is not None:
+            next_values_np[-1] = actor.value(obs_np[T])
+        else:
+            last = obs_buf[T]
+            next_values_np[-1] = policy.value(last if on_cpu else last.to(device)).cpu().numpy()
         for t, cut, value_final in bootstrap:
-            next_values[t, torch.from_numpy(cut)] = value_final
-        next_values.masked_fill_(self._terminated, 0.0)
+            next_values_np[t, cut] = value_final.numpy()
+        next_values_np[terminated_np] = 0.0
         self._has_carry = True
         valid_steps = int(valid_np.sum()) if next_step else T * N
         self.reward_per_step = float(reward_sum.sum()) / max(1, valid_steps)
@@ -565,6 +566,7 @@ def evaluate_policy(
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
     max_episode_steps: int = 10_000,
+    stats: dict[str, Any] | None = None,
 ) -> list[float]:
     """Raw returns of ``num_episodes`` complete episodes of ``policy``.
 
@@ -585,6 +587,7 @@ def evaluate_policy(
         generator: random-number generator of the sampled actions (None: torch's global one).
         device: where the policy lives.
         max_episode_steps: the longest an evaluated episode (or window) lasts.
+        stats: if given, receives ``"steps"``, the environment steps taken (N per vector step).
 
     Returns:
         The episodes' undiscounted, unscaled returns, environment by environment.
@@ -655,4 +658,6 @@ def evaluate_policy(
             ep_length[i] = 0
         if next_step:
             dummy = terminated | truncated
+    if stats is not None:
+        stats["steps"] = io.steps
     return [r for per_env in returns for r in per_env]
