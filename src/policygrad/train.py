@@ -102,9 +102,12 @@ class TrainConfig:
     total_steps: int = 100_000
     """Environment steps to train for (N per vector step; rounded up to whole rollouts)."""
     target_return: float | None = None
-    """Stop once the deterministic policy's mean evaluation return reaches this (None: never)."""
-    eval_every: int = 10_000
-    """Environment steps between evaluations when target_return is set (rounded up to whole rollouts)."""
+    """Stop once the deterministic policy's mean evaluation return reaches this, on eval_episodes
+    episodes and then on as many others (None: never)."""
+    eval_every: int | None = None
+    """Environment steps between evaluations when target_return is set (rounded up to whole rollouts);
+    None: adaptive, as many environment steps as the last evaluation took (at least one rollout), so
+    that evaluating costs a small share of the run and a reached target is noticed soon."""
     eval_episodes: int = 10
     """Episodes per evaluation (also of the final one)."""
     eval_max_episode_steps: int = 10_000
@@ -126,9 +129,11 @@ class TrainConfig:
         from policygrad.algorithms.config import _check_types  # the algorithms' type checks
 
         _check_types(self)
-        for name in ("total_steps", "eval_every", "eval_episodes", "eval_max_episode_steps", "torch_threads"):
+        for name in ("total_steps", "eval_episodes", "eval_max_episode_steps", "torch_threads"):
             if not getattr(self, name) > 0:
                 raise InputError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.eval_every is not None and not self.eval_every > 0:
+            raise InputError(f"eval_every must be > 0 or None, got {self.eval_every}")
         if self.checkpoint_every is not None and not self.checkpoint_every > 0:
             raise InputError(f"checkpoint_every must be > 0 or None, got {self.checkpoint_every}")
         if self.time_limit is not None and not self.time_limit >= 0:
@@ -511,12 +516,18 @@ def restore_session(session: Session, tensors: dict, meta: dict) -> None:
 
 
 def evaluate_session(
-    session: Session, episodes: int, *, deterministic: bool = True, seed: int | None = None
+    session: Session,
+    episodes: int,
+    *,
+    deterministic: bool = True,
+    seed: int | None = None,
+    stats: dict[str, Any] | None = None,
 ) -> list[float]:
     """Raw returns of ``episodes`` evaluation episodes of the session's policy.
 
     The observation normaliser is applied as it stands and not updated. The default seed is
-    fixed per run, so evaluations during a run differ only by the policy.
+    fixed per run, so evaluations during a run differ only by the policy. ``stats`` receives the
+    evaluation's environment steps under ``"steps"``.
     """
     import torch
 
@@ -535,6 +546,7 @@ def evaluate_session(
         generator=generator,
         device=session.device,
         max_episode_steps=session.spec.train.eval_max_episode_steps,
+        stats=stats,
     )
 
 
@@ -595,7 +607,8 @@ def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool
         save_checkpoint(checkpoint_path(run_dir), tensors, meta)
 
     bar = ProgressBar(total, initial=min(start_step, total), enabled=not quiet)
-    next_eval = start_step + tcfg.eval_every
+    next_eval = start_step + (tcfg.eval_every or 1)  # adaptive: after the first update
+    eval_returns: list[float] | None = None
     next_checkpoint = _next_multiple(start_step, checkpoint_every)
     stopped_early = False
     t0 = time.perf_counter()
@@ -629,17 +642,25 @@ def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool
             bar.update(session.step - previous, row["episode_return_mean"],
                        None if rate is None else {"reward/step": rate})
             if tcfg.target_return is not None and session.step >= next_eval:
-                next_eval = session.step + tcfg.eval_every
-                score = float(np.mean(evaluate_session(session, tcfg.eval_episodes)))
+                stats: dict[str, Any] = {}
+                returns = evaluate_session(session, tcfg.eval_episodes, stats=stats)
+                score = float(np.mean(returns))
                 bar.write(f"step {session.step}: evaluation return {score:.2f} (target {tcfg.target_return:g})")
                 if score >= tcfg.target_return:
-                    stopped_early = True
-                    break
+                    # Confirmed on as many other episodes, so that one lucky set of starts does
+                    # not end the run (evaluations are frequent).
+                    other = evaluate_session(session, tcfg.eval_episodes, seed=derive_seed(spec.seed, 2), stats=stats)
+                    if float(np.mean(other)) >= tcfg.target_return:
+                        stopped_early = True
+                        eval_returns = returns  # the final evaluation's seed and policy: the same returns
+                        break
+                next_eval = session.step + (tcfg.eval_every or stats["steps"])
             if session.step >= next_checkpoint and session.step < total:
                 next_checkpoint = _next_multiple(session.step, checkpoint_every)
                 save(kept=True)
         save(kept=False)
-        eval_returns = evaluate_session(session, tcfg.eval_episodes)
+        if eval_returns is None:
+            eval_returns = evaluate_session(session, tcfg.eval_episodes)
     except InputError as err:  # raised by something the environment produced (e.g. an action mask)
         if not resumed and not saved:
             # Nothing of this run exists yet (e.g. criterion='average' on an episodic task, seen
