@@ -132,11 +132,17 @@ def flatten_rollout(rollout: Any, advantages: Tensor, returns: Tensor) -> Batch:
     return batch
 
 
-def standardize(x: Tensor, eps: float = 1e-8) -> Tensor:
-    """(x − mean x) / (std x + ε): advantage normalisation. A single sample is only centred."""
-    if x.numel() < 2:
-        return x - x.mean()
-    return (x - x.mean()) / (x.std() + eps)
+def standardize(x: Tensor, eps: float = 1e-8, dim: int | None = None) -> Tensor:
+    """(x − mean x) / (std x + ε): advantage normalisation, over all of ``x`` or along ``dim``
+    (each row on its own, e.g. ``[minibatches, samples]``). A single sample is only centred."""
+    if dim is None:
+        if x.numel() < 2:
+            return x - x.mean()
+        return (x - x.mean()) / (x.std() + eps)
+    centred = x - x.mean(dim, keepdim=True)
+    if x.shape[dim] < 2:
+        return centred
+    return centred / (x.std(dim, keepdim=True) + eps)
 
 
 @torch.no_grad()

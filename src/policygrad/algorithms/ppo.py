@@ -107,6 +107,7 @@ class PPO(Algorithm):
         for _ in range(cfg.num_epochs):
             # The batch shuffled once per epoch; its minibatches are consecutive slices (views).
             shuffled = batch.index(torch.randperm(size))
+            advantages_epoch = self._minibatch_advantages(shuffled.advantages, minibatch_size)
             losses: list[Tensor] = []  # [policy loss, value loss, grad norm] per minibatch
             log_probs: list[Tensor] = []
             entropies: list[Tensor] = []
@@ -115,7 +116,7 @@ class PPO(Algorithm):
                 dist, values = self.policy(mb.observations, mb.action_masks)
                 log_prob = dist.log_prob(mb.actions)  # [b]
                 entropy = dist.entropy()  # [b]
-                advantages = standardize(mb.advantages) if cfg.normalize_advantages else mb.advantages
+                advantages = advantages_epoch[start : start + minibatch_size]
                 if cfg.kl_penalty:
                     policy_loss = importance_surrogate(log_prob, mb.old_log_probs, advantages) + kl_penalty(
                         log_prob, mb.old_log_probs, self.kl_beta
@@ -153,6 +154,17 @@ class PPO(Algorithm):
             metrics["kl_beta"] = self.kl_beta  # the β this update used
             self._adapt_beta(batch)
         return metrics
+
+    def _minibatch_advantages(self, advantages: Tensor, minibatch_size: int) -> Tensor:
+        """The shuffled advantages ``[B]``, standardised within each minibatch of consecutive
+        samples when ``normalize_advantages`` (all the epoch's minibatches in one operation)."""
+        if not self.config.normalize_advantages:
+            return advantages
+        full = len(advantages) // minibatch_size * minibatch_size  # samples in full-size minibatches
+        rows = standardize(advantages[:full].view(-1, minibatch_size), dim=1).view(-1)
+        if full == len(advantages):
+            return rows
+        return torch.cat([rows, standardize(advantages[full:])])
 
     def _epoch_means(
         self, shuffled: Batch, minibatch_size: int, losses: list[Tensor], log_probs: list[Tensor], entropies: list[Tensor]
