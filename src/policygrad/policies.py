@@ -506,11 +506,15 @@ def _activate_(h: Tensor, activation: str) -> None:
         _INPLACE_ACTIVATIONS[activation](h)
 
 
+_TANH_BACKWARD = torch.ops.aten.tanh_backward.default  # grad · (1 − h²)
+_THRESHOLD_BACKWARD = torch.ops.aten.threshold_backward.default  # grad · [h > 0]
+
+
 def _activation_backward(grad: Tensor, h: Tensor, activation: str) -> Tensor:
     """∂L/∂z from ∂L/∂h for h = σ(z), written with h: tanh' = 1 − h², relu' = [h > 0]."""
     if activation == "tanh":
-        return torch.ops.aten.tanh_backward(grad, h)
-    return torch.ops.aten.threshold_backward(grad, h, 0)
+        return _TANH_BACKWARD(grad, h)
+    return _THRESHOLD_BACKWARD(grad, h, 0)
 
 
 def _mlp_forward(x: Tensor, params: Sequence[Tensor], activation: str) -> tuple[Tensor, list[Tensor]]:
@@ -519,10 +523,10 @@ def _mlp_forward(x: Tensor, params: Sequence[Tensor], activation: str) -> tuple[
     hidden = []
     h = x
     for i in range(0, len(params) - 2, 2):
-        h = torch.addmm(params[i + 1], h, params[i].t())
+        h = F.linear(h, params[i], params[i + 1])
         _activate_(h, activation)
         hidden.append(h)
-    return torch.addmm(params[-1], h, params[-2].t()), hidden
+    return F.linear(h, params[-2], params[-1]), hidden
 
 
 def _mlp_backward(
