@@ -189,3 +189,14 @@ def test_ppo_epoch_means_are_means_over_minibatches() -> None:
         torch.stack(losses[2::3]).mean(),
     ]
     torch.testing.assert_close(means, torch.stack(expected))
+
+
+def test_event_file_crc_is_tensorboards() -> None:
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as reference
+
+    from policygrad.logging import masked_crc32c
+
+    rng = np.random.default_rng(10)
+    for n in [0, 1, 4, 8, 16, 17, 100, 333, 1500]:
+        data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+        assert masked_crc32c(data) == reference(data)
