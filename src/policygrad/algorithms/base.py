@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -27,6 +28,8 @@ from policygrad.algorithms.average import AverageReward
 from policygrad.algorithms.config import BaseConfig
 from policygrad.errors import InputError, TrainingError
 from policygrad.losses import entropy_bonus, score_function_loss, value_loss
+from policygrad.numpy_grad import NumpyActorCritic, value_loss_grad
+from policygrad.numpy_grad import standardize as numpy_standardize
 from policygrad.returns import gae
 
 __all__ = [
@@ -356,6 +359,10 @@ class Algorithm(abc.ABC):
         """The average-reward state (ρ̂) under ``criterion = "average"``, else None."""
         if config.criterion == "average":
             self.average = AverageReward(config.rho_lr, getattr(config, "gae_lambda", 1.0), config.value_center_coef)
+        self.use_numpy = True
+        self._numpy_checked: NumpyActorCritic | None = None
+        """Take the losses' gradients in NumPy where the policy allows it (:mod:`policygrad.numpy_grad`);
+        False: always through autograd. Both compute the same update up to float rounding."""
 
     # --- the two choices an algorithm makes ---------------------------------------------------
 
@@ -429,6 +436,20 @@ class Algorithm(abc.ABC):
         self.optimizer.step()
         return norm
 
+    def numpy_path(self) -> NumpyActorCritic | None:
+        """The policy's NumPy training path, or None (autograd) where it has none or
+        :attr:`use_numpy` is off."""
+        if not self.use_numpy or torch.is_anomaly_enabled():
+            return None
+        net = NumpyActorCritic.of(self.policy)
+        if net is None:
+            return None
+        if self._numpy_checked is not net:  # it must train exactly the optimiser's parameters
+            if {id(p) for p in net.params} != {id(p) for p in self._params}:
+                return None
+            self._numpy_checked = net
+        return net
+
     def _check_finite(self, value: Tensor | float, what: str) -> None:
         if not math.isfinite(float(value)):
             raise TrainingError(f"non-finite loss at update {self.updates + 1}: {what} is {float(value)}")
@@ -457,6 +478,9 @@ class Algorithm(abc.ABC):
 
         L = score_function_loss(log π, Ψ) + c_v · value_loss(V, R) + entropy_bonus(H, c_H).
         """
+        net = self.numpy_path()
+        if net is not None:
+            return self._score_function_step_numpy(batch, net, use_critic=use_critic)
         cfg = self.config
         dist, values = self.policy(batch.observations, batch.action_masks)
         log_prob = dist.log_prob(batch.actions)  # [B]
@@ -475,6 +499,32 @@ class Algorithm(abc.ABC):
             "entropy": entropy.detach().mean(),
             "grad_norm": grad_norm,
         }
+
+    def _score_function_step_numpy(self, batch: Batch, net: NumpyActorCritic, *, use_critic: bool) -> dict[str, Any]:
+        """:meth:`_score_function_step` with the losses' gradients in NumPy:
+        ∂L/∂ log π = −Ψ/B, ∂L/∂V = c_v (V − R)/B, ∂L/∂H = −c_H/B."""
+        cfg = self.config
+        x = net.encode(batch.observations)
+        f = net.forward(x, batch.actions.numpy(), None if batch.action_masks is None else batch.action_masks.numpy())
+        psi = batch.advantages.numpy()
+        if cfg.normalize_advantages:
+            psi = numpy_standardize(psi)
+        n = len(psi)
+        dtype = f.log_prob.dtype.type
+        policy_loss = -float((f.log_prob * psi).mean())
+        entropy = float(f.entropy.mean())
+        loss = policy_loss - cfg.ent_coef * entropy
+        v_loss, d_value = NAN, None
+        if use_critic:
+            v_loss, d_value = value_loss_grad(f.value, batch.returns.numpy())
+            d_value *= dtype(cfg.vf_coef)
+            loss = loss + cfg.vf_coef * v_loss
+        self._check_finite(loss, "the loss")
+        d_entropy = None if cfg.ent_coef == 0 else np.full(n, -cfg.ent_coef / n, dtype=f.log_prob.dtype)
+        net.backward(f, psi * dtype(-1.0 / n), d_entropy, d_value)
+        grad_norm = net.clip_grads(cfg.max_grad_norm)
+        self.optimizer.step()
+        return {"policy_loss": policy_loss, "value_loss": v_loss, "entropy": entropy, "grad_norm": grad_norm}
 
     # --- state kept in checkpoints --------------------------------------------------------------
 

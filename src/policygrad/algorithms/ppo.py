@@ -23,12 +23,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from policygrad.algorithms.base import Algorithm, Batch, standardize
 from policygrad.algorithms.config import BaseConfig, non_negative, positive, unit_interval
 from policygrad.errors import InputError
+from policygrad.numpy_grad import NumpyActorCritic, clipped_surrogate_grad, importance_kl_grad, value_loss_grad
+from policygrad.numpy_grad import standardize as numpy_standardize
 from policygrad.losses import (
     approx_kl,
     clip_fraction,
@@ -96,6 +99,9 @@ class PPO(Algorithm):
         return self._gae(rollout)
 
     def optimise(self, batch: Batch) -> dict[str, Any]:
+        net = self.numpy_path()
+        if net is not None:
+            return self._optimise_numpy(batch, net)
         cfg = self.config
         size = len(batch)
         minibatch_size = min(cfg.minibatch_size, size)  # fewer samples when invalid steps were dropped
@@ -152,6 +158,68 @@ class PPO(Algorithm):
         }
         if cfg.kl_penalty:
             metrics["kl_beta"] = self.kl_beta  # the β this update used
+            self._adapt_beta(batch)
+        return metrics
+
+    def _optimise_numpy(self, batch: Batch, net: NumpyActorCritic) -> dict[str, Any]:
+        """:meth:`optimise` with the losses' gradients in NumPy (:mod:`policygrad.numpy_grad`):
+        the same shuffles, minibatches, losses, clipping, optimiser steps and metrics."""
+        cfg = self.config
+        size = len(batch)
+        minibatch_size = min(cfg.minibatch_size, size)
+        value_clip = cfg.clip_eps if cfg.clip_vloss else None
+        x = net.encode(batch.observations)
+        arrays = [batch.actions.numpy(), batch.old_log_probs.numpy(), batch.old_values.numpy(),
+                  batch.advantages.numpy(), batch.returns.numpy()]
+        masks = None if batch.action_masks is None else batch.action_masks.numpy()
+        totals = [0.0] * 6
+        steps = 0
+        epochs = 0
+        for _ in range(cfg.num_epochs):
+            perm = torch.randperm(size).numpy()
+            xs = x[perm]
+            actions, old_log_probs, old_values, advantages_all, returns = (a[perm] for a in arrays)
+            mask_epoch = None if masks is None else masks[perm]
+            epoch = [0.0] * 6  # policy loss, value loss, entropy, approx. KL, clip fraction, grad norm
+            epoch_steps = 0
+            for start in range(0, size, minibatch_size):
+                stop = start + minibatch_size
+                old_log_prob = old_log_probs[start:stop]
+                advantages = advantages_all[start:stop]
+                if cfg.normalize_advantages:
+                    advantages = numpy_standardize(advantages)
+                f = net.forward(xs[start:stop], actions[start:stop], None if mask_epoch is None else mask_epoch[start:stop])
+                if cfg.kl_penalty:
+                    policy_loss, d_log_prob, ratio = importance_kl_grad(f.log_prob, old_log_prob, advantages, self.kl_beta)
+                else:
+                    policy_loss, d_log_prob, ratio = clipped_surrogate_grad(f.log_prob, old_log_prob, advantages, cfg.clip_eps)
+                v_loss, d_value = value_loss_grad(f.value, returns[start:stop], old_values[start:stop], value_clip)
+                n = len(f.log_prob)
+                d_value *= d_value.dtype.type(cfg.vf_coef)
+                d_entropy = None if cfg.ent_coef == 0 else np.full(n, -cfg.ent_coef / n, dtype=d_value.dtype)
+                net.backward(f, d_log_prob, d_entropy, d_value)
+                grad_norm = net.clip_grads(cfg.max_grad_norm)
+                self.optimizer.step()
+                log_ratio = f.log_prob - old_log_prob
+                epoch[0] += policy_loss
+                epoch[1] += v_loss
+                epoch[2] += float(f.entropy.mean())
+                epoch[3] += float((np.expm1(log_ratio) - log_ratio).mean())
+                epoch[4] += float((np.abs(ratio - 1) > cfg.clip_eps).mean())
+                epoch[5] += grad_norm
+                epoch_steps += 1
+            epoch = [value / epoch_steps for value in epoch]
+            self._check_finite(epoch[0] + epoch[1], "the summed policy and value loss")
+            totals = [t + e * epoch_steps for t, e in zip(totals, epoch)]
+            steps += epoch_steps
+            epochs += 1
+            if cfg.target_kl is not None and epoch[3] > cfg.target_kl:
+                break
+        means = [t / steps for t in totals]
+        metrics: dict[str, Any] = dict(zip(("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "grad_norm"), means))
+        metrics["epochs"] = epochs
+        if cfg.kl_penalty:
+            metrics["kl_beta"] = self.kl_beta
             self._adapt_beta(batch)
         return metrics
 
