@@ -200,3 +200,18 @@ def test_event_file_crc_is_tensorboards() -> None:
     for n in [0, 1, 4, 8, 16, 17, 100, 333, 1500]:
         data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
         assert masked_crc32c(data) == reference(data)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("num_steps", [1, 5, 128])
+def test_gae_numpy_and_torch_paths_agree_bit_for_bit(dtype, num_steps: int) -> None:
+    from policygrad.returns import gae
+
+    g = torch.Generator().manual_seed(num_steps)
+    rewards, values, next_values = (torch.randn(num_steps, 6, generator=g, dtype=dtype) for _ in range(3))
+    terminated = torch.rand(num_steps, 6, generator=g) < 0.1
+    truncated = torch.rand(num_steps, 6, generator=g) < 0.1
+    next_values[terminated] = float("nan")  # ignored at terminations, on both paths
+    fast = gae(rewards, values, next_values, terminated, truncated, 0.99, 0.95)
+    plain = gae(rewards, values.requires_grad_(True), next_values, terminated, truncated, 0.99, 0.95)  # autograd path
+    assert torch.equal(fast, plain.detach())

@@ -66,6 +66,15 @@ def _check_unit_interval(name: str, value: float, *, allow_zero: bool) -> None:
         raise InputError(f"{name} must lie in {interval}, got {value}")
 
 
+def _numpy_ok(*tensors: Tensor) -> bool:
+    """Whether a NumPy path may compute on these: CPU tensors of one floating dtype, no graph."""
+    dtype = tensors[0].dtype
+    grad = torch.is_grad_enabled()
+    return all(
+        t.device.type == "cpu" and t.dtype == dtype and not (grad and t.requires_grad) for t in tensors
+    ) and dtype in (torch.float32, torch.float64)
+
+
 def discounted_cumsum(x: Tensor, factors: Tensor) -> Tensor:
     """The backward recursion shared by every return and advantage estimator.
 
@@ -196,6 +205,16 @@ def gae(
         rewards=rewards, values=values, next_values=next_values, terminated=terminated, truncated=truncated
     )
     _check_unit_interval("lam", lam, allow_zero=True)
+    if _numpy_ok(rewards, values, next_values):
+        _check_unit_interval("gamma", gamma, allow_zero=False)
+        # The same operations on NumPy views (no graph to record), as discounted_cumsum's fast path.
+        r, v, nv = rewards.detach().numpy(), values.detach().numpy(), next_values.detach().numpy()
+        term, trunc = terminated.numpy().astype(bool, copy=False), truncated.numpy().astype(bool, copy=False)
+        dtype = r.dtype.type
+        with np.errstate(over="ignore", invalid="ignore"):
+            deltas = r + dtype(gamma) * np.where(term, dtype(0), nv) - v
+        factors = dtype(gamma * lam) * (~(term | trunc)).astype(r.dtype)
+        return discounted_cumsum(torch.from_numpy(deltas), torch.from_numpy(factors))
     deltas = td_errors(rewards, values, next_values, terminated, gamma)
     done = terminated.bool() | truncated.bool()
     factors = (gamma * lam) * (~done).to(deltas.dtype)

@@ -151,6 +151,12 @@ def standardize(x: Tensor, eps: float = 1e-8, dim: int | None = None) -> Tensor:
 @torch.no_grad()
 def explained_variance(values: Tensor, returns: Tensor) -> Tensor:
     """1 − Var[R − V] / Var[R]: 1 for a perfect critic, 0 for a constant one, NaN if Var[R] = 0."""
+    if values.device.type == "cpu" and returns.device.type == "cpu" and values.dtype == returns.dtype:
+        r = returns.numpy()
+        if len(r) < 2:
+            return torch.tensor(math.nan)
+        var_returns = float(r.var(ddof=1))
+        return torch.tensor(1.0 - float((r - values.numpy()).var(ddof=1)) / var_returns if var_returns > 0 else math.nan)
     var_returns = returns.var()
     return torch.where(var_returns > 0, 1.0 - (returns - values).var() / var_returns, torch.nan)
 
