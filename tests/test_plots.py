@@ -11,7 +11,7 @@ import pytest
 
 from policygrad.errors import InputError
 from policygrad.logging import MetricsLogger
-from policygrad.plots import _aggregate, main_plot, plot_learning_curve, plot_runs, read_metrics
+from policygrad.plots import _aggregate, _figure, _style, main_plot, plot_learning_curve, plot_runs, read_metrics
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 COLUMNS = ["step", "episode_return_mean", "reward_per_step", "loss"]
@@ -76,6 +76,27 @@ def test_learning_curve_without_values_is_an_error(tmp_path: Path) -> None:
         log.log({"step": 1, "loss": 0.5})
     with pytest.raises(InputError, match="no values"):
         plot_learning_curve(tmp_path)
+
+
+@pytest.mark.parametrize("panels", [1, 2])
+def test_fixed_margins_keep_every_label_inside_the_figure(panels: int) -> None:
+    # The figure has fixed margins (no layout engine): wide tick labels ("−1500", "−0.0020"),
+    # the offset text of large steps ("1e6"), the axis labels and the title must still fit.
+    fig = _figure(panels)
+    steps = np.linspace(0, 2e6, 50)
+    for ax, (column, y) in zip(fig.axes, [("episode_return_mean", -1600 + 1400 * steps / 2e6),
+                                         ("reward_per_step", -0.00123 * (1 + steps / 2e6))]):
+        ax.plot(steps, y)
+        _style(ax, column)
+    fig.axes[0].set_title("reinforce HalfCheetah-v5")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        box = ax.get_tightbbox(renderer)
+        assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1, box
+    boxes = [ax.get_tightbbox(renderer) for ax in fig.axes]
+    for upper, lower in zip(boxes, boxes[1:]):  # panels do not overlap
+        assert lower.y1 <= upper.y0 + 1
 
 
 def test_plot_runs_groups_seeds(tmp_path: Path) -> None:

@@ -6,7 +6,8 @@ most the line being written. A blank field means "no value in this row" (for ins
 finished during that update). TensorBoard scalars go to ``<run_dir>/tb/`` with the ``step``
 column as the global step.
 
-TensorBoard (its protocol buffers) and tqdm are imported only when used.
+TensorBoard events are encoded here (a few protocol-buffer fields, see :class:`EventFile`), so
+writing them imports neither tensorboard nor protobuf; tqdm is imported only when used.
 """
 
 from __future__ import annotations
@@ -91,11 +92,7 @@ class MetricsLogger:
         if tensorboard:
             # purge_step hides events a crashed run wrote after the step it resumes from.
             purge_step = resume_step + 1 if resume and resume_step is not None else None
-            try:
-                self._writer = EventFile(self.run_dir / "tb", purge_step=purge_step)
-            except ImportError as err:
-                self._file.close()
-                raise InputError(f"TensorBoard logging needs the tensorboard package ({err})") from None
+            self._writer = EventFile(self.run_dir / "tb", purge_step=purge_step)
 
     def _truncate_existing(self, resume_step: int | None) -> int:
         """Keep the rows up to ``resume_step`` and rewrite the file atomically; returns their count."""
@@ -176,39 +173,32 @@ class EventFile:
 
     Why not SummaryWriter: its thread computes the CRCs in pure Python while holding the
     interpreter lock, and hands every event over through a queue; for a run that logs a row per
-    update (A2C: thousands) that took about a fifth of the training time.
-
-    Raises:
-        ImportError: the tensorboard package (its protocol buffers) is missing.
+    update (A2C: thousands) that took about a fifth of the training time. Why not tensorboard's
+    ``Event`` classes: importing them (protobuf) cost ~11 ms per process, for the handful of fields
+    :func:`_event` writes.
     """
 
     def __init__(self, log_dir: str | Path, purge_step: int | None = None, flush_secs: float = 10.0) -> None:
-        from tensorboard.compat.proto.event_pb2 import Event, SessionLog, SourceMetadata
-        from tensorboard.compat.proto.summary_pb2 import Summary
-
-        self._event, self._summary = Event, Summary
         log_dir = Path(log_dir)
         log_dir.mkdir(parents=True, exist_ok=True)
         name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.{next(_EVENT_FILES)}"
         self.path = log_dir / name
         self._file = open(self.path, "wb")
         self._flush_secs = float(flush_secs)
-        self._write(Event(wall_time=time.time(), file_version="brain.Event:2",
-                          source_metadata=SourceMetadata(writer="policygrad.logging")))
+        self._write(_event(wall_time=time.time(), file_version="brain.Event:2", writer="policygrad.logging"))
         if purge_step is not None:
-            self._write(Event(step=purge_step, file_version="brain.Event:2"))
-            self._write(Event(step=purge_step, session_log=SessionLog(status=SessionLog.START)))
+            self._write(_event(step=purge_step, file_version="brain.Event:2"))
+            self._write(_event(step=purge_step, session_status=_SESSION_START))
         self.flush()
 
     def scalars(self, step: int, values: Mapping[str, float]) -> None:
         """One event at ``step`` with every ``tag: value`` of ``values`` as a scalar."""
-        summary = self._summary(value=[self._summary.Value(tag=tag, simple_value=float(v)) for tag, v in values.items()])
-        self._write(self._event(wall_time=time.time(), step=int(step), summary=summary))
+        summary = b"".join(_field(1, _string(1, tag) + _FLOAT_2 + _float32(float(v))) for tag, v in values.items())
+        self._write(_event(wall_time=time.time(), step=int(step), summary=summary))
         if time.monotonic() - self._flushed > self._flush_secs:
             self.flush()
 
-    def _write(self, event: Any) -> None:
-        data = event.SerializeToString()
+    def _write(self, data: bytes) -> None:
         header = struct.pack("<Q", len(data))
         self._file.write(b"".join((header, struct.pack("<I", masked_crc32c(header)), data, struct.pack("<I", masked_crc32c(data)))))
 
@@ -222,6 +212,77 @@ class EventFile:
 
 
 _EVENT_FILES = itertools.count()
+
+# The protocol-buffer messages of tensorboard/compat/proto/{event,summary}.proto that EventFile
+# writes, field numbers in brackets:
+#   Event: wall_time [1] double, step [2] int64, file_version [3] string, summary [5] Summary,
+#          session_log [7] SessionLog, source_metadata [10] SourceMetadata
+#   Summary: value [1] repeated Value;  Value: tag [1] string, simple_value [2] float
+#   SessionLog: status [1] enum (START = 1);  SourceMetadata: writer [1] string
+# A field is its key (number << 3 | wire type) then a varint (wire type 0), 8 little-endian bytes
+# (1), a varint length and that many bytes (2), or 4 little-endian bytes (5); fields in order of
+# number. Proto3 leaves out a field holding its default (0, ""), except a member of a oneof
+# (file_version, summary, session_log, simple_value), which is written whenever it is set.
+_SESSION_START = 1
+_DOUBLE_1 = bytes([1 << 3 | 1])  # Event.wall_time
+_FLOAT_2 = bytes([2 << 3 | 5])  # Summary.Value.simple_value
+
+
+def _varint(n: int) -> bytes:
+    n &= 0xFFFFFFFFFFFFFFFF  # a negative int64 is its two's complement: 10 bytes
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited field (string, bytes or message), written even when empty."""
+    return bytes([number << 3 | 2]) + _varint(len(payload)) + payload
+
+
+def _string(number: int, text: str) -> bytes:
+    """A proto3 string field outside a oneof: nothing when empty."""
+    return _field(number, text.encode("utf-8")) if text else b""
+
+
+def _float32(value: float) -> bytes:
+    try:
+        return struct.pack("<f", value)
+    except OverflowError:  # beyond float32's range: ±inf, as protobuf's C cast gives
+        return struct.pack("<f", math.copysign(math.inf, value))
+
+
+def _event(
+    wall_time: float = 0.0,
+    step: int = 0,
+    *,
+    file_version: str | None = None,
+    summary: bytes | None = None,
+    session_status: int | None = None,
+    writer: str | None = None,
+) -> bytes:
+    """A serialized ``Event``; ``summary`` is the encoded body of a ``Summary`` message.
+
+    Give at most one of ``file_version``, ``summary`` and ``session_status`` (Event's oneof).
+    """
+    out = b""
+    if wall_time:
+        out += _DOUBLE_1 + struct.pack("<d", wall_time)
+    if step:
+        out += bytes([2 << 3]) + _varint(step)
+    if file_version is not None:
+        out += _field(3, file_version.encode("utf-8"))
+    if summary is not None:
+        out += _field(5, summary)
+    if session_status is not None:
+        out += _field(7, bytes([1 << 3]) + _varint(session_status) if session_status else b"")
+    if writer is not None:
+        out += _field(10, _string(1, writer))
+    return out
+
 
 # CRC-32C (Castagnoli), as TFRecord frames records. For speed with NumPy: the CRC is affine in the
 # message bits, so the CRC of an n-byte message is the XOR of one table entry per byte, the entry

@@ -203,12 +203,25 @@ def _run_label(run_dir: Path) -> str:
     return run_dir.resolve().name
 
 
+# Fixed margins (inches) instead of a layout engine: constrained layout costs a second draw pass
+# at save time (about 40% of the drawing). They leave room for the y label with tick labels of
+# up to about seven characters ("−1500.0"), the x label, and a title or offset text above.
+_WIDTH, _PANEL_HEIGHT = 7.0, 3.2
+_LEFT, _RIGHT, _BOTTOM, _TOP, _GAP = 1.0, 0.2, 0.55, 0.35, 0.3
+
+
 def _figure(panels: int) -> Any:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7.0, 3.2 * panels), layout="constrained")
+    height = _PANEL_HEIGHT * panels
+    fig = Figure(figsize=(_WIDTH, height))
     FigureCanvasAgg(fig)
+    axes_height = (height - _BOTTOM - _TOP - _GAP * (panels - 1)) / panels
+    fig.subplots_adjust(
+        left=_LEFT / _WIDTH, right=1 - _RIGHT / _WIDTH, bottom=_BOTTOM / height, top=1 - _TOP / height,
+        hspace=_GAP / axes_height,
+    )
     axes = fig.subplots(panels, 1, sharex=True, squeeze=False)[:, 0]
     axes[-1].set_xlabel("environment steps")
     return fig
@@ -229,7 +242,9 @@ def _save(fig: Any, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
-        fig.savefig(tmp, format=fmt, dpi=120)
+        # zlib level 1 instead of PIL's 6: a third less encoding time for a ~20% larger file.
+        extra = {"pil_kwargs": {"compress_level": 1}} if fmt == "png" else {}
+        fig.savefig(tmp, format=fmt, dpi=120, **extra)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
