@@ -218,3 +218,10 @@ def test_updates_match_the_autograd_path(algo, kind, overrides):
             else:
                 # the autograd path sums PPO's epoch metrics in a float32 tensor
                 assert got[key] == pytest.approx(want[key], rel=1e-6, abs=1e-9), key
+
+
+def test_default_path_is_numpy_for_categorical_and_autograd_for_gaussian_actors():
+    for kind, expected in (("discrete", True), ("continuous", False)):
+        config = make_config("ppo", {"num_envs": 4, "num_steps": 16, "minibatch_size": 16, "hidden_sizes": (8, 7)})
+        algorithm = make_algorithm("ppo", _policy(kind), config, 10)
+        assert (algorithm.numpy_path() is not None) == expected, kind

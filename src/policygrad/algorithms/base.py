@@ -365,10 +365,12 @@ class Algorithm(abc.ABC):
         """The average-reward state (ρ̂) under ``criterion = "average"``, else None."""
         if config.criterion == "average":
             self.average = AverageReward(config.rho_lr, getattr(config, "gae_lambda", 1.0), config.value_center_coef)
-        self.use_numpy = True
+        self.use_numpy: bool | None = None
+        """Take the losses' gradients in NumPy (:mod:`policygrad.numpy_grad`): None (default) for
+        categorical actors, True wherever the policy allows it (Gaussian actors too), False never
+        (autograd). Both compute the same update up to float rounding; see numpy_path for why
+        Gaussian actors stay on autograd by default."""
         self._numpy_checked: NumpyActorCritic | None = None
-        """Take the losses' gradients in NumPy where the policy allows it (:mod:`policygrad.numpy_grad`);
-        False: always through autograd. Both compute the same update up to float rounding."""
 
     # --- the two choices an algorithm makes ---------------------------------------------------
 
@@ -445,10 +447,16 @@ class Algorithm(abc.ABC):
     def numpy_path(self) -> NumpyActorCritic | None:
         """The policy's NumPy training path, or None (autograd) where it has none or
         :attr:`use_numpy` is off."""
-        if not self.use_numpy or torch.is_anomaly_enabled():
+        if self.use_numpy is False or torch.is_anomaly_enabled():
             return None
         net = NumpyActorCritic.of(self.policy)
         if net is None:
+            return None
+        if net.kind != "discrete" and self.use_numpy is None:
+            # Gaussian actors: each update agrees with autograd's to float32 rounding, yet on
+            # continuing Pendulum under criterion="average" 6 of 6 seeds collapsed after learning
+            # on this path against 2 of 6 through autograd. Until that is understood they train
+            # through autograd unless asked (use_numpy=True).
             return None
         if self._numpy_checked is not net:  # it must train exactly the optimiser's parameters
             if {id(p) for p in net.params} != {id(p) for p in self._params}:
