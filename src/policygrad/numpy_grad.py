@@ -80,19 +80,17 @@ class NumpyActorCritic:
         """The parameters: the actor's ``(W_1, b_1, ..., W_L, b_L)``, the critic's, then log σ (Gaussian)."""
         n_actor = 2 * len(policy.actor.net._param_dicts)
         n_critic = 2 * len(policy.critic.net._param_dicts)
-        self.actor_params = self.params[:n_actor]
-        self.critic_params = self.params[n_actor : n_actor + n_critic]
-        self.log_std = self.params[-1] if self.kind == "continuous" else None
         self._pointers = [p.data_ptr() for p in self.params]
-        self.actor_views = [p.detach().numpy() for p in self.actor_params]
-        self.critic_views = [p.detach().numpy() for p in self.critic_params]
-        self.log_std_view = None if self.log_std is None else self.log_std.detach().numpy()
+        views = [p.detach().numpy() for p in self.params]
+        self.actor_views = views[:n_actor]
+        self.critic_views = views[n_actor : n_actor + n_critic]
+        self.log_std_view = views[-1] if self.kind == "continuous" else None
         self.grads = [torch.zeros_like(p) for p in self.params]
         """The gradient tensors handed to the parameters' ``.grad`` (reused every step)."""
         self.grad_views = [g.numpy() for g in self.grads]
         self.dtype = self.actor_views[0].dtype
         if self.kind == "discrete":
-            self.fill = self.dtype.type(masked_fill_value(self.actor_params[0].dtype))
+            self.fill = self.dtype.type(masked_fill_value(self.params[0].dtype))
 
     @staticmethod
     def of(policy: Any) -> NumpyActorCritic | None:

@@ -90,12 +90,7 @@ def discounted_cumsum(x: Tensor, factors: Tensor) -> Tensor:
     """
     _check_same_shape(x=x, factors=factors)
     out = torch.empty_like(x)
-    if (
-        x.device.type == "cpu"
-        and factors.device.type == "cpu"
-        and x.dtype == factors.dtype
-        and not (torch.is_grad_enabled() and (x.requires_grad or factors.requires_grad))
-    ):
+    if _numpy_ok(x, factors):
         # The same recursion, operation for operation, on NumPy views (no graph to record): a
         # NumPy operation on a row costs a fraction of a torch one, which adds up over T = 2048.
         x_np, factors_np, out_np = x.detach().numpy(), factors.detach().numpy(), out.numpy()
