@@ -220,8 +220,49 @@ def test_updates_match_the_autograd_path(algo, kind, overrides):
                 assert got[key] == pytest.approx(want[key], rel=1e-6, abs=1e-9), key
 
 
-def test_default_path_is_numpy_for_categorical_and_autograd_for_gaussian_actors():
-    for kind, expected in (("discrete", True), ("continuous", False)):
+def test_default_path_is_numpy_for_categorical_and_gaussian_actors_unless_turned_off():
+    for kind in ("discrete", "continuous"):
         config = make_config("ppo", {"num_envs": 4, "num_steps": 16, "minibatch_size": 16, "hidden_sizes": (8, 7)})
         algorithm = make_algorithm("ppo", _policy(kind), config, 10)
-        assert (algorithm.numpy_path() is not None) == expected, kind
+        assert algorithm.numpy_path() is not None, kind
+        algorithm.use_numpy = False
+        assert algorithm.numpy_path() is None, kind
+
+
+@pytest.mark.parametrize("algo,optimizer", [("a2c", "rmsprop"), ("a2c", "adam"), ("ppo", "adam")])
+def test_the_flat_optimiser_step_keeps_torch_state_and_survives_a_state_load(algo, optimizer):
+    # The NumPy path steps the optimiser on flat buffers holding its state: the state_dict it
+    # leaves (moments, step counts) must be the autograd path's, and loading a state_dict in the
+    # middle (a checkpoint resume) must carry on exactly as the autograd path does.
+    small = {"num_envs": 4, "num_steps": 16, "hidden_sizes": (8, 7), "optimizer": optimizer}
+    if algo == "ppo":
+        small.update(minibatch_size=16, num_epochs=2)
+    runs = []
+    for use_numpy in (True, False):
+        policy = _policy("discrete", dtype=torch.float64)
+        algorithm = make_algorithm(algo, policy, make_config(algo, small), 10)
+        algorithm.use_numpy = use_numpy
+        torch.manual_seed(5)
+        for s in range(2):
+            algorithm.update(_rollout(policy, "discrete", seed=s))
+        def snapshot(state_dict):  # load_state_dict adopts the tensors it is given, as torch.optim's
+            return {"state": {k: {n: v.clone() for n, v in st.items()} for k, st in state_dict["state"].items()},
+                    "param_groups": state_dict["param_groups"]}
+
+        saved = snapshot(algorithm.optimizer.state_dict())
+        params = [p.detach().clone() for p in policy.parameters()]
+        algorithm.update(_rollout(policy, "discrete", seed=7))  # moves on ...
+        with torch.no_grad():  # ... and is put back, as a resume does
+            for p, q in zip(policy.parameters(), params):
+                p.copy_(q)
+        algorithm.optimizer.load_state_dict(snapshot(saved))
+        algorithm.update(_rollout(policy, "discrete", seed=7))
+        runs.append((saved, algorithm.optimizer.state_dict(), [p.detach().clone() for p in policy.parameters()]))
+    (fast_saved, fast_state, fast_params), (plain_saved, plain_state, plain_params) = runs
+    for saved_a, saved_b in ((fast_saved, plain_saved), (fast_state, plain_state)):
+        assert saved_a["state"].keys() == saved_b["state"].keys()
+        for key in saved_b["state"]:
+            for name, value in saved_b["state"][key].items():
+                torch.testing.assert_close(saved_a["state"][key][name], value, rtol=1e-9, atol=1e-12)
+    for got, want in zip(fast_params, plain_params):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)

@@ -80,14 +80,35 @@ class NumpyActorCritic:
         """The parameters: the actor's ``(W_1, b_1, ..., W_L, b_L)``, the critic's, then log σ (Gaussian)."""
         n_actor = 2 * len(policy.actor.net._param_dicts)
         n_critic = 2 * len(policy.critic.net._param_dicts)
+        # Every parameter, gradient and optimiser moment lives in one flat buffer (the parameters
+        # become views of it; their values and identities are kept), so that clipping and the
+        # optimiser step are a few NumPy operations on whole vectors instead of a few per tensor.
+        dtype = self.params[0].dtype
+        self._spans = []
+        offset = 0
+        for p in self.params:
+            self._spans.append((offset, offset + p.numel()))
+            offset += p.numel()
+        self.size = offset
+        flat = torch.empty(offset, dtype=dtype)
+        with torch.no_grad():
+            for p, (a, b) in zip(self.params, self._spans):
+                view = flat[a:b].view_as(p)
+                view.copy_(p)
+                p.data = view
+        self.flat_params = flat.numpy()
         self._pointers = [p.data_ptr() for p in self.params]
         views = [p.detach().numpy() for p in self.params]
         self.actor_views = views[:n_actor]
         self.critic_views = views[n_actor : n_actor + n_critic]
         self.log_std_view = views[-1] if self.kind == "continuous" else None
-        self.grads = [torch.zeros_like(p) for p in self.params]
-        """The gradient tensors handed to the parameters' ``.grad`` (reused every step)."""
+        flat_grads = torch.zeros(offset, dtype=dtype)
+        self.grads = [flat_grads[a:b].view_as(p) for p, (a, b) in zip(self.params, self._spans)]
+        """The gradient tensors handed to the parameters' ``.grad`` (views of one buffer, reused every step)."""
         self.grad_views = [g.numpy() for g in self.grads]
+        self.flat_grads = flat_grads.numpy()
+        self._scratch = np.empty(offset, dtype=self.flat_params.dtype)
+        self._bound: tuple[Any, list[Tensor], np.ndarray, list[np.ndarray]] | None = None
         self.dtype = self.actor_views[0].dtype
         if self.kind == "discrete":
             self.fill = self.dtype.type(masked_fill_value(self.params[0].dtype))
@@ -103,7 +124,9 @@ class NumpyActorCritic:
             "continuous",
         ):
             return None
-        if any(p.device.type != "cpu" or p.dtype not in (torch.float32, torch.float64) for p in policy.parameters()):
+        params = list(policy.parameters())
+        if any(p.device.type != "cpu" or p.dtype not in (torch.float32, torch.float64) or p.dtype != params[0].dtype
+               for p in params):
             return None
         net = _NETS[policy] = NumpyActorCritic(policy)
         return net
@@ -233,13 +256,120 @@ class NumpyActorCritic:
     def clip_grads(self, max_norm: float | None) -> float:
         """The global 2-norm of the gradients; scales them to ``max_norm`` when larger (as
         ``torch.nn.utils.clip_grad_norm_``: g ← g · min(1, max_norm / (‖g‖ + 1e-6)))."""
-        total = math.sqrt(sum(float(np.dot(g.ravel(), g.ravel())) for g in self.grad_views))
+        g = self.flat_grads
+        total = math.sqrt(float(np.dot(g, g)))
         if max_norm is not None:
             scale = min(max_norm / (total + 1e-6), 1.0)
             if scale < 1.0:
-                for g in self.grad_views:
-                    g *= self.dtype.type(scale)
+                g *= self.dtype.type(scale)
         return total
+
+    # --- the optimiser step ----------------------------------------------------------------------
+
+    def step(self, optimizer: Any) -> None:
+        """One step of ``optimizer`` with the gradients of :meth:`backward`.
+
+        For the library's :class:`~policygrad.algorithms.base.KernelOptimizer` (Adam or RMSprop)
+        the step runs in NumPy on flat buffers: its state tensors (moments and step counts) are
+        moved into them once, as views, so its ``state_dict`` and checkpoints are unchanged. The
+        arithmetic is torch's (RMSprop: v ← αv + (1 − α)g², θ ← θ − lr·g/(√v + ε); Adam: m ← m +
+        (1 − β₁)(g − m), v ← β₂v + (1 − β₂)g², θ ← θ − lr/(1 − β₁ᵗ) · m/(√v/√(1 − β₂ᵗ) + ε)), equal
+        up to float rounding. Any other optimiser takes its own ``step()``.
+        """
+        bound = self._bound
+        if bound is None or bound[0] is not optimizer or not self._bound_current():
+            bound = self._bind(optimizer)
+            if bound is None:
+                optimizer.step()
+                return
+        _, _, steps, moments = bound
+        group = optimizer.param_groups[0]
+        steps += 1
+        t = self.dtype.type
+        g, p, tmp = self.flat_grads, self.flat_params, self._scratch
+        lr, eps = group["lr"], group["eps"]
+        if optimizer.kind == "rmsprop":
+            (square_avg,) = moments
+            alpha = group["alpha"]
+            square_avg *= t(alpha)
+            np.multiply(g, g, out=tmp)
+            tmp *= t(1 - alpha)
+            square_avg += tmp
+            np.sqrt(square_avg, out=tmp)
+            tmp += t(eps)
+        else:
+            exp_avg, exp_avg_sq = moments
+            beta1, beta2 = group["betas"]
+            np.subtract(g, exp_avg, out=tmp)
+            tmp *= t(1 - beta1)
+            exp_avg += tmp
+            exp_avg_sq *= t(beta2)
+            np.multiply(g, g, out=tmp)
+            tmp *= t(1 - beta2)
+            exp_avg_sq += tmp
+            step = float(steps[0])
+            np.sqrt(exp_avg_sq, out=tmp)
+            tmp *= t(1.0 / math.sqrt(1 - beta2**step))
+            tmp += t(eps)
+            lr = lr / (1 - beta1**step)
+            g = exp_avg
+        np.divide(g, tmp, out=tmp)
+        tmp *= t(lr)
+        p -= tmp
+
+    def _bind(self, optimizer: Any) -> tuple[Any, list[Tensor], np.ndarray, list[np.ndarray]] | None:
+        """Move ``optimizer``'s state for :attr:`params` into flat buffers; None where the NumPy
+        step does not apply (another optimiser, other parameters, options it does not implement,
+        or unequal step counts)."""
+        from policygrad.algorithms.base import KernelOptimizer
+
+        self._bound = None
+        if type(optimizer) is not KernelOptimizer or len(optimizer.param_groups) != 1:
+            return None
+        group = optimizer.param_groups[0]
+        if {id(p) for p in group["params"]} != {id(p) for p in self.params} or len(group["params"]) != len(self.params):
+            return None
+        if group.get("weight_decay") or group.get("maximize") or group.get("amsgrad") or group.get("momentum") or group.get("centered"):
+            return None
+        names = ("square_avg",) if optimizer.kind == "rmsprop" else ("exp_avg", "exp_avg_sq")
+        state = optimizer.state
+        for p in self.params:
+            if p not in state:
+                state[p] = optimizer._new_state(p)
+        counts = [state[p]["step"] for p in self.params]
+        if any(c.shape != () or c.device.type != "cpu" or float(c) != float(counts[0]) for c in counts):
+            return None
+        steps = torch.stack([c.detach().clone() for c in counts])
+        buffers = {name: torch.empty(self.size, dtype=self.params[0].dtype) for name in names}
+        bound_tensors: list[Tensor] = []
+        for i, (p, (a, b)) in enumerate(zip(self.params, self._spans)):
+            entry = state[p]
+            for name in names:
+                view = buffers[name][a:b].view_as(p)
+                view.copy_(entry[name])
+                entry[name] = view
+                bound_tensors.append(view)
+            entry["step"] = steps[i]
+            bound_tensors.append(entry["step"])
+        self._bound = (optimizer, bound_tensors, steps.numpy(), [buffers[name].numpy() for name in names])
+        return self._bound
+
+    def _bound_current(self) -> bool:
+        """Whether the bound optimiser still holds the state tensors moved into the buffers (a
+        ``load_state_dict`` replaces them)."""
+        optimizer, tensors, _, moments = self._bound
+        names = ("square_avg",) if len(moments) == 1 else ("exp_avg", "exp_avg_sq")
+        state = optimizer.state
+        i = 0
+        for p in self.params:
+            entry = state.get(p)
+            if entry is None:
+                return False
+            for name in (*names, "step"):
+                if entry.get(name) is not tensors[i]:
+                    return False
+                i += 1
+        return True
 
 
 # --- the derivatives of policygrad.losses ----------------------------------------------------------

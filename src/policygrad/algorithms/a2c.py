@@ -36,6 +36,9 @@ class A2CConfig(BaseConfig):
     """GAE λ in [0, 1]: 1 gives n-step returns minus V, 0 the one-step TD error."""
     normalize_advantages: bool = False
     """Standardise the advantages over the batch before the step."""
+    rho_lr: float = 0.1
+    """criterion="average": step size η of ρ ← ρ + η (mean batch reward − ρ); a running mean (APO's
+    0.1), as A2C's batches of tens of steps give a noisy mean each."""
 
     def _validate(self) -> None:
         super()._validate()

@@ -149,14 +149,20 @@ def standardize(x: Tensor, eps: float = 1e-8, dim: int | None = None) -> Tensor:
 
 
 @torch.no_grad()
-def explained_variance(values: Tensor, returns: Tensor) -> Tensor:
-    """1 − Var[R − V] / Var[R]: 1 for a perfect critic, 0 for a constant one, NaN if Var[R] = 0."""
+def explained_variance(values: Tensor, returns: Tensor) -> Tensor | float:
+    """1 − Var[R − V] / Var[R]: 1 for a perfect critic, 0 for a constant one, NaN if Var[R] = 0
+    (a float for CPU tensors, else a 0-dim tensor)."""
     if values.device.type == "cpu" and returns.device.type == "cpu" and values.dtype == returns.dtype:
+        # Sums of squares about the means (np.var's arithmetic without its per-call overhead);
+        # the 1/(n − 1) factors cancel. A float: the update's metrics need no tensor here.
         r = returns.numpy()
         if len(r) < 2:
-            return torch.tensor(math.nan)
-        var_returns = float(r.var(ddof=1))
-        return torch.tensor(1.0 - float((r - values.numpy()).var(ddof=1)) / var_returns if var_returns > 0 else math.nan)
+            return math.nan
+        r_centred = r - r.mean()
+        residual = r - values.numpy()
+        residual -= residual.mean()
+        ss_returns = float(np.dot(r_centred, r_centred))
+        return 1.0 - float(np.dot(residual, residual)) / ss_returns if ss_returns > 0 else math.nan
     var_returns = returns.var()
     return torch.where(var_returns > 0, 1.0 - (returns - values).var() / var_returns, torch.nan)
 
@@ -366,10 +372,9 @@ class Algorithm(abc.ABC):
         if config.criterion == "average":
             self.average = AverageReward(config.rho_lr, getattr(config, "gae_lambda", 1.0), config.value_center_coef)
         self.use_numpy: bool | None = None
-        """Take the losses' gradients in NumPy (:mod:`policygrad.numpy_grad`): None (default) for
-        categorical actors, True wherever the policy allows it (Gaussian actors too), False never
-        (autograd). Both compute the same update up to float rounding; see numpy_path for why
-        Gaussian actors stay on autograd by default."""
+        """Take the losses' gradients in NumPy (:mod:`policygrad.numpy_grad`) wherever the policy
+        allows it: None (default) or True; False: always through autograd. Both compute the same
+        update up to float rounding."""
         self._numpy_checked: NumpyActorCritic | None = None
 
     # --- the two choices an algorithm makes ---------------------------------------------------
@@ -402,7 +407,7 @@ class Algorithm(abc.ABC):
         with torch.no_grad():
             advantages, returns = self.weigh(rollout)
         batch = flatten_rollout(rollout, advantages, returns)
-        if not bool(torch.isfinite(batch.advantages).all() & torch.isfinite(batch.returns).all()):
+        if not _all_finite(batch.advantages, batch.returns):
             raise TrainingError(
                 f"non-finite loss at update {self.updates + 1}: the advantages or returns contain "
                 "NaN or inf (check the rewards, observations and value estimates)"
@@ -451,12 +456,6 @@ class Algorithm(abc.ABC):
             return None
         net = NumpyActorCritic.of(self.policy)
         if net is None:
-            return None
-        if net.kind != "discrete" and self.use_numpy is None:
-            # Gaussian actors: each update agrees with autograd's to float32 rounding, yet on
-            # continuing Pendulum under criterion="average" 6 of 6 seeds collapsed after learning
-            # on this path against 2 of 6 through autograd. Until that is understood they train
-            # through autograd unless asked (use_numpy=True).
             return None
         if self._numpy_checked is not net:  # it must train exactly the optimiser's parameters
             if {id(p) for p in net.params} != {id(p) for p in self._params}:
@@ -537,7 +536,7 @@ class Algorithm(abc.ABC):
         d_entropy = None if cfg.ent_coef == 0 else np.full(n, -cfg.ent_coef / n, dtype=f.log_prob.dtype)
         net.backward(f, psi * dtype(-1.0 / n), d_entropy, d_value)
         grad_norm = net.clip_grads(cfg.max_grad_norm)
-        self.optimizer.step()
+        net.step(self.optimizer)
         return {"policy_loss": policy_loss, "value_loss": v_loss, "entropy": entropy, "grad_norm": grad_norm}
 
     # --- state kept in checkpoints --------------------------------------------------------------
@@ -595,6 +594,14 @@ def _check_rollout(rollout: Any) -> None:
             f"rollout.observations has shape {tuple(rollout.observations.shape)}, "
             f"expected [{shape[0]}, {shape[1]}, ...]"
         )
+
+
+def _all_finite(*tensors: Tensor) -> bool:
+    """Whether every element of ``tensors`` is finite (on NumPy views for CPU tensors: one
+    host-side check without torch's per-operation overhead)."""
+    if all(t.device.type == "cpu" and not t.requires_grad for t in tensors):
+        return all(bool(np.isfinite(t.numpy()).all()) for t in tensors)
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
 
 
 def _as_floats(metrics: dict[str, Any]) -> dict[str, float]:

@@ -62,8 +62,9 @@ class BaseConfig:
     criterion: Literal["discounted", "average"] = "discounted"
     """Objective: "discounted" return (γ), or "average" reward per step of a continuing task (no γ;
     differential advantages, see policygrad.algorithms.average)."""
-    rho_lr: float = 0.1
-    """criterion="average": step size η in (0, 1] of the average-reward estimate ρ ← ρ + η (mean batch reward − ρ)."""
+    rho_lr: float = 1.0
+    """criterion="average": step size η in (0, 1] of the average-reward estimate ρ ← ρ + η (mean batch reward − ρ);
+    1 takes each batch's own mean (ATRPO), which suits batches of thousands of steps."""
     value_center_coef: float = 0.1
     """criterion="average": fraction of the batch mean of V subtracted from the critic's targets (keeps V centred)."""
 

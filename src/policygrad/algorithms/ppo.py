@@ -199,7 +199,7 @@ class PPO(Algorithm):
                 d_entropy = None if cfg.ent_coef == 0 else np.full(n, -cfg.ent_coef / n, dtype=d_value.dtype)
                 net.backward(f, d_log_prob, d_entropy, d_value)
                 grad_norm = net.clip_grads(cfg.max_grad_norm)
-                self.optimizer.step()
+                net.step(self.optimizer)
                 log_ratio = f.log_prob - old_log_prob
                 epoch[0] += policy_loss
                 epoch[1] += v_loss
