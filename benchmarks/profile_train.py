@@ -35,7 +35,7 @@ STAGES = [
     ("update: forward (log π, H, V)", [("numpy_grad.py", "forward")]),
     ("update: backward (chain rule)", [("numpy_grad.py", "backward")]),
     ("update: gradient clipping", [("numpy_grad.py", "clip_grads")]),
-    ("update: optimiser step (torch kernel)", [("base.py", "step")]),
+    ("update: optimiser step", [("numpy_grad.py", "step"), ("base.py", "step")]),
     ("update: GAE", [("base.py", "_gae")]),
     ("logging (metrics.csv, TensorBoard)", [("logging.py", "log")]),
     ("checkpoints", [("checkpoint.py", "save_checkpoint")]),

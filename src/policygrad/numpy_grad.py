@@ -19,8 +19,10 @@ L with respect to every parameter by the chain rule written out:
 * Gaussian:     ∂ log π(a)/∂μ = ε/σ,  ∂ log π(a)/∂ log σ = ε² − 1 with ε = (a − μ)/σ,  ∂H/∂ log σ = 1,
 * each layer y = h Wᵀ + b:  ∂L/∂W = gᵀ h,  ∂L/∂b = Σ_b g,  ∂L/∂h = g W;  tanh' = 1 − tanh², relu' = [h > 0].
 
-The gradients land in the parameters' ``.grad`` tensors (NumPy views of their memory), so the
-algorithm's optimiser, gradient clipping and checkpoints are those of the autograd path. The
+The gradients land in the parameters' ``.grad`` tensors (NumPy views of their memory). Parameters,
+gradients and the optimiser's moments each live in one flat buffer, so that clipping and the Adam
+or RMSprop step (:meth:`NumpyActorCritic.step`) are a few whole-vector NumPy operations; the
+optimiser's state_dict and the checkpoints are those of the autograd path. The
 loss-gradient helpers below are the derivatives of :mod:`policygrad.losses`' functions, with
 torch's conventions at ties (``torch.minimum``/``torch.maximum`` split the gradient evenly,
 ``torch.clamp`` passes it on the closed interval). Tests compare every gradient with autograd.
