@@ -50,6 +50,8 @@ __all__ = [
 
 _LOG_2PI = math.log(2.0 * math.pi)
 _NETS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_MOMENTS = {"rmsprop": ("square_avg",), "adam": ("exp_avg", "exp_avg_sq")}
+"""The optimiser state tensors shaped like a parameter, per KernelOptimizer kind."""
 
 
 def _sources(policy: Any) -> list[Tensor]:
@@ -333,7 +335,7 @@ class NumpyActorCritic:
             return None
         if group.get("weight_decay") or group.get("maximize") or group.get("amsgrad") or group.get("momentum") or group.get("centered"):
             return None
-        names = ("square_avg",) if optimizer.kind == "rmsprop" else ("exp_avg", "exp_avg_sq")
+        names = _MOMENTS[optimizer.kind]
         state = optimizer.state
         for p in self.params:
             if p not in state:
@@ -359,15 +361,15 @@ class NumpyActorCritic:
     def _bound_current(self) -> bool:
         """Whether the bound optimiser still holds the state tensors moved into the buffers (a
         ``load_state_dict`` replaces them)."""
-        optimizer, tensors, _, moments = self._bound
-        names = ("square_avg",) if len(moments) == 1 else ("exp_avg", "exp_avg_sq")
+        optimizer, tensors, _, _ = self._bound
+        names = (*_MOMENTS[optimizer.kind], "step")
         state = optimizer.state
         i = 0
         for p in self.params:
             entry = state.get(p)
             if entry is None:
                 return False
-            for name in (*names, "step"):
+            for name in names:
                 if entry.get(name) is not tensors[i]:
                     return False
                 i += 1
