@@ -21,22 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from policygrad.tabular import access_control_mdp, evaluate_policy, optimal_average_reward
+from policygrad.tabular import access_control_mdp, evaluate_policy, optimal_average_reward, policy_table
 from policygrad.train import build_session, load_run_checkpoint, resolve_run, restore_policy, train
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def policies(session, num_states: int, num_actions: int) -> tuple[np.ndarray, np.ndarray]:
-    """(stochastic π [S, A], greedy π [S, A]) of the session's policy on every state."""
-    with torch.no_grad():
-        probs = session.policy.distribution(session.encoder(torch.arange(num_states), torch.float32)).probs
-    pi = probs.double().numpy()
-    pi /= pi.sum(axis=1, keepdims=True)
-    return pi, np.eye(num_actions)[pi.argmax(axis=1)]
 
 
 def run(seed: int, steps: int, every: int) -> list[tuple[int, float, float]]:
@@ -57,7 +45,7 @@ def run(seed: int, steps: int, every: int) -> list[tuple[int, float, float]]:
             for step, path in kept:
                 tensors, meta = load_run_checkpoint(path)
                 restore_policy(session, tensors, meta)
-                stochastic, greedy = policies(session, mdp.num_states, mdp.num_actions)
+                stochastic, greedy = policy_table(session.policy, session.encoder, mdp.num_states)
                 rows.append((step, evaluate_policy(mdp, stochastic, "average").rho / optimum,
                              evaluate_policy(mdp, greedy, "average").rho / optimum))
     finally:

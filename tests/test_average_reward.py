@@ -18,7 +18,7 @@ from policygrad.envs import make_vec_env
 from policygrad.errors import InputError
 from policygrad.returns import differential_gae
 from policygrad.rollout import RolloutCollector, make_policy
-from policygrad.tabular import FiniteMDPVectorEnv, evaluate_policy, random_mdp
+from policygrad.tabular import FiniteMDPVectorEnv, evaluate_policy, policy_table, random_mdp
 from policygrad.tabular.tasks import access_control_mdp, optimal_average_reward
 from policygrad.train import TrainConfig, build_session, resolve_run, train
 
@@ -187,14 +187,6 @@ def test_checkpointed_rho_and_eval_reward_per_step(tmp_path: Path, capsys: pytes
 # --- learning -----------------------------------------------------------------------------------
 
 
-def _greedy_and_stochastic(policy, encoder, mdp) -> tuple[np.ndarray, np.ndarray]:
-    with torch.no_grad():
-        probs = policy.distribution(encoder(torch.arange(mdp.num_states), torch.float32)).probs
-    pi = probs.double().numpy()
-    pi /= pi.sum(axis=1, keepdims=True)
-    return pi, np.eye(mdp.num_actions)[pi.argmax(axis=1)]
-
-
 def test_the_critic_learns_the_differential_values_up_to_a_constant() -> None:
     # A fixed policy (the actor frozen at its initialisation) on a random continuing MDP with
     # one-hot observations: PPO under criterion="average" trains only the critic, which must
@@ -213,7 +205,7 @@ def test_the_critic_learns_the_differential_values_up_to_a_constant() -> None:
     collector.reset(seed=0)
     for _ in range(150):
         algorithm.update(collector.collect())
-    pi, _ = _greedy_and_stochastic(policy, encoder, mdp)
+    pi, _ = policy_table(policy, encoder, mdp.num_states)
     exact = evaluate_policy(mdp, pi, "average")
     with torch.no_grad():
         v = policy.value(encoder(torch.arange(mdp.num_states), torch.float32)).double().numpy()
@@ -237,6 +229,6 @@ def test_average_reward_ppo_learns_access_control(tmp_path: Path) -> None:
         train(session, tmp_path / "run", quiet=True)
     finally:
         session.close()
-    _, greedy = _greedy_and_stochastic(session.policy, session.encoder, mdp)
+    _, greedy = policy_table(session.policy, session.encoder, mdp.num_states)
     rho = evaluate_policy(mdp, greedy, "average").rho
     assert rho >= 0.85 * optimum, (rho, optimum)

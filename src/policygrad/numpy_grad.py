@@ -112,7 +112,8 @@ class NumpyActorCritic:
         self.grad_views = [g.numpy() for g in self.grads]
         self.flat_grads = flat_grads.numpy()
         self._scratch = np.empty(offset, dtype=self.flat_params.dtype)
-        self._bound: tuple[Any, list[Tensor], np.ndarray, list[np.ndarray]] | None = None
+        self._bound: tuple[Any, dict, np.ndarray, list[np.ndarray]] | None = None
+        """(optimiser, its state dict, step counts, moments) while its state lives in the buffers."""
         self.dtype = self.actor_views[0].dtype
         if self.kind == "discrete":
             self.fill = self.dtype.type(masked_fill_value(self.params[0].dtype))
@@ -281,7 +282,8 @@ class NumpyActorCritic:
         up to float rounding. Any other optimiser takes its own ``step()``.
         """
         bound = self._bound
-        if bound is None or bound[0] is not optimizer or not self._bound_current():
+        # KernelOptimizer.load_state_dict (a resume) installs a new state dict: bind again.
+        if bound is None or bound[0] is not optimizer or bound[1] is not optimizer.state:
             bound = self._bind(optimizer)
             if bound is None:
                 optimizer.step()
@@ -321,7 +323,7 @@ class NumpyActorCritic:
         tmp *= t(lr)
         p -= tmp
 
-    def _bind(self, optimizer: Any) -> tuple[Any, list[Tensor], np.ndarray, list[np.ndarray]] | None:
+    def _bind(self, optimizer: Any) -> tuple[Any, dict, np.ndarray, list[np.ndarray]] | None:
         """Move ``optimizer``'s state for :attr:`params` into flat buffers; None where the NumPy
         step does not apply (another optimiser, other parameters, options it does not implement,
         or unequal step counts)."""
@@ -345,35 +347,15 @@ class NumpyActorCritic:
             return None
         steps = torch.stack([c.detach().clone() for c in counts])
         buffers = {name: torch.empty(self.size, dtype=self.params[0].dtype) for name in names}
-        bound_tensors: list[Tensor] = []
         for i, (p, (a, b)) in enumerate(zip(self.params, self._spans)):
             entry = state[p]
             for name in names:
                 view = buffers[name][a:b].view_as(p)
                 view.copy_(entry[name])
                 entry[name] = view
-                bound_tensors.append(view)
             entry["step"] = steps[i]
-            bound_tensors.append(entry["step"])
-        self._bound = (optimizer, bound_tensors, steps.numpy(), [buffers[name].numpy() for name in names])
+        self._bound = (optimizer, state, steps.numpy(), [buffers[name].numpy() for name in names])
         return self._bound
-
-    def _bound_current(self) -> bool:
-        """Whether the bound optimiser still holds the state tensors moved into the buffers (a
-        ``load_state_dict`` replaces them)."""
-        optimizer, tensors, _, _ = self._bound
-        names = (*_MOMENTS[optimizer.kind], "step")
-        state = optimizer.state
-        i = 0
-        for p in self.params:
-            entry = state.get(p)
-            if entry is None:
-                return False
-            for name in names:
-                if entry.get(name) is not tensors[i]:
-                    return False
-                i += 1
-        return True
 
 
 # --- the derivatives of policygrad.losses ----------------------------------------------------------

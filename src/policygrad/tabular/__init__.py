@@ -5,7 +5,7 @@ The ground truth against which policy-gradient estimators are checked, in three 
 continuing tasks with known optimal average reward in :mod:`policygrad.tabular.tasks`.
 """
 
-from policygrad.tabular.env import FiniteMDPEnv, FiniteMDPVectorEnv
+from policygrad.tabular.env import FiniteMDPEnv, FiniteMDPVectorEnv, policy_table
 from policygrad.tabular.exact import (
     ExactSolution,
     PolicyValues,
@@ -53,6 +53,7 @@ __all__ = [
     "relative_value_iteration",
     "FiniteMDPEnv",
     "FiniteMDPVectorEnv",
+    "policy_table",
     "access_control_mdp",
     "access_control_state",
     "access_control_decode",

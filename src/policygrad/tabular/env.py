@@ -250,3 +250,25 @@ class FiniteMDPVectorEnv(gymnasium.vector.VectorEnv):
                 self._truncated[done] = False
             return self._states.copy(), rewards, terminated, truncated, info
         return self._states.copy(), rewards, self._terminated.copy(), self._truncated.copy(), info
+
+
+def policy_table(policy: Any, encoder: Any, num_states: int) -> tuple[np.ndarray, np.ndarray]:
+    """A trained policy over a finite MDP's states, as the exact tools take it.
+
+    Args:
+        policy: an ActorCritic (``policygrad.policies``) with a categorical actor over the MDP's
+            actions.
+        encoder: its observation encoder (states are observed as their indices).
+        num_states: S.
+
+    Returns:
+        ``(pi, greedy)``, both float64 ``[S, A]``: π(a|s) (rows renormalised to sum to 1 in
+        float64) and the deterministic policy that takes argmax_a π(a|s).
+    """
+    import torch
+
+    with torch.no_grad():
+        probs = policy.distribution(encoder(torch.arange(num_states), torch.float32)).probs
+    pi = probs.double().numpy()
+    pi /= pi.sum(axis=1, keepdims=True)
+    return pi, np.eye(pi.shape[1])[pi.argmax(axis=1)]
