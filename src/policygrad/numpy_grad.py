@@ -46,6 +46,7 @@ __all__ = [
     "importance_kl_grad",
     "value_loss_grad",
     "standardize",
+    "mean",
 ]
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -361,12 +362,20 @@ class NumpyActorCritic:
 # --- the derivatives of policygrad.losses ----------------------------------------------------------
 
 
+def mean(x: np.ndarray) -> np.floating:
+    """``x.mean()`` of a 1-D array, bit for bit (the same pairwise sum, then one division in x's
+    dtype), without the Python layer of ``ndarray.mean`` (about 5 µs against 1 µs)."""
+    return np.add.reduce(x) / x.size
+
+
 def standardize(x: np.ndarray, eps: float = 1e-8) -> np.ndarray:
-    """(x − mean) / (std + eps) with the unbiased std, as ``policygrad.algorithms.base.standardize``."""
-    centred = x - x.mean()
+    """(x − mean) / (std + eps) with the unbiased std, as ``policygrad.algorithms.base.standardize``
+    (the arithmetic of ``x.std(ddof=1)``, without its Python layer)."""
+    centred = x - mean(x)
     if len(x) < 2:
         return centred
-    return centred / (x.std(ddof=1) + x.dtype.type(eps))
+    std = np.sqrt(np.add.reduce(centred * centred) / (len(x) - 1))
+    return centred / (std + x.dtype.type(eps))
 
 
 def clipped_surrogate_grad(log_prob: np.ndarray, old_log_prob: np.ndarray, advantages: np.ndarray,
@@ -388,7 +397,7 @@ def clipped_surrogate_grad(log_prob: np.ndarray, old_log_prob: np.ndarray, advan
     n = len(log_prob)
     d = unclipped * weight
     d *= dtype(-1.0 / n)
-    return -float(smaller.mean()), d, ratio
+    return -float(mean(smaller)), d, ratio
 
 
 def importance_kl_grad(log_prob: np.ndarray, old_log_prob: np.ndarray, advantages: np.ndarray,
@@ -398,7 +407,7 @@ def importance_kl_grad(log_prob: np.ndarray, old_log_prob: np.ndarray, advantage
     dtype = log_prob.dtype.type
     log_ratio = log_prob - old_log_prob
     ratio = np.exp(log_ratio)
-    loss = -float((ratio * advantages).mean()) + beta * float((np.expm1(log_ratio) - log_ratio).mean())
+    loss = -float(mean(ratio * advantages)) + beta * float(mean(np.expm1(log_ratio) - log_ratio))
     d = (ratio * advantages - dtype(beta) * (ratio - 1)) * dtype(-1.0 / len(log_prob))
     return loss, d, ratio
 
@@ -413,7 +422,7 @@ def value_loss_grad(values: np.ndarray, returns: np.ndarray, old_values: np.ndar
     error = values - returns
     squared = error * error
     if clip_eps is None:
-        return 0.5 * float(squared.mean()), error * dtype(1.0 / n)
+        return 0.5 * float(mean(squared)), error * dtype(1.0 / n)
     delta = values - old_values
     clipped_error = old_values + np.clip(delta, dtype(-clip_eps), dtype(clip_eps)) - returns
     clipped_squared = clipped_error * clipped_error
@@ -422,4 +431,4 @@ def value_loss_grad(values: np.ndarray, returns: np.ndarray, old_values: np.ndar
     w_plain = np.where(tie, 0.5, squared > clipped_squared).astype(values.dtype)
     w_clipped = np.where(tie, 0.5, clipped_squared > squared).astype(values.dtype) * inside
     d = (error * w_plain + clipped_error * w_clipped) * dtype(1.0 / n)
-    return 0.5 * float(np.maximum(squared, clipped_squared).mean()), d
+    return 0.5 * float(mean(np.maximum(squared, clipped_squared))), d

@@ -29,8 +29,9 @@ from policygrad.algorithms.config import BaseConfig
 from policygrad.errors import InputError, TrainingError
 from policygrad.losses import entropy_bonus, score_function_loss, value_loss
 from policygrad.numpy_grad import NumpyActorCritic, value_loss_grad
+from policygrad.numpy_grad import mean as numpy_mean
 from policygrad.numpy_grad import standardize as numpy_standardize
-from policygrad.returns import gae
+from policygrad.returns import gae, gae_numpy
 
 __all__ = [
     "METRIC_KEYS",
@@ -158,9 +159,9 @@ def explained_variance(values: Tensor, returns: Tensor) -> Tensor | float:
         r = returns.numpy()
         if len(r) < 2:
             return math.nan
-        r_centred = r - r.mean()
+        r_centred = r - numpy_mean(r)
         residual = r - values.numpy()
-        residual -= residual.mean()
+        residual -= numpy_mean(residual)
         ss_returns = float(np.dot(r_centred, r_centred))
         return 1.0 - float(np.dot(residual, residual)) / ss_returns if ss_returns > 0 else math.nan
     var_returns = returns.var()
@@ -475,6 +476,13 @@ class Algorithm(abc.ABC):
         """
         if self.average is not None:
             return self.average.weigh(rollout)
+        r, v, nv = rollout.rewards, rollout.values, rollout.next_values
+        if _numpy_floats(r, v, nv):
+            # The rollout's shapes were checked (_check_rollout) and γ, λ by the config.
+            values = v.numpy()
+            advantages = gae_numpy(r.numpy(), values, nv.numpy(), rollout.terminated.numpy(),
+                                   rollout.truncated.numpy(), self.config.gamma, self.config.gae_lambda)
+            return torch.from_numpy(advantages), torch.from_numpy(advantages + values)
         advantages = gae(
             rollout.rewards,
             rollout.values,
@@ -524,8 +532,8 @@ class Algorithm(abc.ABC):
             psi = numpy_standardize(psi)
         n = len(psi)
         dtype = f.log_prob.dtype.type
-        policy_loss = -float((f.log_prob * psi).mean())
-        entropy = float(f.entropy.mean())
+        policy_loss = -float(numpy_mean(f.log_prob * psi))
+        entropy = float(numpy_mean(f.entropy))
         loss = policy_loss - cfg.ent_coef * entropy
         v_loss, d_value = NAN, None
         if use_critic:
@@ -594,6 +602,15 @@ def _check_rollout(rollout: Any) -> None:
             f"rollout.observations has shape {tuple(rollout.observations.shape)}, "
             f"expected [{shape[0]}, {shape[1]}, ...]"
         )
+
+
+def _numpy_floats(*tensors: Tensor) -> bool:
+    """Whether ``tensors`` are CPU float32/float64 tensors of one dtype outside any graph (NumPy
+    may compute on their memory)."""
+    dtype = tensors[0].dtype
+    return dtype in (torch.float32, torch.float64) and all(
+        t.device.type == "cpu" and t.dtype == dtype and not t.requires_grad for t in tensors
+    )
 
 
 def _all_finite(*tensors: Tensor) -> bool:

@@ -32,6 +32,7 @@ from policygrad.algorithms.config import BaseConfig, non_negative, positive, uni
 from policygrad.errors import InputError
 from policygrad.numpy_grad import NumpyActorCritic, clipped_surrogate_grad, importance_kl_grad, value_loss_grad
 from policygrad.numpy_grad import standardize as numpy_standardize
+from policygrad.numpy_grad import mean as numpy_mean
 from policygrad.losses import (
     approx_kl,
     clip_fraction,
@@ -203,9 +204,9 @@ class PPO(Algorithm):
                 log_ratio = f.log_prob - old_log_prob
                 epoch[0] += policy_loss
                 epoch[1] += v_loss
-                epoch[2] += float(f.entropy.mean())
-                epoch[3] += float((np.expm1(log_ratio) - log_ratio).mean())
-                epoch[4] += float((np.abs(ratio - 1) > cfg.clip_eps).mean())
+                epoch[2] += float(numpy_mean(f.entropy))
+                epoch[3] += float(numpy_mean(np.expm1(log_ratio) - log_ratio))
+                epoch[4] += float(numpy_mean(np.abs(ratio - 1) > cfg.clip_eps))
                 epoch[5] += grad_norm
                 epoch_steps += 1
             epoch = [value / epoch_steps for value in epoch]
