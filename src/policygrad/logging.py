@@ -88,6 +88,7 @@ class MetricsLogger:
             self._file.write(_csv_line(columns))
             self._file.flush()
 
+        self._csv = csv.writer(self._file, lineterminator="\n")
         self._writer: EventFile | None = None
         if tensorboard:
             # purge_step hides events a crashed run wrote after the step it resumes from.
@@ -134,8 +135,8 @@ class MetricsLogger:
         if unknown:
             raise ValueError(f"metrics row has unknown columns {unknown}; the columns are {self.columns}")
         values = {k: _scalar(k, v) for k, v in row.items()}
-        self._file.write(_csv_line(["" if values.get(c) is None else _format_value(values[c]) for c in self.columns]))
-        self._file.flush()
+        self._csv.writerow(["" if values.get(c) is None else _format_value(values[c]) for c in self.columns])
+        self._file.flush()  # whole rows on disk: a killed run leaves no half-written line to resume from
         self._rows_logged += 1
         if self._writer is not None:
             step = values.get(STEP_COLUMN)
@@ -185,6 +186,7 @@ class EventFile:
         self.path = log_dir / name
         self._file = open(self.path, "wb")
         self._flush_secs = float(flush_secs)
+        self._prefixes: dict[str, bytes] = {}
         self._write(_event(wall_time=time.time(), file_version="brain.Event:2", writer="policygrad.logging"))
         if purge_step is not None:
             self._write(_event(step=purge_step, file_version="brain.Event:2"))
@@ -193,10 +195,19 @@ class EventFile:
 
     def scalars(self, step: int, values: Mapping[str, float]) -> None:
         """One event at ``step`` with every ``tag: value`` of ``values`` as a scalar."""
-        summary = b"".join(_field(1, _string(1, tag) + _FLOAT_2 + _float32(float(v))) for tag, v in values.items())
+        prefixes = self._prefixes
+        summary = b"".join(
+            (prefixes.get(tag) or self._prefix(tag)) + _float32(float(v)) for tag, v in values.items()
+        )
         self._write(_event(wall_time=time.time(), step=int(step), summary=summary))
         if time.monotonic() - self._flushed > self._flush_secs:
             self.flush()
+
+    def _prefix(self, tag: str) -> bytes:
+        """The bytes of a ``Summary.Value`` for ``tag`` up to its 4-byte float (cached per tag)."""
+        body = _string(1, tag) + _FLOAT_2
+        prefix = self._prefixes[tag] = bytes([1 << 3 | 2]) + _varint(len(body) + 4) + body
+        return prefix
 
     def _write(self, data: bytes) -> None:
         header = struct.pack("<Q", len(data))
@@ -383,6 +394,8 @@ class ProgressBar:
         from tqdm import tqdm
 
         self._postfix: dict[str, str] = {}
+        self._latest: dict[str, Any] = {}  # values given since the postfix was last formatted
+        self._postfix_time = -math.inf
         self._bar = tqdm(
             total=total_steps,
             initial=initial,
@@ -402,13 +415,21 @@ class ProgressBar:
             episode_return: the return of recently finished episodes, if any finished.
             extra: other values to show, e.g. ``{"kl": 0.01}``.
         """
+        bar = self._bar
+        if bar.disable:
+            return
+        # The values are formatted only when tqdm is about to redraw (at most every mininterval):
+        # formatting them on every call costs more than a small update.
         if episode_return is not None:
-            self._postfix["return"] = _short(episode_return)
-        for name, value in (extra or {}).items():
-            self._postfix[name] = _short(value)
-        if self._postfix:
-            self._bar.set_postfix(self._postfix, refresh=False)
-        self._bar.update(steps)
+            self._latest["return"] = episode_return
+        if extra:
+            self._latest.update(extra)
+        if self._latest and time.monotonic() - self._postfix_time >= bar.mininterval:
+            self._postfix.update((name, _short(value)) for name, value in self._latest.items())
+            self._latest.clear()
+            self._postfix_time = time.monotonic()
+            bar.set_postfix(self._postfix, refresh=False)
+        bar.update(steps)
 
     def write(self, message: str) -> None:
         """Print a line above the bar without breaking it."""
@@ -417,6 +438,10 @@ class ProgressBar:
         self._bar.write(message, file=sys.stderr)
 
     def close(self) -> None:
+        if self._latest and not self._bar.disable:  # the final bar shows the latest values
+            self._postfix.update((name, _short(value)) for name, value in self._latest.items())
+            self._latest.clear()
+            self._bar.set_postfix(self._postfix, refresh=False)
         self._bar.close()
 
     def __enter__(self) -> ProgressBar:
