@@ -116,6 +116,7 @@ class NumpyActorCritic:
         self._bound: tuple[Any, dict, np.ndarray, list[np.ndarray]] | None = None
         """(optimiser, its state dict, step counts, moments) while its state lives in the buffers."""
         self.dtype = self.actor_views[0].dtype
+        self._ones = np.ones(0, dtype=self.dtype)  # 1ᵀ g sums a gradient over the batch
         if self.kind == "discrete":
             self.fill = self.dtype.type(masked_fill_value(self.params[0].dtype))
 
@@ -206,10 +207,14 @@ class NumpyActorCritic:
 
     def _mlp_backward(self, g: np.ndarray, x: np.ndarray, views: list[np.ndarray], hidden: list[np.ndarray],
                       grads: list[np.ndarray]) -> None:
+        ones = self._ones
+        if len(ones) < len(g):
+            ones = self._ones = np.ones(len(g), dtype=self.dtype)
+        ones = ones[: len(g)]
         for layer in range(len(views) // 2 - 1, -1, -1):
             h_in = hidden[layer - 1] if layer > 0 else x
             np.matmul(g.T, h_in, out=grads[2 * layer])
-            np.sum(g, axis=0, out=grads[2 * layer + 1])
+            np.matmul(ones, g, out=grads[2 * layer + 1])  # Σ_b g: BLAS sums faster than np.sum here
             if layer > 0:
                 g = g @ views[2 * layer]
                 if self.activation == "tanh":

@@ -671,7 +671,7 @@ class RolloutActor:
         else:
             self.num_actions = policy.actor.num_actions
             self._fill = masked_fill_value(policy.actor.net._param_dicts[-1]["weight"].dtype)
-            self._race: tuple[Tensor, np.ndarray] | None = None  # the draws' buffer, reused
+            self._race: tuple[Tensor, np.ndarray, np.ndarray] | None = None  # draws' buffer (tensor, view), row indices
         self._pointers = [p.data_ptr() for p in self.sources]
         self.refresh()
 
@@ -747,22 +747,25 @@ class RolloutActor:
                 if not action_mask.any(-1).all():
                     raise InputError("action mask allows no action in some row; every row needs at least one True")
                 out = np.where(action_mask, out, out.dtype.type(self._fill))
-        # log π(a) = z_a − log Σ_b exp z_b, with z = logits − max logits
-        z = out - out.max(-1, keepdims=True)
+        # log π(a) = z_a − log Σ_b exp z_b, with z = logits − max logits (ufunc reductions: the
+        # ndarray methods add a Python layer that costs more than these small reductions)
+        z = out - np.maximum.reduce(out, axis=-1, keepdims=True)
         p = np.exp(z)  # π up to the factor Σ_b exp z_b
         if deterministic:
             actions = z.argmax(-1)
         else:  # the exponential race of distributions.Categorical.sample: argmax π(a) / E_a
-            if self._race is None or self._race[1].shape != z.shape:
+            race = self._race
+            if race is None or race[1].shape != z.shape:
                 buffer = torch.empty(z.shape)
-                self._race = (buffer, buffer.numpy())
-            self._race[0].exponential_(generator=generator)
-            race = self._race[1]
-            np.maximum(race, _TINY, out=race)
-            np.divide(p, race, out=race)
-            actions = race.argmax(-1)
-        log_prob = z[np.arange(n), actions]
-        log_prob -= np.log(p.sum(-1))
+                race = self._race = (buffer, buffer.numpy(), np.arange(z.shape[0]))
+            race[0].exponential_(generator=generator)
+            draws = race[1]
+            np.maximum(draws, _TINY, out=draws)
+            np.divide(p, draws, out=draws)
+            actions = draws.argmax(-1)
+        rows = race[2] if not deterministic else np.arange(n)
+        log_prob = z[rows, actions]
+        log_prob -= np.log(np.add.reduce(p, axis=-1))
         return actions, log_prob, value
 
 
