@@ -183,23 +183,25 @@ class NumpyActorCritic:
         if self.kind == "discrete":
             if mask is not None:
                 out = np.where(mask, out, self.fill)
-            z = out - out.max(1, keepdims=True)
+            # (ufunc reductions: what the ndarray methods call, without their Python layer)
+            z = out - np.maximum.reduce(out, axis=1, keepdims=True)
             e = np.exp(z)
-            s = e.sum(1, keepdims=True)
+            s = np.add.reduce(e, axis=1, keepdims=True)
             log_probs = z - np.log(s)  # log-softmax
             probs = np.exp(log_probs)
             rows = np.arange(len(x))
             f.onehot_rows = rows
             f.log_probs_all, f.probs = log_probs, probs
             f.log_prob = log_probs[rows, actions]
-            f.entropy = -(probs * log_probs).sum(1)
+            f.entropy = -np.add.reduce(probs * log_probs, axis=1)
         else:
             log_std = self.log_std_view
             eps = (actions - out) * np.exp(-log_std)
             f.eps = eps
-            constant = log_std.sum() + 0.5 * _LOG_2PI * out.shape[1]
-            f.log_prob = -0.5 * np.square(eps).sum(1) - constant
-            entropy = log_std.sum() + 0.5 * (1.0 + _LOG_2PI) * out.shape[1]
+            log_std_sum = np.add.reduce(log_std)
+            constant = log_std_sum + 0.5 * _LOG_2PI * out.shape[1]
+            f.log_prob = -0.5 * np.add.reduce(np.square(eps), axis=1) - constant
+            entropy = log_std_sum + 0.5 * (1.0 + _LOG_2PI) * out.shape[1]
             f.entropy = np.full(len(x), entropy, dtype=self.dtype)
         return f
 

@@ -731,12 +731,12 @@ class RolloutActor:
             if action_mask is not None:
                 raise InputError("an action mask applies to discrete actions only, not to a Gaussian policy")
             # log N(a; μ, σ²) = −½ Σ ε² − Σ log σ − (D/2) log 2π with ε = (a − μ)/σ
-            constant = float(self._log_std.sum()) + 0.5 * _LOG_2PI * out.shape[1]
+            constant = float(np.add.reduce(self._log_std)) + 0.5 * _LOG_2PI * out.shape[1]
             if deterministic:
                 return out, np.full(n, -constant, dtype=out.dtype), value
             eps = torch.randn(out.shape, generator=generator).numpy()
             actions = out + np.exp(self._log_std) * eps
-            log_prob = np.square(eps).sum(-1)
+            log_prob = np.add.reduce(np.square(eps), axis=-1)
             log_prob *= -0.5
             log_prob -= constant
             return actions, log_prob.astype(out.dtype, copy=False), value

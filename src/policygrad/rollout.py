@@ -46,6 +46,7 @@ torch buffers.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Sequence
 
@@ -212,7 +213,9 @@ class _EnvStepper:
 
     def check_observations(self, obs: np.ndarray, what: str = "observation") -> None:
         """TrainingError naming the step and the environment if ``obs [N, ...]`` has a NaN or inf."""
-        if self.check_obs and not np.isfinite(obs).all():
+        # A finite sum means finite elements (the exact test runs only when the sum is not finite,
+        # which a huge but finite batch could also give): one reduction instead of two calls.
+        if self.check_obs and not math.isfinite(np.add.reduce(obs, axis=None)) and not np.isfinite(obs).all():
             rows = np.asarray(obs).reshape(len(obs), -1)
             i = int(np.nonzero(~np.isfinite(rows).all(axis=1))[0][0])
             shown = f": {rows[i].tolist()}" if rows.shape[1] <= 8 else ""
@@ -442,6 +445,7 @@ class RolloutCollector:
         if next_step:
             valid_np[:] = True
         plain_obs = self.obs_normalizer is None and io.flat_box  # observations go to the buffer as they are
+        clip_free = io.low is None  # no Box bounds: the actions go to the env as they are
         for t in range(T):
             if actor is not None:
                 actions_t, log_probs_np[t], values_np[t] = actor.act(obs_np[t], None if masks_np is None else masks_np[t])
@@ -458,9 +462,11 @@ class RolloutCollector:
                 log_probs_np[t] = log_prob.numpy()
                 values_np[t] = value.numpy()
 
-            obs, reward, terminated, truncated, info = io.step(io.env_actions(actions_t, self._env_actions))
+            obs, reward, terminated, truncated, info = io.step(
+                actions_t if clip_free else io.env_actions(actions_t, self._env_actions)
+            )
 
-            if not np.isfinite(reward).all():
+            if not math.isfinite(np.add.reduce(reward)) and not np.isfinite(reward).all():  # see check_observations
                 i = int(np.nonzero(~np.isfinite(reward))[0][0])
                 raise TrainingError(f"non-finite reward at step {io.steps} (environment {i}): {reward[i]}")
             io.check_observations(obs)
@@ -487,7 +493,7 @@ class RolloutCollector:
             else:
                 reward_scaler(reward, done, valid, out=rewards_np[t])
 
-            any_done = bool(done.any())
+            any_done = bool(np.logical_or.reduce(done))
             if any_done:
                 ended = np.nonzero(done)[0]
                 self.episode_returns.extend(ep_return[ended].tolist())
