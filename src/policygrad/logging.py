@@ -358,6 +358,8 @@ def _step_of(field: str) -> float:
 
 
 def _scalar(name: str, value: Any) -> int | float | str | None:
+    if type(value) is float:  # the usual case, first
+        return value
     if value is None or isinstance(value, str):
         return value
     if isinstance(value, bool):
