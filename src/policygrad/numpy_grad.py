@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from policygrad.distributions import masked_fill_value
+from policygrad.policies import FlattenObservation
 
 __all__ = [
     "NumpyActorCritic",
@@ -146,6 +147,16 @@ class NumpyActorCritic:
 
     def encode(self, observations: Tensor) -> np.ndarray:
         """Raw batch observations -> ``[B, obs_dim]`` C-contiguous array in the parameters' dtype."""
+        if (  # already what the networks read (a rollout's observations): no trip through torch
+            isinstance(observations, Tensor)
+            and observations.dtype == self.params[0].dtype
+            and observations.dim() == 2
+            and observations.device.type == "cpu"
+            and not observations.requires_grad
+            and type(self.policy.encoder) is FlattenObservation
+            and self.policy.encoder.shape == (observations.shape[1],)
+        ):
+            return np.ascontiguousarray(observations.numpy())
         with torch.no_grad():
             x = self.policy.preprocess(observations)
         return np.ascontiguousarray(x.numpy())
