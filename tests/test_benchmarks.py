@@ -33,3 +33,17 @@ def test_profile_runner_splits_a_short_run_into_stages(tmp_path):
     text = out.read_text()
     for stage in ("imports", "environment steps", "update: backward", "learning-curve plot"):
         assert stage in text
+
+
+def test_iteration_costs_runner_times_each_part_of_a_short_run(tmp_path):
+    out = tmp_path / "costs.md"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "iteration_costs.py"), "a2c_sb3_default", "--steps", "400",
+         "--out", str(out)],
+        capture_output=True, text=True, cwd=ROOT, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = out.read_text()
+    assert "10 iterations" in text and "environment floor" in text
+    rows = {line.split(" | ")[0].strip("|· "): line.split(" | ")[-1].strip(" |") for line in text.splitlines()[4:]}
+    assert rows["rollout collection"] == "10" and rows["environment steps"] == "50" and rows["forward"] == "10"
