@@ -631,10 +631,9 @@ def _all_finite(*tensors: Tensor) -> bool:
 def _as_floats(metrics: dict[str, Any]) -> dict[str, float]:
     """Metrics as Python floats, with one host transfer for all tensor entries."""
     keys = [k for k, v in metrics.items() if isinstance(v, Tensor)]
-    if not keys:
+    if not keys:  # the NumPy path's metrics are floats already
         return {k: float(v) for k, v in metrics.items()}
     out = {k: float(v) for k, v in metrics.items() if not isinstance(v, Tensor)}
-    if keys:
-        values = torch.stack([metrics[k].detach().reshape(()).float() for k in keys]).tolist()
-        out.update(zip(keys, values))
+    values = torch.stack([metrics[k].detach().reshape(()).float() for k in keys]).tolist()
+    out.update(zip(keys, values))
     return {k: out[k] for k in metrics}
