@@ -213,9 +213,10 @@ class _EnvStepper:
 
     def check_observations(self, obs: np.ndarray, what: str = "observation") -> None:
         """TrainingError naming the step and the environment if ``obs [N, ...]`` has a NaN or inf."""
-        # A finite sum means finite elements (the exact test runs only when the sum is not finite,
-        # which a huge but finite batch could also give): one reduction instead of two calls.
-        if self.check_obs and not math.isfinite(np.add.reduce(obs, axis=None)) and not np.isfinite(obs).all():
+        # A finite sum means finite elements (the exact test runs only when the sum is not finite):
+        # one reduction instead of two calls. Summed in float64, so that finite float32 data cannot
+        # overflow it.
+        if self.check_obs and not math.isfinite(np.add.reduce(obs, axis=None, dtype=np.float64)) and not np.isfinite(obs).all():
             rows = np.asarray(obs).reshape(len(obs), -1)
             i = int(np.nonzero(~np.isfinite(rows).all(axis=1))[0][0])
             shown = f": {rows[i].tolist()}" if rows.shape[1] <= 8 else ""
@@ -466,7 +467,7 @@ class RolloutCollector:
                 actions_t if clip_free else io.env_actions(actions_t, self._env_actions)
             )
 
-            if not math.isfinite(np.add.reduce(reward)) and not np.isfinite(reward).all():  # see check_observations
+            if not math.isfinite(np.add.reduce(reward, dtype=np.float64)) and not np.isfinite(reward).all():  # see check_observations
                 i = int(np.nonzero(~np.isfinite(reward))[0][0])
                 raise TrainingError(f"non-finite reward at step {io.steps} (environment {i}): {reward[i]}")
             io.check_observations(obs)

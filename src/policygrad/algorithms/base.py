@@ -623,7 +623,7 @@ def _all_finite(*tensors: Tensor) -> bool:
     host-side check without torch's per-operation overhead)."""
     if all(t.device.type == "cpu" and not t.requires_grad for t in tensors):
         # A finite sum means finite elements; only a sum that is not finite needs the exact test.
-        return all(math.isfinite(np.add.reduce(a, axis=None)) or bool(np.isfinite(a).all())
+        return all(math.isfinite(np.add.reduce(a, axis=None, dtype=np.float64)) or bool(np.isfinite(a).all())
                    for a in (t.numpy() for t in tensors))
     return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
 
