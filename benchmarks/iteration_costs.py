@@ -27,6 +27,7 @@ from typing import Any, Callable
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import speed  # noqa: E402  (this directory's runner: the cases)
+from report import emit  # noqa: E402
 
 # (label, module or class, attribute): the parts timed, in the order printed.
 _PARTS: list[tuple[str, str, str]] = [
@@ -149,10 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += [f"| {'· ' * ((len(label) - len(label.lstrip())) // 2)}{label.strip()} | {us:.0f} | {calls} |"
               for label, us, calls in rows]
     text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    emit(text, args.out)
     return 0
 
 

@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from report import emit  # this directory's module (scripts run as python benchmarks/NAME.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # (stage, [(file suffix, function name[, caller])]): cumulative time of these functions, summed.
@@ -132,10 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += [line for line in buffer.text().splitlines() if line.strip() and "function calls" not in line][-11:]
     lines += ["```", ""]
     text = "\n".join(lines)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    emit(text, args.out)
     return 0
 
 

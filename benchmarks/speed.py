@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from report import emit  # this directory's module (scripts run as python benchmarks/NAME.py)
+
 _T_START = time.perf_counter()
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -265,10 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         table = format_results(results, args.seeds)
         machine = f"{os.cpu_count()} CPUs, {sys.platform}, Python {sys.version.split()[0]}"
         text = f"{table}\n\nMeasured on: {machine}.\n"
-        print(text)
-        if args.out:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(text)
+        emit(text, args.out)
     return 0
 
 

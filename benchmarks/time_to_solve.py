@@ -26,6 +26,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from report import emit  # this directory's module (scripts run as python benchmarks/NAME.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 POLICYGRAD = Path(sys.executable).with_name("policygrad")
 
@@ -70,10 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                  f"{statistics.median(r['steps'] for r in runs):.0f} | {statistics.median(r['eval_return'] for r in runs):.1f} |")
     text = (f"`policygrad train --env {args.env} --target-return {args.target_return:g}` as a whole process "
             f"(`/usr/bin/time`), {args.seeds} seeds; {os.cpu_count()} CPUs.\n\n" + "\n".join(lines) + "\n")
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    emit(text, args.out)
     return 0
 
 
