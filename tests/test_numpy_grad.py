@@ -266,3 +266,15 @@ def test_the_flat_optimiser_step_keeps_torch_state_and_survives_a_state_load(alg
                 torch.testing.assert_close(saved_a["state"][key][name], value, rtol=1e-9, atol=1e-12)
     for got, want in zip(fast_params, plain_params):
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_mean_and_standardize_are_numpys_bit_for_bit(dtype) -> None:
+    from policygrad.numpy_grad import mean, standardize
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 7, 8, 40, 64, 129, 256, 1000, 4097):
+        x = (rng.standard_normal(n) * 3 + 1).astype(dtype)
+        assert mean(x) == x.mean() and mean(x > 1) == (x > 1).mean()
+        expected = x - x.mean() if n < 2 else (x - x.mean()) / (x.std(ddof=1) + dtype(1e-8))
+        assert np.array_equal(standardize(x), expected)
