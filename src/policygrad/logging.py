@@ -397,7 +397,6 @@ class ProgressBar:
 
         self._postfix: dict[str, str] = {}
         self._latest: dict[str, Any] = {}  # values given since the postfix was last formatted
-        self._postfix_time = -math.inf
         self._bar = tqdm(
             total=total_steps,
             initial=initial,
@@ -420,16 +419,15 @@ class ProgressBar:
         bar = self._bar
         if bar.disable:
             return
-        # The values are formatted only when tqdm is about to redraw (at most every mininterval):
-        # formatting them on every call costs more than a small update.
+        # The values are formatted only when tqdm may redraw (mininterval has passed since its last
+        # print): formatting them on every call costs more than a small update.
         if episode_return is not None:
             self._latest["return"] = episode_return
         if extra:
             self._latest.update(extra)
-        if self._latest and time.monotonic() - self._postfix_time >= bar.mininterval:
+        if self._latest and time.time() - bar.last_print_t >= bar.mininterval:  # tqdm's clock is time.time
             self._postfix.update((name, _short(value)) for name, value in self._latest.items())
             self._latest.clear()
-            self._postfix_time = time.monotonic()
             bar.set_postfix(self._postfix, refresh=False)
         bar.update(steps)
 
