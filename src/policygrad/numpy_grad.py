@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from policygrad.distributions import masked_fill_value
-from policygrad.policies import FlattenObservation
+from policygrad.policies import _SDE_EPS, FlattenObservation
 
 __all__ = [
     "NumpyActorCritic",
@@ -67,6 +67,7 @@ class Forward:
     """What :meth:`NumpyActorCritic.forward` computed, kept for the backward pass."""
 
     __slots__ = ("x", "actor_hidden", "critic_hidden", "log_prob", "entropy", "value", "probs", "log_probs_all",
+                 "phi2", "variance", "inv_std",
                  "onehot_rows", "actions", "mask", "eps")
 
 
@@ -108,6 +109,8 @@ class NumpyActorCritic:
         self.actor_views = views[:n_actor]
         self.critic_views = views[n_actor : n_actor + n_critic]
         self.log_std_view = views[-1] if self.kind == "continuous" else None
+        self.sde = bool(getattr(policy, "sde", False))
+        """gSDE actor: log_std_view is L ``[H, D]`` and σ depends on the state."""
         flat_grads = torch.zeros(offset, dtype=dtype)
         self.grads = [flat_grads[a:b].view_as(p) for p, (a, b) in zip(self.params, self._spans)]
         """The gradient tensors handed to the parameters' ``.grad`` (views of one buffer, reused every step)."""
@@ -205,6 +208,17 @@ class NumpyActorCritic:
             f.log_probs_all, f.probs = log_probs, probs
             f.log_prob = log_probs[rows, actions]
             f.entropy = -np.add.reduce(probs * log_probs, axis=1)
+        elif self.sde:
+            # gSDE: log σ(s) = ½ log(φ² exp(2L) + 1e-6), φ the actor's last hidden layer (a constant)
+            phi2 = np.square(f.actor_hidden[-1])  # [B, H]
+            variance = phi2 @ np.exp(2.0 * self.log_std_view)
+            variance += self.dtype.type(_SDE_EPS)  # [B, D]
+            log_std = 0.5 * np.log(variance)
+            f.phi2, f.variance, f.inv_std = phi2, variance, np.exp(-log_std)
+            f.eps = (actions - out) * f.inv_std
+            log_std_sum = np.add.reduce(log_std, axis=1)  # [B]
+            f.log_prob = -0.5 * np.add.reduce(np.square(f.eps), axis=1) - log_std_sum - 0.5 * _LOG_2PI * out.shape[1]
+            f.entropy = log_std_sum + self.dtype.type(0.5 * (1.0 + _LOG_2PI) * out.shape[1])
         else:
             log_std = self.log_std_view
             eps = (actions - out) * np.exp(-log_std)
@@ -257,6 +271,16 @@ class NumpyActorCritic:
                 g -= f.probs * (f.log_probs_all + f.entropy[:, None]) * d_entropy[:, None]
             if f.mask is not None:
                 g[~f.mask] = 0
+        elif self.sde:
+            g = f.eps * f.inv_std * d_log_prob[:, None]  # ∂L/∂μ
+            # ∂L/∂ log σ_bd = d_lp (ε² − 1) + d_H, and ∂ log σ_bd/∂L_jd = φ_bj² exp(2L_jd) / σ_bd²
+            d_sigma = d_log_prob[:, None] * (np.square(f.eps) - 1)
+            if d_entropy is not None:
+                d_sigma += d_entropy[:, None]
+            d_sigma /= f.variance
+            d_log_std = grads[-1]
+            np.matmul(f.phi2.T, d_sigma.astype(self.dtype, copy=False), out=d_log_std)
+            d_log_std *= np.exp(2.0 * self.log_std_view)
         else:
             inv_std = np.exp(-self.log_std_view)
             g = f.eps * inv_std * d_log_prob[:, None]  # ∂L/∂μ

@@ -32,6 +32,7 @@ __all__ = [
     "TabularSoftmaxPolicy",
     "MLPCategoricalPolicy",
     "MLPGaussianPolicy",
+    "MLPGSDEPolicy",
     "MLPMultiCategoricalPolicy",
     "ValueFunction",
     "FlattenObservation",
@@ -141,6 +142,14 @@ class MLP(nn.Module):
         for p in hidden:
             x = act(F.linear(x, p["weight"], p["bias"]))
         return F.linear(x, last["weight"], last["bias"])
+
+    def features_and_output(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``([..., h_last] the last hidden layer's activations, [..., out_dim] the output)``."""
+        *hidden, last = self._param_dicts
+        act = self._act
+        for p in hidden:
+            x = act(F.linear(x, p["weight"], p["bias"]))
+        return x, F.linear(x, last["weight"], last["bias"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -456,6 +465,82 @@ class MLPGaussianPolicy(nn.Module):
         return DiagGaussian(mean, self._parameters["log_std"])
 
 
+_SDE_EPS = 1e-6
+"""Added to σ(s)² under gSDE, so that σ stays positive where the features vanish."""
+
+
+class MLPGSDEPolicy(nn.Module):
+    """π(·|s) = N(μ(s), diag σ(s)²) with generalised state-dependent exploration (gSDE).
+
+    σ_d(s)² = Σ_j φ_j(s)² exp(2 L_jd) + 1e-6, with φ(s) the last hidden layer of the actor's MLP
+    and L the ``[H, D]`` parameter ``log_std``. In a rollout the noise of environment i is
+    φ(s)ᵀ M_i with M_i ~ N(0, exp(L)²) elementwise, a matrix kept for several steps
+    (:meth:`reset_noise`), so that exploration varies smoothly with the state instead of jumping at
+    every step. φ(s)ᵀ M is distributed as N(0, σ(s)² − 1e-6), and each action's log-probability is
+    that of N(μ(s), σ(s)²): the same score-function estimator as for a plain Gaussian, with a
+    state-dependent σ. The features enter σ and the noise as constants (no gradient flows through
+    them into the MLP); L is learnt through σ. Reference: Raffin, Kober & Stulp (2022), "Smooth
+    Exploration for Robotic Reinforcement Learning"; Stable-Baselines3's gSDE with its defaults
+    (full_std, no expln, learn_features off).
+
+    Args:
+        obs_dim: size of s.
+        act_dim: D.
+        hidden_sizes: hidden widths (at least one layer: its last one is φ).
+        activation: one of ``ACTIVATIONS``.
+        log_std_init: initial value of every entry of L.
+
+    Parameters:
+        log_std: ``[H, D]`` L, H = ``hidden_sizes[-1]``.
+
+    Attributes:
+        exploration: ``[N, H, D]`` the current noise matrices (None before the first draw).
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden_sizes: Sequence[int] = (64, 64),
+        activation: str = "tanh",
+        log_std_init: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if not tuple(hidden_sizes):
+            raise InputError("gSDE needs at least one hidden layer: its last one gives the exploration features")
+        self.obs_dim, self.act_dim = int(obs_dim), int(act_dim)
+        self.net = MLP(obs_dim, hidden_sizes, act_dim, activation, output_gain=_POLICY_GAIN)
+        self.latent_dim = int(tuple(hidden_sizes)[-1])
+        self.log_std = nn.Parameter(torch.full((self.latent_dim, self.act_dim), float(log_std_init)))
+        self.exploration: Tensor | None = None
+
+    def distribution(self, obs: Tensor, action_mask: Tensor | None = None) -> DiagGaussian:
+        """N(μ(s), diag σ(s)²) for ``obs [..., obs_dim]``; ``action_mask`` must be None."""
+        if action_mask is not None:
+            raise InputError("an action mask applies to discrete actions only, not to a Gaussian policy")
+        _check_last_dim("obs", obs, self.obs_dim)
+        return self.head(*self.net.features_and_output(obs))
+
+    def head(self, features: Tensor, mean: Tensor) -> DiagGaussian:
+        """N(μ, diag σ²) from the last hidden layer ``features [..., H]`` and ``mean [..., D]``:
+        log σ(s) = ½ log(φ(s)² exp(2L) + 1e-6), with φ held constant."""
+        variance = features.detach().square() @ torch.exp(2.0 * self._parameters["log_std"])  # [..., D]
+        return DiagGaussian(mean, 0.5 * torch.log(variance + _SDE_EPS))
+
+    def reset_noise(self, num_envs: int, generator: torch.Generator | None = None) -> None:
+        """Draw new noise matrices M_i ~ N(0, exp(L)²), one ``[H, D]`` per environment."""
+        std = self._parameters["log_std"].detach().exp()
+        draws = torch.randn((num_envs, *std.shape), generator=generator, dtype=std.dtype, device=std.device)
+        self.exploration = draws.mul_(std)
+
+    def noise(self, features: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """``[N, D]`` φ(s_i)ᵀ M_i for ``features [N, H]`` (new matrices if N changed)."""
+        n = features.shape[0]
+        if self.exploration is None or self.exploration.shape[0] != n:
+            self.reset_noise(n, generator)
+        return torch.bmm(features.detach().unsqueeze(1), self.exploration).squeeze(1)
+
+
 class ValueFunction(nn.Module):
     """V(s) = MLP(s), a scalar per state (output layer gain 1.0).
 
@@ -664,6 +749,10 @@ class RolloutActor:
             self._hidden_masks.append(None if hidden.all() else hidden if hidden.any() else False)
             a_in, c_in = a_out, c_out
         self._split = a_in
+        self.sde = policy.sde
+        if self.sde:  # φ: the first columns of the actor's last hidden layer (both nets equally deep)
+            self._sde_actor = policy.actor
+            self._sde_layer, self._sde_width = len(actor) - 2, actor[-1][0].shape[0]
         if self.kind == "continuous":
             log_std = policy.actor._parameters["log_std"]
             self.sources.append(log_std)
@@ -687,14 +776,17 @@ class RolloutActor:
             np.copyto(destination, source)
 
     def _outputs(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``obs [N, obs_dim]`` -> (actor output ``[N, A or D]``, values ``[N]``)."""
+        """``obs [N, obs_dim]`` -> (actor output ``[N, A or D]``, values ``[N]``); under gSDE the
+        actor's last hidden layer is kept in ``self._features``."""
         h = obs
-        for (weight_t, bias), hidden in zip(self._layers, self._hidden_masks):
+        for i, ((weight_t, bias), hidden) in enumerate(zip(self._layers, self._hidden_masks)):
             h = _affine(h, weight_t, bias)
             if hidden is None:  # every column is a hidden unit
                 self._activate(h)
             elif hidden is not False:
                 h[:, hidden] = self._activate(h[:, hidden])
+            if self.sde and i == self._sde_layer:
+                self._features = h[:, : self._sde_width]
         return h[:, : self._split], h[:, self._split]
 
     def _activate(self, h: np.ndarray) -> np.ndarray:
@@ -705,6 +797,26 @@ class RolloutActor:
     def value(self, obs: np.ndarray) -> np.ndarray:
         """``[N]`` V(s) for encoded observations ``obs [N, obs_dim]``."""
         return self._outputs(obs)[1]
+
+    def _act_sde(self, mean: np.ndarray, value: np.ndarray, deterministic: bool,
+                 generator: torch.Generator | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """gSDE (:class:`MLPGSDEPolicy`): a = μ + φᵀM_i with the actor's noise matrices, and
+        log N(a; μ, σ(s)²) with σ(s)² = φ² exp(2L) + 1e-6."""
+        features = self._features  # [N, H]
+        log_std = np.log(np.square(features) @ np.exp(2.0 * self._log_std) + mean.dtype.type(_SDE_EPS))
+        log_std *= 0.5  # [N, D]
+        log_prob = np.add.reduce(log_std, axis=-1)
+        log_prob += 0.5 * _LOG_2PI * mean.shape[1]
+        log_prob *= -1  # −Σ log σ − (D/2) log 2π
+        if deterministic:
+            return mean, log_prob, value
+        module = self._sde_actor
+        if module.exploration is None or module.exploration.shape[0] != len(features):
+            module.reset_noise(len(features), generator)
+        noise = np.matmul(features[:, None, :], module.exploration.numpy())[:, 0, :]  # [N, D]
+        z = noise * np.exp(-log_std)  # (a − μ)/σ
+        log_prob -= 0.5 * np.add.reduce(np.square(z), axis=-1)
+        return mean + noise, log_prob, value
 
     def act(
         self,
@@ -727,6 +839,10 @@ class RolloutActor:
         """
         out, value = self._outputs(obs)
         n = out.shape[0]
+        if self.sde:
+            if action_mask is not None:
+                raise InputError("an action mask applies to discrete actions only, not to a Gaussian policy")
+            return self._act_sde(out, value, deterministic, generator)
         if self.kind == "continuous":
             if action_mask is not None:
                 raise InputError("an action mask applies to discrete actions only, not to a Gaussian policy")
@@ -826,6 +942,7 @@ Encoder = FlattenObservation | OneHotObservation
 _ACTION_KINDS = {
     MLPCategoricalPolicy: "discrete",
     MLPGaussianPolicy: "continuous",
+    MLPGSDEPolicy: "continuous",
     MLPMultiCategoricalPolicy: "multidiscrete",
 }
 
@@ -862,6 +979,8 @@ class ActorCritic(nn.Module):
         activation = actor.net.activation
         # The one-node forward (and the NumPy rollout actor) need a shared, simple activation.
         self._fast_activation = activation if activation == critic.net.activation and activation in _FAST_ACTIVATIONS else None
+        self.sde: bool = isinstance(actor, MLPGSDEPolicy)
+        """Whether the actor explores with gSDE (:class:`MLPGSDEPolicy`; its noise is ``actor.reset_noise``'s)."""
 
     def preprocess(self, obs: Tensor | np.ndarray) -> Tensor:
         """Raw observations (tensor or array) ``[..., *obs_shape]`` or ``[...]`` -> ``[..., obs_dim]``
@@ -886,7 +1005,7 @@ class ActorCritic(nn.Module):
         as the trust-region methods need).
         """
         x = self.preprocess(obs)
-        if self._fast_activation is None or x.requires_grad:
+        if self._fast_activation is None or x.requires_grad or self.sde:  # (gSDE needs the actor's features)
             return self.actor.distribution(x, action_mask), self.critic.forward(x)
         _check_last_dim("obs", x, self.obs_dim)
         params = [p[k] for net in (self.actor.net, self.critic.net) for p in net._param_dicts for k in ("weight", "bias")]
@@ -899,6 +1018,8 @@ class ActorCritic(nn.Module):
         policy has none (multi-discrete actions, another activation, parameters off the CPU)."""
         if self._fast_activation is None or self.action_kind == "multidiscrete":
             return None
+        if self.sde and len(self.actor.net._param_dicts) != len(self.critic.net._param_dicts):
+            return None  # (the fused layers hold the actor's features only for equally deep nets)
         sources = [p[k] for net in (self.actor.net, self.critic.net) for p in net._param_dicts for k in ("weight", "bias")]
         if self.action_kind == "continuous":
             sources.append(self.actor._parameters["log_std"])
@@ -942,6 +1063,14 @@ class ActorCritic(nn.Module):
                     x.detach().numpy(), None if action_mask is None else action_mask.numpy(), deterministic, generator
                 )
                 return torch.from_numpy(actions), torch.from_numpy(log_prob), torch.from_numpy(value)
+            if self.sde:
+                if action_mask is not None:
+                    raise InputError("an action mask applies to discrete actions only, not to a Gaussian policy")
+                _check_last_dim("obs", x, self.obs_dim)
+                features, mean = self.actor.net.features_and_output(x)
+                dist = self.actor.head(features, mean)
+                actions = mean if deterministic else mean + self.actor.noise(features, generator)
+                return actions, dist.log_prob(actions), self.critic.forward(x)
             dist = self.actor.distribution(x, action_mask)
             if deterministic:
                 actions = dist.mode()
@@ -957,6 +1086,7 @@ def make_actor_critic(
     hidden_sizes: Sequence[int] = (64, 64),
     activation: str = "tanh",
     log_std_init: float = 0.0,
+    use_sde: bool = False,
 ) -> ActorCritic:
     """Build an :class:`ActorCritic` for Gymnasium spaces.
 
@@ -970,6 +1100,8 @@ def make_actor_critic(
         hidden_sizes: hidden widths of both MLPs.
         activation: one of ``ACTIVATIONS``.
         log_std_init: initial log σ for Box actions.
+        use_sde: explore Box actions with gSDE (:class:`MLPGSDEPolicy`) instead of independent
+            Gaussian noise.
 
     Raises:
         InputError: an unsupported space (named in the message) or activation.
@@ -986,6 +1118,8 @@ def make_actor_critic(
         )
     obs_dim = encoder.obs_dim
 
+    if use_sde and not isinstance(action_space, spaces.Box):
+        raise InputError(f"use_sde applies to Box (continuous) actions, not to {action_space!r}")
     if isinstance(action_space, spaces.Discrete):
         if int(action_space.start) != 0:
             raise InputError(f"unsupported action space {action_space!r}: Discrete actions must start at 0")
@@ -993,7 +1127,8 @@ def make_actor_critic(
     elif isinstance(action_space, spaces.Box):
         if len(action_space.shape) != 1:
             raise InputError(f"unsupported action space {action_space!r}: Box actions must be 1-D")
-        actor = MLPGaussianPolicy(obs_dim, action_space.shape[0], hidden_sizes, activation, log_std_init)
+        gaussian = MLPGSDEPolicy if use_sde else MLPGaussianPolicy
+        actor = gaussian(obs_dim, action_space.shape[0], hidden_sizes, activation, log_std_init)
     elif isinstance(action_space, spaces.MultiDiscrete):
         if action_space.nvec.ndim != 1:
             raise InputError(f"unsupported action space {action_space!r}: MultiDiscrete actions must be 1-D")

@@ -122,6 +122,7 @@ def make_policy(
     action_space: spaces.Space,
     hidden_sizes: Sequence[int] = (64, 64),
     activation: str = "tanh",
+    use_sde: bool = False,
 ) -> tuple[torch.nn.Module, Encoder]:
     """The actor-critic for a single environment's spaces, split from its observation encoder.
 
@@ -130,12 +131,14 @@ def make_policy(
     stores exactly what the policy saw, so an algorithm can feed ``rollout.observations`` back to
     the policy unchanged.
 
+    ``use_sde`` gives Box actions gSDE exploration (:class:`~policygrad.policies.MLPGSDEPolicy`).
+
     Raises:
         InputError: an unsupported observation or action space (named in the message).
     """
     from policygrad.policies import ActorCritic, FlattenObservation, make_actor_critic
 
-    full = make_actor_critic(observation_space, action_space, tuple(hidden_sizes), activation)
+    full = make_actor_critic(observation_space, action_space, tuple(hidden_sizes), activation, use_sde=use_sde)
     policy = ActorCritic(FlattenObservation((full.obs_dim,)), full.actor, full.critic)
     return policy, full.encoder
 
@@ -272,6 +275,8 @@ class RolloutCollector:
         reward_scaler: scales the rewards (statistics updated while collecting).
         device: where the policy lives; the buffers stay on the CPU and the returned rollout is
             moved there.
+        sde_sample_freq: a gSDE policy (``policy.sde``) gets new noise matrices at the start of
+            every rollout and, if positive, every this many steps.
 
     Attributes:
         steps: environment steps taken so far (T · N per rollout, dummy steps included).
@@ -290,6 +295,7 @@ class RolloutCollector:
         obs_normalizer: ObservationNormalizer | None = None,
         reward_scaler: RewardScaler | None = None,
         device: torch.device | str = "cpu",
+        sde_sample_freq: int = -1,
     ) -> None:
         if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
             raise InputError(f"num_steps must be a positive int, got {num_steps!r}")
@@ -298,6 +304,7 @@ class RolloutCollector:
 
             encoder = FlattenObservation(envs.single_observation_space.shape)
         self.policy = policy
+        self.sde_sample_freq = int(sde_sample_freq)
         self.num_steps = T = num_steps
         self.device = torch.device(device)
         self.obs_normalizer = obs_normalizer
@@ -441,6 +448,10 @@ class RolloutCollector:
 
         # The policy's NumPy acting path where it has one (weights copied once per rollout).
         actor = policy.rollout_actor() if on_cpu and hasattr(policy, "rollout_actor") else None
+        sde = getattr(policy, "sde", False)
+        resample = self.sde_sample_freq if sde and self.sde_sample_freq > 0 else 0
+        if sde:
+            policy.actor.reset_noise(N)
         # NEXT_STEP: while no environment owes a dummy step, every row is valid and needs no masking.
         pending_dummies = next_step and bool(dummy.any())
         if next_step:
@@ -448,6 +459,8 @@ class RolloutCollector:
         plain_obs = self.obs_normalizer is None and io.flat_box  # observations go to the buffer as they are
         clip_free = io.low is None  # no Box bounds: the actions go to the env as they are
         for t in range(T):
+            if resample and t and t % resample == 0:
+                policy.actor.reset_noise(N)
             if actor is not None:
                 actions_t, log_probs_np[t], values_np[t] = actor.act(obs_np[t], None if masks_np is None else masks_np[t])
                 actions_np[t] = actions_t

@@ -411,7 +411,8 @@ def build_session(spec: RunSpec, device_name: str | None = None, *, training: bo
             vectorization=eval_vectorization,
         )
         policy, encoder = make_policy(
-            eval_envs.single_observation_space, eval_envs.single_action_space, cfg.hidden_sizes, cfg.activation
+            eval_envs.single_observation_space, eval_envs.single_action_space, cfg.hidden_sizes, cfg.activation,
+            use_sde=cfg.use_sde,
         )
         policy.to(device)
         obs_normalizer = ObservationNormalizer(policy.obs_dim) if cfg.normalize_obs else None
@@ -429,6 +430,7 @@ def build_session(spec: RunSpec, device_name: str | None = None, *, training: bo
             obs_normalizer=obs_normalizer,
             reward_scaler=reward_scaler,
             device=device,
+            sde_sample_freq=cfg.sde_sample_freq,
         )
     except BaseException:
         for e in (envs, eval_envs):

@@ -57,6 +57,11 @@ class BaseConfig:
     """Widths of the hidden layers of the actor and of the critic."""
     activation: str = "tanh"
     """Hidden-layer nonlinearity: one of policygrad.policies.ACTIVATIONS (tanh, relu, elu, gelu)."""
+    use_sde: bool = False
+    """Box actions: explore with gSDE (noise φ(s)ᵀM from the actor's last hidden layer, M kept for
+    sde_sample_freq steps) instead of independent Gaussian noise at every step."""
+    sde_sample_freq: int = -1
+    """use_sde: draw new noise matrices every this many steps of a rollout (-1: once per rollout)."""
     seed: int = 0
     """Seed of torch, NumPy and the environments."""
     criterion: Literal["discounted", "average"] = "discounted"
@@ -88,6 +93,8 @@ class BaseConfig:
             raise InputError(f"hidden_sizes must be a non-empty tuple of positive ints, got {self.hidden_sizes}")
         if self.activation not in ACTIVATIONS:
             raise InputError(f"unknown activation {self.activation!r}; valid: {', '.join(ACTIVATIONS)}")
+        if self.sde_sample_freq != -1 and self.sde_sample_freq < 1:
+            raise InputError(f"sde_sample_freq must be -1 (once per rollout) or a positive int, got {self.sde_sample_freq}")
         non_negative(self, "value_center_coef")
         unit_interval(self, "rho_lr", allow_zero=False)
         if self.criterion == "average" and self.normalize_reward:
