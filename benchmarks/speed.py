@@ -83,13 +83,14 @@ CASES: dict[str, Case] = {
         ),
         Case(
             # rl-zoo3 2.9.2 hyperparams/ppo.yml, Pendulum-v1: 4 envs x 1024, λ 0.95, γ 0.9, 10 epochs,
-            # lr 1e-3, clip 0.2, batch 64 (SB3's default), no normalisation, and use_sde with
-            # sde_sample_freq 4, which policygrad does not have: both run plain Gaussian noise.
-            "ppo_pendulum_zoo", "PPO, RL Zoo Pendulum-v1 settings without gSDE (4 envs × 1024, γ 0.9, 10 epochs, lr 1e-3)",
+            # lr 1e-3, clip 0.2, batch 64 (SB3's default), no normalisation, gSDE with new noise
+            # matrices every 4 steps (SB3's gSDE defaults otherwise: log_std_init 0, full_std).
+            "ppo_pendulum_zoo", "PPO, RL Zoo Pendulum-v1 settings (4 envs × 1024, γ 0.9, 10 epochs, lr 1e-3, gSDE every 4 steps)",
             "ppo", "Pendulum-v1", 100_000, 4,
             policygrad=dict(_PPO_COMMON, num_steps=1024, num_epochs=10, minibatch_size=64, gamma=0.9,
-                            learning_rate=1e-3),
-            sb3=dict(n_steps=1024, n_epochs=10, batch_size=64, gamma=0.9, gae_lambda=0.95, learning_rate=1e-3),
+                            learning_rate=1e-3, use_sde=True, sde_sample_freq=4),
+            sb3=dict(n_steps=1024, n_epochs=10, batch_size=64, gamma=0.9, gae_lambda=0.95, learning_rate=1e-3,
+                     use_sde=True, sde_sample_freq=4),
             target_ratio=3.0,
         ),
     ]
