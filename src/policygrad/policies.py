@@ -137,14 +137,11 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``[..., in_dim] -> [..., out_dim]``."""
-        *hidden, last = self._param_dicts
-        act = self._act
-        for p in hidden:
-            x = act(F.linear(x, p["weight"], p["bias"]))
-        return F.linear(x, last["weight"], last["bias"])
+        return self.features_and_output(x)[1]
 
     def features_and_output(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``([..., h_last] the last hidden layer's activations, [..., out_dim] the output)``."""
+        """``([..., h_last] the last hidden layer's activations (x itself without hidden layers),
+        [..., out_dim] the output)``."""
         *hidden, last = self._param_dicts
         act = self._act
         for p in hidden:
