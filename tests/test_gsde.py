@@ -159,3 +159,9 @@ def test_a_gsde_run_is_reproducible_and_resumes_to_the_same_run(tmp_path) -> Non
         shutil.copytree(tmp_path / "c", copy)
         assert main(["train", "--resume", str(copy), "--steps", "512", "--quiet"]) == 0
     assert rows(copies[0]) == rows(copies[1])
+
+
+@pytest.mark.parametrize("use_sde,shape", [(False, (3,)), (True, (8, 3))])
+def test_log_std_init_sets_the_initial_log_std(use_sde: bool, shape) -> None:
+    policy, _ = make_policy(OBS, ACT, (8, 8), use_sde=use_sde, log_std_init=-2.0)
+    assert policy.actor.log_std.shape == shape and torch.all(policy.actor.log_std == -2.0)

@@ -123,6 +123,7 @@ def make_policy(
     hidden_sizes: Sequence[int] = (64, 64),
     activation: str = "tanh",
     use_sde: bool = False,
+    log_std_init: float = 0.0,
 ) -> tuple[torch.nn.Module, Encoder]:
     """The actor-critic for a single environment's spaces, split from its observation encoder.
 
@@ -131,14 +132,15 @@ def make_policy(
     stores exactly what the policy saw, so an algorithm can feed ``rollout.observations`` back to
     the policy unchanged.
 
-    ``use_sde`` gives Box actions gSDE exploration (:class:`~policygrad.policies.MLPGSDEPolicy`).
+    ``use_sde`` gives Box actions gSDE exploration (:class:`~policygrad.policies.MLPGSDEPolicy`);
+    ``log_std_init`` is their initial log σ.
 
     Raises:
         InputError: an unsupported observation or action space (named in the message).
     """
     from policygrad.policies import ActorCritic, FlattenObservation, make_actor_critic
 
-    full = make_actor_critic(observation_space, action_space, tuple(hidden_sizes), activation, use_sde=use_sde)
+    full = make_actor_critic(observation_space, action_space, tuple(hidden_sizes), activation, log_std_init, use_sde)
     policy = ActorCritic(FlattenObservation((full.obs_dim,)), full.actor, full.critic)
     return policy, full.encoder
 

@@ -412,7 +412,7 @@ def build_session(spec: RunSpec, device_name: str | None = None, *, training: bo
         )
         policy, encoder = make_policy(
             eval_envs.single_observation_space, eval_envs.single_action_space, cfg.hidden_sizes, cfg.activation,
-            use_sde=cfg.use_sde,
+            use_sde=cfg.use_sde, log_std_init=cfg.log_std_init,
         )
         policy.to(device)
         obs_normalizer = ObservationNormalizer(policy.obs_dim) if cfg.normalize_obs else None

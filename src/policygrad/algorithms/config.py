@@ -57,6 +57,8 @@ class BaseConfig:
     """Widths of the hidden layers of the actor and of the critic."""
     activation: str = "tanh"
     """Hidden-layer nonlinearity: one of policygrad.policies.ACTIVATIONS (tanh, relu, elu, gelu)."""
+    log_std_init: float = 0.0
+    """Box actions: the initial log σ (every entry of gSDE's L under use_sde)."""
     use_sde: bool = False
     """Box actions: explore with gSDE (noise φ(s)ᵀM from the actor's last hidden layer, M kept for
     sde_sample_freq steps) instead of independent Gaussian noise at every step."""
