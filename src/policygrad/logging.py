@@ -75,6 +75,7 @@ class MetricsLogger:
             raise ValueError(f"MetricsLogger columns must include {STEP_COLUMN!r} for TensorBoard or resuming")
         self.run_dir = Path(run_dir)
         self.columns = columns
+        self._known = frozenset(columns)
         self.path = self.run_dir / METRICS_FILE
         self._rows_logged = 0
         self._closed = False
@@ -131,7 +132,7 @@ class MetricsLogger:
         """
         if self._closed:
             raise ValueError("MetricsLogger.log called after close()")
-        unknown = [k for k in row if k not in self.columns]
+        unknown = [k for k in row if k not in self._known]
         if unknown:
             raise ValueError(f"metrics row has unknown columns {unknown}; the columns are {self.columns}")
         values = {k: _scalar(k, v) for k, v in row.items()}
