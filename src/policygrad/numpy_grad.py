@@ -426,19 +426,19 @@ def clipped_surrogate_grad(log_prob: np.ndarray, old_log_prob: np.ndarray, advan
 
     L = −mean min(ρA, clip(ρ, 1 − ε, 1 + ε) A): the unclipped term's gradient is −ρA/B where it is
     the smaller one, the clipped term's −ρA/B where it is the smaller one and ρ lies in
-    [1 − ε, 1 + ε] (zero outside), each halved at a tie.
+    [1 − ε, 1 + ε] (zero outside), each halved at a tie. Inside the interval the two terms are
+    the same number, a tie whose halves add up to −ρA/B; outside, only the unclipped term can
+    carry the gradient, where it is the smaller one (a tie there needs A = 0, whose gradient is 0
+    either way). So the weight of −ρA/B is [ρ inside] ∨ [ρA < clip(ρ)A].
     """
     dtype = log_prob.dtype.type
+    low, high = dtype(1.0 - clip_eps), dtype(1.0 + clip_eps)
     ratio = np.exp(log_prob - old_log_prob)
     unclipped = ratio * advantages
-    inside = (ratio >= dtype(1.0 - clip_eps)) & (ratio <= dtype(1.0 + clip_eps))
-    clipped = np.clip(ratio, dtype(1.0 - clip_eps), dtype(1.0 + clip_eps)) * advantages
+    clipped = np.minimum(np.maximum(ratio, low), high) * advantages  # np.clip's values, without its wrapper
     smaller = np.minimum(unclipped, clipped)
-    tie = unclipped == clipped
-    weight = np.where(tie, 0.5 + 0.5 * inside, np.where(unclipped < clipped, 1.0, inside)).astype(log_prob.dtype)
-    n = len(log_prob)
-    d = unclipped * weight
-    d *= dtype(-1.0 / n)
+    d = unclipped * ((ratio >= low) & (ratio <= high) | (unclipped < clipped))
+    d *= dtype(-1.0 / len(log_prob))
     return -float(mean(smaller)), d, ratio
 
 
