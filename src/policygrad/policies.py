@@ -513,10 +513,20 @@ class MLPGSDEPolicy(nn.Module):
 
     def distribution(self, obs: Tensor, action_mask: Tensor | None = None) -> DiagGaussian:
         """N(μ(s), diag σ(s)²) for ``obs [..., obs_dim]``; ``action_mask`` must be None."""
+        return self.head(*self._features_and_mean(obs, action_mask))
+
+    def act(self, obs: Tensor, deterministic: bool = False, generator: torch.Generator | None = None,
+            action_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(actions [N, D], log π(a|s) [N])`` for ``obs [N, obs_dim]``: μ(s), or μ(s) + φ(s_i)ᵀM_i."""
+        features, mean = self._features_and_mean(obs, action_mask)
+        actions = mean if deterministic else mean + self.noise(features, generator)
+        return actions, self.head(features, mean).log_prob(actions)
+
+    def _features_and_mean(self, obs: Tensor, action_mask: Tensor | None) -> tuple[Tensor, Tensor]:
         if action_mask is not None:
             raise InputError("an action mask applies to discrete actions only, not to a Gaussian policy")
         _check_last_dim("obs", obs, self.obs_dim)
-        return self.head(*self.net.features_and_output(obs))
+        return self.net.features_and_output(obs)
 
     def head(self, features: Tensor, mean: Tensor) -> DiagGaussian:
         """N(μ, diag σ²) from the last hidden layer ``features [..., H]`` and ``mean [..., D]``:
@@ -747,6 +757,7 @@ class RolloutActor:
             a_in, c_in = a_out, c_out
         self._split = a_in
         self.sde = policy.sde
+        self._sde_layer = -1  # the fused layer whose output holds φ (none without gSDE)
         if self.sde:  # φ: the first columns of the actor's last hidden layer (both nets equally deep)
             self._sde_actor = policy.actor
             self._sde_layer, self._sde_width = len(actor) - 2, actor[-1][0].shape[0]
@@ -782,7 +793,7 @@ class RolloutActor:
                 self._activate(h)
             elif hidden is not False:
                 h[:, hidden] = self._activate(h[:, hidden])
-            if self.sde and i == self._sde_layer:
+            if i == self._sde_layer:
                 self._features = h[:, : self._sde_width]
         return h[:, : self._split], h[:, self._split]
 
@@ -1061,13 +1072,8 @@ class ActorCritic(nn.Module):
                 )
                 return torch.from_numpy(actions), torch.from_numpy(log_prob), torch.from_numpy(value)
             if self.sde:
-                if action_mask is not None:
-                    raise InputError("an action mask applies to discrete actions only, not to a Gaussian policy")
-                _check_last_dim("obs", x, self.obs_dim)
-                features, mean = self.actor.net.features_and_output(x)
-                dist = self.actor.head(features, mean)
-                actions = mean if deterministic else mean + self.actor.noise(features, generator)
-                return actions, dist.log_prob(actions), self.critic.forward(x)
+                actions, log_prob = self.actor.act(x, deterministic, generator, action_mask)
+                return actions, log_prob, self.critic.forward(x)
             dist = self.actor.distribution(x, action_mask)
             if deterministic:
                 actions = dist.mode()

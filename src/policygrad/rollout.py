@@ -46,7 +46,6 @@ torch buffers.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Sequence
 
@@ -58,6 +57,7 @@ from torch import Tensor
 
 from policygrad.errors import InputError, TrainingError
 from policygrad.normalize import ObservationNormalizer, RewardScaler
+from policygrad.numpy_grad import all_finite
 
 __all__ = ["Rollout", "RolloutCollector", "make_policy", "evaluate_policy", "autoreset_mode"]
 
@@ -218,10 +218,7 @@ class _EnvStepper:
 
     def check_observations(self, obs: np.ndarray, what: str = "observation") -> None:
         """TrainingError naming the step and the environment if ``obs [N, ...]`` has a NaN or inf."""
-        # A finite sum means finite elements (the exact test runs only when the sum is not finite):
-        # one reduction instead of two calls. Summed in float64, so that finite float32 data cannot
-        # overflow it.
-        if self.check_obs and not math.isfinite(np.add.reduce(obs, axis=None, dtype=np.float64)) and not np.isfinite(obs).all():
+        if self.check_obs and not all_finite(obs):
             rows = np.asarray(obs).reshape(len(obs), -1)
             i = int(np.nonzero(~np.isfinite(rows).all(axis=1))[0][0])
             shown = f": {rows[i].tolist()}" if rows.shape[1] <= 8 else ""
@@ -482,7 +479,7 @@ class RolloutCollector:
                 actions_t if clip_free else io.env_actions(actions_t, self._env_actions)
             )
 
-            if not math.isfinite(np.add.reduce(reward, dtype=np.float64)) and not np.isfinite(reward).all():  # see check_observations
+            if not all_finite(reward):
                 i = int(np.nonzero(~np.isfinite(reward))[0][0])
                 raise TrainingError(f"non-finite reward at step {io.steps} (environment {i}): {reward[i]}")
             io.check_observations(obs)

@@ -29,9 +29,10 @@ from policygrad.algorithms.config import BaseConfig
 from policygrad.errors import InputError, TrainingError
 from policygrad.losses import entropy_bonus, score_function_loss, value_loss
 from policygrad.numpy_grad import NumpyActorCritic, value_loss_grad
+from policygrad.numpy_grad import all_finite as numpy_all_finite
 from policygrad.numpy_grad import mean as numpy_mean
 from policygrad.numpy_grad import standardize as numpy_standardize
-from policygrad.returns import gae, gae_numpy
+from policygrad.returns import _numpy_ok, gae, gae_numpy
 
 __all__ = [
     "METRIC_KEYS",
@@ -482,10 +483,11 @@ class Algorithm(abc.ABC):
         if self.average is not None:
             return self.average.weigh(rollout)
         r, v, nv = rollout.rewards, rollout.values, rollout.next_values
-        if _numpy_floats(r, v, nv):
-            # The rollout's shapes were checked (_check_rollout) and γ, λ by the config.
-            values = v.numpy()
-            advantages = gae_numpy(r.numpy(), values, nv.numpy(), rollout.terminated.numpy(),
+        if _numpy_ok(r, v, nv):
+            # gae's NumPy path without its checks: the rollout's shapes were checked
+            # (_check_rollout), γ and λ by the config.
+            values = v.detach().numpy()
+            advantages = gae_numpy(r.detach().numpy(), values, nv.detach().numpy(), rollout.terminated.numpy(),
                                    rollout.truncated.numpy(), self.config.gamma, self.config.gae_lambda)
             return torch.from_numpy(advantages), torch.from_numpy(advantages + values)
         advantages = gae(
@@ -609,22 +611,11 @@ def _check_rollout(rollout: Any) -> None:
         )
 
 
-def _numpy_floats(*tensors: Tensor) -> bool:
-    """Whether ``tensors`` are CPU float32/float64 tensors of one dtype outside any graph (NumPy
-    may compute on their memory)."""
-    dtype = tensors[0].dtype
-    return dtype in (torch.float32, torch.float64) and all(
-        t.device.type == "cpu" and t.dtype == dtype and not t.requires_grad for t in tensors
-    )
-
-
 def _all_finite(*tensors: Tensor) -> bool:
     """Whether every element of ``tensors`` is finite (on NumPy views for CPU tensors: one
     host-side check without torch's per-operation overhead)."""
     if all(t.device.type == "cpu" and not t.requires_grad for t in tensors):
-        # A finite sum means finite elements; only a sum that is not finite needs the exact test.
-        return all(math.isfinite(np.add.reduce(a, axis=None, dtype=np.float64)) or bool(np.isfinite(a).all())
-                   for a in (t.numpy() for t in tensors))
+        return all(numpy_all_finite(t.numpy()) for t in tensors)
     return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
 
 
