@@ -33,11 +33,11 @@ ROOT = Path(__file__).resolve().parents[1]
 _COLLECT = ("rollout.py", "collect")
 STAGES = [
     ("environment steps", [("rollout.py", "step", _COLLECT)]),
-    ("acting (policy forward + sampling, NumPy)", [("policies.py", "act", _COLLECT)]),
-    ("update: forward (log π, H, V)", [("numpy_grad.py", "forward")]),
-    ("update: backward (chain rule)", [("numpy_grad.py", "backward")]),
-    ("update: gradient clipping", [("numpy_grad.py", "clip_grads")]),
-    ("update: optimiser step", [("numpy_grad.py", "step"), ("base.py", "step")]),
+    ("acting (policy forward + sampling, NumPy)", [("backends/numpy.py", "act", _COLLECT)]),
+    ("update: forward (log π, H, V)", [("backends/numpy.py", "evaluate")]),
+    ("update: backward (chain rule)", [("backends/numpy.py", "_backward")]),
+    ("update: gradient clipping", [("backends/numpy.py", "_clip")]),
+    ("update: optimiser step", [("backends/numpy.py", "step", ("backends/numpy.py", "step"))]),
     ("update: GAE", [("base.py", "_gae")]),
     ("logging (metrics.csv, TensorBoard)", [("logging.py", "log")]),
     ("checkpoints", [("checkpoint.py", "save_checkpoint")]),

@@ -46,4 +46,4 @@ def test_iteration_costs_runner_times_each_part_of_a_short_run(tmp_path):
     text = out.read_text()
     assert "10 iterations" in text and "environment floor" in text
     rows = {line.split(" | ")[0].strip("|· "): line.split(" | ")[-1].strip(" |") for line in text.splitlines()[4:]}
-    assert rows["rollout collection"] == "10" and rows["environment steps"] == "50" and rows["forward"] == "10"
+    assert rows["rollout collection"] == "10" and rows["environment steps"] == "50" and rows["forward (log π, H, V)"] == "10"

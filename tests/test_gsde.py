@@ -1,4 +1,5 @@
-"""gSDE (generalised state-dependent exploration): the policy's law, its noise, and its fast paths.
+"""gSDE (generalised state-dependent exploration): the policy's law, its noise, and the collector's
+resampling (the NumPy backend's gSDE kernels are checked in test_backends.py).
 
 σ_d(s)² = Σ_j φ_j(s)² exp(2 L_jd) + 1e-6 with φ the actor's last hidden layer; rollouts act with
 a = μ(s) + φ(s)ᵀ M, M ~ N(0, exp(L)²) kept for several steps.
@@ -12,7 +13,6 @@ import pytest
 import torch
 
 from policygrad.errors import InputError
-from policygrad.numpy_grad import NumpyActorCritic
 from policygrad.policies import MLPGSDEPolicy, make_actor_critic
 from policygrad.rollout import RolloutCollector, make_policy
 
@@ -69,44 +69,6 @@ def test_the_noise_of_fixed_matrices_has_the_policys_variance() -> None:
     assert matrices.shape == (4, 7, 3)
     policy.actor.noise(torch.randn(4, 7, dtype=torch.float64))
     assert torch.equal(policy.actor.exploration, matrices)
-
-
-def test_numpy_forward_and_gradients_are_autograds() -> None:
-    policy = _policy(dtype=torch.float64)
-    net = NumpyActorCritic.of(policy)
-    assert net is not None and net.sde
-    g = torch.Generator().manual_seed(1)
-    n = 33
-    x = torch.randn(n, 5, generator=g, dtype=torch.float64)
-    with torch.no_grad():
-        actions = policy.distribution(x).sample(g)
-    d_lp, d_h, d_v = (torch.randn(n, generator=g, dtype=torch.float64) for _ in range(3))
-    dist = policy.actor.distribution(x)
-    loss = (d_lp * dist.log_prob(actions)).sum() + (d_h * dist.entropy()).sum() + (d_v * policy.critic(x)).sum()
-    expected = torch.autograd.grad(loss, net.params)
-    f = net.forward(x.numpy(), actions.numpy())
-    np.testing.assert_allclose(f.log_prob, dist.log_prob(actions).detach().numpy(), rtol=0, atol=1e-10)
-    np.testing.assert_allclose(f.entropy, dist.entropy().detach().numpy(), rtol=0, atol=1e-10)
-    grads = net.backward(f, d_lp.numpy(), d_h.numpy(), d_v.numpy())
-    for got, want in zip(grads, expected):
-        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=0, atol=1e-10)
-
-
-@pytest.mark.parametrize("deterministic", [False, True])
-def test_numpy_rollout_actor_acts_as_the_torch_policy(deterministic: bool) -> None:
-    policy = _policy(hidden_sizes=(16, 16))
-    actor = policy.rollout_actor()
-    assert actor is not None
-    obs = torch.randn(4, 5)
-    policy.actor.reset_noise(4)
-    actions, log_prob, value = actor.act(obs.numpy(), deterministic=deterministic)
-    with torch.no_grad():
-        features, mean = policy.actor.net.features_and_output(obs)
-        expected = mean if deterministic else mean + policy.actor.noise(features)
-        expected_log_prob = policy.actor.head(features, mean).log_prob(expected)
-        np.testing.assert_allclose(actions, expected.numpy(), rtol=0, atol=1e-6)
-        np.testing.assert_allclose(log_prob, expected_log_prob.numpy(), rtol=0, atol=1e-5)
-        np.testing.assert_allclose(value, policy.critic(obs).numpy(), rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("sample_freq,expected_resets", [(-1, 1), (1, 6), (2, 3), (4, 2), (6, 1)])

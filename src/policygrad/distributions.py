@@ -18,6 +18,13 @@ z           ``[..., A]``               logits; log π(a) = z_a − log Σ_b exp 
 μ, log σ    ``[..., D]``, ``[D]``      mean and log standard deviation of a Gaussian
 ==========  =========================  ===================================================
 
+NumPy kernels. Beside each distribution are the kernels the NumPy backend
+(``policygrad.backends.numpy``) runs instead of autograd, one per formula: its per-sample
+log π(a|s) and entropy from the network's output, their derivatives with respect to that output
+(by the chain rule written out), and acting (a draw and its log-probability). They take torch's
+random draws from the same generator, so a seed draws the same noise on either backend. The tests
+compare each with the torch distribution above it and with autograd.
+
 Every ``log_prob`` is differentiable with respect to the parameters; its gradient is the score
 ∇θ log πθ(a|s) when the parameters are network outputs. ``sample`` returns actions detached from
 the graph (the score-function estimator treats actions as constants); ``DiagGaussian.rsample`` is
@@ -30,13 +37,30 @@ import math
 from functools import lru_cache
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from policygrad.errors import InputError
 
-__all__ = ["Categorical", "DiagGaussian", "MultiCategorical", "masked_fill_value"]
+__all__ = [
+    "Categorical",
+    "DiagGaussian",
+    "MultiCategorical",
+    "masked_fill_value",
+    "SDE_EPS",
+    "gsde_log_std",
+    "categorical_terms_np",
+    "categorical_backward_np",
+    "categorical_act_np",
+    "gaussian_terms_np",
+    "gaussian_backward_np",
+    "gaussian_act_np",
+    "gsde_terms_np",
+    "gsde_backward_np",
+    "gsde_act_np",
+]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -201,6 +225,80 @@ class Categorical:
         return f"Categorical(batch_shape={tuple(self.batch_shape)}, num_actions={self.num_actions})"
 
 
+# --- Categorical: NumPy kernels ---------------------------------------------------------------
+
+_TINY = np.finfo(np.float32).tiny
+
+
+def _masked_logits_np(logits: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    if mask is None:
+        return logits
+    if mask.shape != logits.shape or mask.dtype != np.bool_:
+        raise InputError(f"action mask must be bool of shape {logits.shape}, got {mask.dtype} {mask.shape}")
+    if np.logical_and.reduce(mask, axis=None):
+        return logits
+    if not np.logical_or.reduce(mask, axis=-1).all():
+        raise InputError("action mask allows no action in some row; every row needs at least one True")
+    return np.where(mask, logits, logits.dtype.type(masked_fill_value(torch.float32 if logits.dtype == np.float32 else torch.float64)))
+
+
+def categorical_terms_np(logits: np.ndarray, actions: np.ndarray,
+                         mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:class:`Categorical`'s log π(a) and H for ``logits [B, A]`` and int ``actions [B]``.
+
+    Returns:
+        ``(log_prob [B], entropy [B], log π [B, A], π [B, A])``; the last two are what
+        :func:`categorical_backward_np` needs.
+    """
+    z = _masked_logits_np(logits, mask)
+    # (ufunc reductions: what the ndarray methods call, without their Python layer)
+    z = z - np.maximum.reduce(z, axis=1, keepdims=True)
+    log_probs = z - np.log(np.add.reduce(np.exp(z), axis=1, keepdims=True))  # log-softmax
+    probs = np.exp(log_probs)
+    log_prob = log_probs[np.arange(len(z)), actions]
+    entropy = -np.add.reduce(probs * log_probs, axis=1)
+    return log_prob, entropy, log_probs, probs
+
+
+def categorical_backward_np(log_probs: np.ndarray, probs: np.ndarray, entropy: np.ndarray, actions: np.ndarray,
+                            mask: np.ndarray | None, d_log_prob: np.ndarray | None,
+                            d_entropy: np.ndarray | None) -> np.ndarray:
+    """``[B, A]`` ∂L/∂z from ∂L/∂ log π(a_b) and ∂L/∂H_b (either may be None: no such term):
+    ∂ log π(a)/∂z = onehot(a) − π,  ∂H/∂z_j = −π_j (log π_j + H); masked logits get none."""
+    g = np.zeros_like(probs)
+    if d_log_prob is not None:
+        g -= probs * d_log_prob[:, None]
+        g[np.arange(len(g)), actions] += d_log_prob
+    if d_entropy is not None:
+        g -= probs * (log_probs + entropy[:, None]) * d_entropy[:, None]
+    if mask is not None:
+        g[~mask] = 0
+    return g
+
+
+def categorical_act_np(logits: np.ndarray, mask: np.ndarray | None = None, deterministic: bool = False,
+                       generator: torch.Generator | None = None,
+                       draws: Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(actions [N] int64, log π(a) [N])`` for ``logits [N, A]``: the mode, or a draw by
+    :meth:`Categorical.sample`'s exponential race (the same torch draws). ``draws``: a float
+    tensor of the logits' shape to draw into (reused between calls), or None."""
+    z = _masked_logits_np(logits, mask)
+    z = z - np.maximum.reduce(z, axis=-1, keepdims=True)
+    p = np.exp(z)  # π up to the factor Σ_b exp z_b
+    if deterministic:
+        actions = z.argmax(-1)
+    else:
+        if draws is None or tuple(draws.shape) != z.shape:
+            draws = torch.empty(z.shape, dtype=torch.float32 if z.dtype == np.float32 else torch.float64)
+        draws = draws.exponential_(generator=generator).numpy()
+        np.maximum(draws, _TINY, out=draws)
+        np.divide(p, draws, out=draws)
+        actions = draws.argmax(-1)
+    log_prob = z[np.arange(len(z)), actions]
+    log_prob -= np.log(np.add.reduce(p, axis=-1))
+    return actions, log_prob
+
+
 class DiagGaussian:
     """A Gaussian with diagonal covariance, N(μ, diag σ²), over ``D``-dimensional actions.
 
@@ -352,6 +450,127 @@ class DiagGaussian:
 
     def __repr__(self) -> str:
         return f"DiagGaussian(batch_shape={tuple(self.batch_shape)}, action_dim={self.action_dim})"
+
+
+
+
+# --- DiagGaussian: NumPy kernels (state-independent log σ) -----------------------------------
+
+
+def gaussian_terms_np(mean: np.ndarray, log_std: np.ndarray,
+                      actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:class:`DiagGaussian`'s log π(a) and H for ``mean [B, D]`` and ``log_std [D]``.
+
+    Returns:
+        ``(log_prob [B], entropy [B], ε [B, D])`` with ε = (a − μ)/σ (for the backward pass).
+    """
+    eps = (actions - mean) * np.exp(-log_std)
+    log_std_sum = np.add.reduce(log_std)
+    log_prob = -0.5 * np.add.reduce(np.square(eps), axis=1) - (log_std_sum + 0.5 * _LOG_2PI * mean.shape[1])
+    entropy = np.full(len(mean), log_std_sum + 0.5 * (1.0 + _LOG_2PI) * mean.shape[1], dtype=mean.dtype)
+    return log_prob, entropy, eps
+
+
+def gaussian_backward_np(eps: np.ndarray, log_std: np.ndarray, d_log_prob: np.ndarray | None,
+                         d_entropy: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """``(∂L/∂μ [B, D], ∂L/∂ log σ [D])``: ∂ log π/∂μ = ε/σ, ∂ log π/∂ log σ = ε² − 1, ∂H/∂ log σ = 1."""
+    d_mean = np.zeros_like(eps)
+    d_log_std = np.zeros_like(log_std)
+    if d_log_prob is not None:
+        d_mean = eps * np.exp(-log_std) * d_log_prob[:, None]
+        d_log_std = d_log_prob @ (np.square(eps) - 1)
+    if d_entropy is not None:
+        d_log_std += d_entropy.sum()
+    return d_mean, d_log_std
+
+
+def gaussian_act_np(mean: np.ndarray, log_std: np.ndarray, deterministic: bool = False,
+                    generator: torch.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(actions [N, D], log π(a) [N])``: μ, or μ + σε with :meth:`DiagGaussian.sample`'s torch draw ε."""
+    constant = float(np.add.reduce(log_std)) + 0.5 * _LOG_2PI * mean.shape[1]
+    if deterministic:
+        return mean, np.full(len(mean), -constant, dtype=mean.dtype)
+    eps = torch.randn(mean.shape, generator=generator, dtype=torch.float32 if mean.dtype == np.float32 else torch.float64).numpy()
+    actions = mean + np.exp(log_std) * eps
+    log_prob = np.add.reduce(np.square(eps), axis=-1)
+    log_prob *= -0.5
+    log_prob -= constant
+    return actions, log_prob.astype(mean.dtype, copy=False)
+
+
+# --- gSDE: σ(s) from features, its torch formula and NumPy kernels ------------------------------
+
+SDE_EPS = 1e-6
+"""Added to σ(s)² under gSDE, so that σ stays positive where the features vanish."""
+
+
+def gsde_log_std(features: Tensor, log_std: Tensor) -> Tensor:
+    """gSDE's state-dependent log σ (Raffin et al. 2022): log σ(s) = ½ log(φ(s)² exp(2L) + 1e-6).
+
+    Args:
+        features: ``[..., H]`` φ(s), held constant (detached).
+        log_std: ``[H, D]`` L.
+
+    Returns:
+        ``[..., D]`` log σ(s), differentiable in L.
+    """
+    variance = features.detach().square() @ torch.exp(2.0 * log_std)  # [..., D]
+    return 0.5 * torch.log(variance + SDE_EPS)
+
+
+def gsde_terms_np(mean: np.ndarray, features: np.ndarray, log_std: np.ndarray,
+                  actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
+    """log π(a) and H of N(μ, σ(s)²) with :func:`gsde_log_std`'s σ, for ``mean [B, D]``,
+    ``features [B, H]`` and L ``[H, D]``.
+
+    Returns:
+        ``(log_prob [B], entropy [B], cache)``, the cache for :func:`gsde_backward_np`.
+    """
+    phi2 = np.square(features)  # [B, H]
+    variance = phi2 @ np.exp(2.0 * log_std)
+    variance += mean.dtype.type(SDE_EPS)  # [B, D]
+    log_sigma = 0.5 * np.log(variance)
+    inv_std = np.exp(-log_sigma)
+    eps = (actions - mean) * inv_std
+    log_sigma_sum = np.add.reduce(log_sigma, axis=1)  # [B]
+    log_prob = -0.5 * np.add.reduce(np.square(eps), axis=1) - log_sigma_sum - 0.5 * _LOG_2PI * mean.shape[1]
+    entropy = log_sigma_sum + mean.dtype.type(0.5 * (1.0 + _LOG_2PI) * mean.shape[1])
+    return log_prob, entropy, (phi2, variance, inv_std, eps)
+
+
+def gsde_backward_np(cache: tuple[np.ndarray, ...], log_std: np.ndarray, d_log_prob: np.ndarray | None,
+                     d_entropy: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """``(∂L/∂μ [B, D], ∂L/∂L [H, D])``: ∂L/∂ log σ_bd = d_lp (ε² − 1) + d_H, and
+    ∂ log σ_bd/∂L_jd = φ_bj² exp(2L_jd) / σ_bd²; no gradient reaches φ."""
+    phi2, variance, inv_std, eps = cache
+    d_sigma = np.zeros_like(eps)
+    d_mean = np.zeros_like(eps)
+    if d_log_prob is not None:
+        d_mean = eps * inv_std * d_log_prob[:, None]
+        d_sigma = d_log_prob[:, None] * (np.square(eps) - 1)
+    if d_entropy is not None:
+        d_sigma = d_sigma + d_entropy[:, None]
+    d_sigma /= variance
+    d_log_std = phi2.T @ d_sigma.astype(phi2.dtype, copy=False)
+    d_log_std *= np.exp(2.0 * log_std)
+    return d_mean, d_log_std
+
+
+def gsde_act_np(mean: np.ndarray, features: np.ndarray, log_std: np.ndarray, exploration: np.ndarray | None,
+                deterministic: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """``(actions [N, D], log π(a) [N])``: μ, or μ + φ(s_i)ᵀM_i with the noise matrices
+    ``exploration [N, H, D]``, and log N(a; μ, σ(s)²)."""
+    log_sigma = np.log(np.square(features) @ np.exp(2.0 * log_std) + mean.dtype.type(SDE_EPS))
+    log_sigma *= 0.5  # [N, D]
+    log_prob = np.add.reduce(log_sigma, axis=-1)
+    log_prob += 0.5 * _LOG_2PI * mean.shape[1]
+    log_prob *= -1  # −Σ log σ − (D/2) log 2π
+    if deterministic:
+        return mean, log_prob
+    noise = np.matmul(features[:, None, :], exploration)[:, 0, :]  # [N, D]
+    z = noise * np.exp(-log_sigma)  # (a − μ)/σ
+    log_prob -= 0.5 * np.add.reduce(np.square(z), axis=-1)
+    return mean + noise, log_prob
 
 
 @lru_cache(maxsize=64)

@@ -6,16 +6,25 @@ as the Policy Gradient Theorem prescribes. All functions are pure.
 
 Shapes: any shape ``[...]`` shared by all per-sample arguments (typically ``[T, N]`` or a flat
 minibatch ``[B]``).
+
+Derivatives. A backend without autograd (``policygrad.backends.numpy``) needs ∂L/∂ of each loss's
+first, per-sample argument (log π, H or V): each loss the training algorithms use has it written
+once, right beneath the loss, as ``<loss>_grad`` on ``[B]`` NumPy arrays, returning ``(L, ∂L/∂x)``;
+:data:`DERIVATIVES` maps each loss to its derivative. The tests compare every one with autograd of
+the loss above it, ties and clip edges included (there, torch's conventions: ``torch.minimum`` and
+``torch.maximum`` split the gradient evenly, ``torch.clamp`` passes it on the closed interval).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Callable, Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from policygrad.errors import InputError
+from policygrad.numeric import mean as _mean
 from policygrad.returns import discount_weights
 
 __all__ = [
@@ -27,6 +36,13 @@ __all__ = [
     "clip_fraction",
     "entropy_bonus",
     "value_loss",
+    "score_function_loss_grad",
+    "importance_surrogate_grad",
+    "clipped_surrogate_grad",
+    "kl_penalty_grad",
+    "entropy_bonus_grad",
+    "value_loss_grad",
+    "DERIVATIVES",
 ]
 
 Reduction = Literal["mean", "sum"]
@@ -97,6 +113,12 @@ def score_function_loss(
     return -_reduce(weights * log_prob, mask, reduction)
 
 
+def score_function_loss_grad(log_prob: np.ndarray, psi: np.ndarray) -> tuple[float, np.ndarray]:
+    """``(L, ∂L/∂ log π [B])`` of :func:`score_function_loss` with its defaults (mean, w_t = 1):
+    L = −mean Ψ log π,  ∂L/∂ log π_b = −Ψ_b / B."""
+    return -float(_mean(psi * log_prob)), psi * psi.dtype.type(-1.0 / len(psi))
+
+
 def importance_surrogate(log_prob: Tensor, old_log_prob: Tensor, advantages: Tensor) -> Tensor:
     """The importance-sampled surrogate of TRPO and NPG.
 
@@ -117,6 +139,13 @@ def importance_surrogate(log_prob: Tensor, old_log_prob: Tensor, advantages: Ten
     _check_shapes(log_prob=log_prob, old_log_prob=old_log_prob, advantages=advantages)
     ratio = torch.exp(log_prob - old_log_prob.detach())
     return -(ratio * advantages.detach()).mean()
+
+
+def importance_surrogate_grad(log_prob: np.ndarray, old_log_prob: np.ndarray,
+                              advantages: np.ndarray) -> tuple[float, np.ndarray]:
+    """``(L, ∂L/∂ log π [B])`` of :func:`importance_surrogate`: ∂L/∂ log π_b = −ρ_b A_b / B."""
+    weighted = np.exp(log_prob - old_log_prob) * advantages
+    return -float(_mean(weighted)), weighted * log_prob.dtype.type(-1.0 / len(log_prob))
 
 
 def clipped_surrogate(log_prob: Tensor, old_log_prob: Tensor, advantages: Tensor, clip_eps: float) -> Tensor:
@@ -146,6 +175,28 @@ def clipped_surrogate(log_prob: Tensor, old_log_prob: Tensor, advantages: Tensor
     unclipped = ratio * advantages
     clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * advantages
     return -torch.minimum(unclipped, clipped).mean()
+
+
+def clipped_surrogate_grad(log_prob: np.ndarray, old_log_prob: np.ndarray, advantages: np.ndarray,
+                           clip_eps: float) -> tuple[float, np.ndarray]:
+    """``(L, ∂L/∂ log π [B])`` of :func:`clipped_surrogate`.
+
+    The unclipped term's gradient is −ρA/B where it is the smaller one, the clipped term's −ρA/B
+    where it is the smaller one and ρ lies in [1 − ε, 1 + ε] (zero outside), each halved at a tie.
+    Inside the interval the two terms are the same number, a tie whose halves add up to −ρA/B;
+    outside, only the unclipped term can carry the gradient, where it is the smaller one (a tie
+    there needs A = 0, whose gradient is 0 either way). So the weight of −ρA/B is
+    [ρ inside] ∨ [ρA < clip(ρ)A].
+    """
+    dtype = log_prob.dtype.type
+    low, high = dtype(1.0 - clip_eps), dtype(1.0 + clip_eps)
+    ratio = np.exp(log_prob - old_log_prob)
+    unclipped = ratio * advantages
+    clipped = np.minimum(np.maximum(ratio, low), high) * advantages  # np.clip's values, without its wrapper
+    smaller = np.minimum(unclipped, clipped)
+    d = unclipped * ((ratio >= low) & (ratio <= high) | (unclipped < clipped))
+    d *= dtype(-1.0 / len(log_prob))
+    return -float(_mean(smaller)), d
 
 
 def approx_kl(log_prob: Tensor, old_log_prob: Tensor) -> Tensor:
@@ -188,6 +239,15 @@ def kl_penalty(log_prob: Tensor, old_log_prob: Tensor, beta: float) -> Tensor:
     return beta * approx_kl(log_prob, old_log_prob)
 
 
+def kl_penalty_grad(log_prob: np.ndarray, old_log_prob: np.ndarray, beta: float) -> tuple[float, np.ndarray]:
+    """``(L, ∂L/∂ log π [B])`` of :func:`kl_penalty`: L = β mean(ρ − 1 − log ρ),
+    ∂L/∂ log π_b = β (ρ_b − 1) / B."""
+    log_ratio = log_prob - old_log_prob
+    excess = np.expm1(log_ratio)  # ρ − 1
+    loss = beta * float(_mean(excess - log_ratio))
+    return loss, excess * log_prob.dtype.type(beta / len(log_prob))
+
+
 @torch.no_grad()
 def clip_fraction(log_prob: Tensor, old_log_prob: Tensor, clip_eps: float) -> Tensor:
     """Fraction of samples whose ratio lies outside [1 − ε, 1 + ε] (a diagnostic, no gradient)."""
@@ -209,6 +269,11 @@ def entropy_bonus(entropy: Tensor, coef: float) -> Tensor:
         Scalar loss.
     """
     return -coef * entropy.mean()
+
+
+def entropy_bonus_grad(entropy: np.ndarray, coef: float) -> tuple[float, np.ndarray]:
+    """``(L, ∂L/∂H [B])`` of :func:`entropy_bonus`: ∂L/∂H_b = −c / B."""
+    return -coef * float(_mean(entropy)), np.full(len(entropy), -coef / len(entropy), dtype=entropy.dtype)
 
 
 def value_loss(
@@ -243,3 +308,39 @@ def value_loss(
         clipped = old_values + torch.clamp(values - old_values, -clip_eps, clip_eps)
         squared = torch.maximum(squared, (clipped - returns).pow(2))
     return 0.5 * squared.mean()
+
+
+def value_loss_grad(values: np.ndarray, returns: np.ndarray, old_values: np.ndarray | None = None,
+                    clip_eps: float | None = None) -> tuple[float, np.ndarray]:
+    """``(L, ∂L/∂V [B])`` of :func:`value_loss`: ∂L/∂V_b = (V_b − R_b)/B; with clipping the larger
+    of the two squared errors carries the gradient (the clipped one only while V − V_old lies in
+    [−ε, ε]), halved at a tie."""
+    dtype = values.dtype.type
+    n = len(values)
+    error = values - returns
+    squared = error * error
+    if clip_eps is None:
+        return 0.5 * float(_mean(squared)), error * dtype(1.0 / n)
+    if old_values is None:
+        raise InputError("value clipping needs old_values")
+    delta = values - old_values
+    clipped_error = old_values + np.clip(delta, dtype(-clip_eps), dtype(clip_eps)) - returns
+    clipped_squared = clipped_error * clipped_error
+    inside = (delta >= dtype(-clip_eps)) & (delta <= dtype(clip_eps))
+    tie = squared == clipped_squared
+    w_plain = np.where(tie, 0.5, squared > clipped_squared).astype(values.dtype)
+    w_clipped = np.where(tie, 0.5, clipped_squared > squared).astype(values.dtype) * inside
+    d = (error * w_plain + clipped_error * w_clipped) * dtype(1.0 / n)
+    return 0.5 * float(_mean(np.maximum(squared, clipped_squared))), d
+
+
+DERIVATIVES: dict[Callable[..., Tensor], Callable[..., tuple[float, np.ndarray]]] = {
+    score_function_loss: score_function_loss_grad,
+    importance_surrogate: importance_surrogate_grad,
+    clipped_surrogate: clipped_surrogate_grad,
+    kl_penalty: kl_penalty_grad,
+    entropy_bonus: entropy_bonus_grad,
+    value_loss: value_loss_grad,
+}
+"""Each loss -> its derivative in its first argument (the arguments are the loss's own, positional,
+as NumPy arrays; ``score_function_loss`` with its defaults only)."""

@@ -12,16 +12,14 @@ Shapes: ``[...]`` is any batch shape (``[B]``, ``[T, N]``); A actions, d feature
 from __future__ import annotations
 
 import math
-import weakref
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 
-from policygrad.distributions import Categorical, DiagGaussian, MultiCategorical, masked_fill_value
+from policygrad.distributions import Categorical, DiagGaussian, MultiCategorical, gsde_log_std
 from policygrad.errors import InputError
 
 __all__ = [
@@ -38,7 +36,6 @@ __all__ = [
     "FlattenObservation",
     "OneHotObservation",
     "ActorCritic",
-    "RolloutActor",
     "make_actor_critic",
 ]
 
@@ -462,10 +459,6 @@ class MLPGaussianPolicy(nn.Module):
         return DiagGaussian(mean, self._parameters["log_std"])
 
 
-_SDE_EPS = 1e-6
-"""Added to σ(s)² under gSDE, so that σ stays positive where the features vanish."""
-
-
 class MLPGSDEPolicy(nn.Module):
     """π(·|s) = N(μ(s), diag σ(s)²) with generalised state-dependent exploration (gSDE).
 
@@ -531,8 +524,7 @@ class MLPGSDEPolicy(nn.Module):
     def head(self, features: Tensor, mean: Tensor) -> DiagGaussian:
         """N(μ, diag σ²) from the last hidden layer ``features [..., H]`` and ``mean [..., D]``:
         log σ(s) = ½ log(φ(s)² exp(2L) + 1e-6), with φ held constant."""
-        variance = features.detach().square() @ torch.exp(2.0 * self._parameters["log_std"])  # [..., D]
-        return DiagGaussian(mean, 0.5 * torch.log(variance + _SDE_EPS))
+        return DiagGaussian(mean, gsde_log_std(features, self._parameters["log_std"]))
 
     def reset_noise(self, num_envs: int, generator: torch.Generator | None = None) -> None:
         """Draw new noise matrices M_i ~ N(0, exp(L)²), one ``[H, D]`` per environment."""
@@ -566,331 +558,6 @@ class ValueFunction(nn.Module):
         """``obs [..., obs_dim] -> [...]`` values V(s)."""
         _check_last_dim("obs", obs, self.obs_dim)
         return self.net.forward(obs).squeeze(-1)
-
-
-# --------------------------------------------------------------------------------------------
-# The actor-critic's two MLPs without per-operation autograd
-# --------------------------------------------------------------------------------------------
-#
-# The networks are small (a few 64-wide layers), so a training step and an action cost mostly
-# per-operation overhead, not arithmetic: an autograd node per operation, a dispatcher call per
-# tensor operation, and this CPU build's tanh kernel, which is scalar (about 7x slower than
-# NumPy's on a [256, 64] batch). Two paths compute the same function with fewer operations:
-#
-# * ``_TwoMLPs``: the actor's and the critic's MLPs as one autograd node whose backward is the
-#   MLP's chain rule written out (∂/∂W = gᵀ h, ∂/∂b = Σ g, ∂/∂h = g W, tanh' = 1 − tanh²), used
-#   by :meth:`ActorCritic.forward`. The losses stay ordinary autograd on the networks' outputs.
-# * :class:`RolloutActor`: a NumPy copy of the weights that acts on NumPy observations, used by
-#   the rollout collector and evaluation (the actor's and critic's first layers as one matmul).
-#
-# Both give the values of the plain modules up to float rounding; tests compare them with
-# autograd and with :meth:`ActorCritic.distribution` / :meth:`ActorCritic.value`.
-
-_FAST_ACTIVATIONS = ("tanh", "relu")
-
-
-def _activate_(h: Tensor, activation: str) -> None:
-    """The hidden activation, in place, on a fresh tensor that no graph records."""
-    if activation == "tanh" and h.device.type == "cpu":
-        a = h.numpy()
-        np.tanh(a, out=a)
-    else:
-        _INPLACE_ACTIVATIONS[activation](h)
-
-
-_TANH_BACKWARD = torch.ops.aten.tanh_backward.default  # grad · (1 − h²)
-_THRESHOLD_BACKWARD = torch.ops.aten.threshold_backward.default  # grad · [h > 0]
-
-
-def _activation_backward(grad: Tensor, h: Tensor, activation: str) -> Tensor:
-    """∂L/∂z from ∂L/∂h for h = σ(z), written with h: tanh' = 1 − h², relu' = [h > 0]."""
-    if activation == "tanh":
-        return _TANH_BACKWARD(grad, h)
-    return _THRESHOLD_BACKWARD(grad, h, 0)
-
-
-def _mlp_forward(x: Tensor, params: Sequence[Tensor], activation: str) -> tuple[Tensor, list[Tensor]]:
-    """``x [B, in]`` through the layers ``(W_1, b_1, ..., W_L, b_L)``; returns the output and the
-    hidden activations h_1..h_{L−1} that the backward pass needs."""
-    hidden = []
-    h = x
-    for i in range(0, len(params) - 2, 2):
-        h = F.linear(h, params[i], params[i + 1])
-        _activate_(h, activation)
-        hidden.append(h)
-    return F.linear(h, params[-2], params[-1]), hidden
-
-
-def _mlp_backward(
-    grad: Tensor, x: Tensor, params: Sequence[Tensor], hidden: list[Tensor], activation: str, input_grad: bool
-) -> tuple[list[Tensor], Tensor | None]:
-    """The chain rule of :func:`_mlp_forward`: ``grad [B, out]`` = ∂L/∂output -> (∂L/∂params, ∂L/∂x)."""
-    grads: list[Tensor] = [None] * len(params)  # type: ignore[list-item]
-    for layer in range(len(params) // 2 - 1, -1, -1):
-        h_in = hidden[layer - 1] if layer > 0 else x
-        grads[2 * layer] = grad.t().mm(h_in)  # [out, in]
-        grads[2 * layer + 1] = grad.sum(0)
-        if layer > 0:
-            grad = _activation_backward(grad.mm(params[2 * layer]), h_in, activation)
-        elif input_grad:
-            return grads, grad.mm(params[0])
-    return grads, None
-
-
-class _TwoMLPs(torch.autograd.Function):
-    """``(actor_net(x), critic_net(x))`` as one autograd node (see the section comment).
-
-    Inputs: ``x [..., in]``, the activation's name, the number of actor parameters, then the actor's
-    and the critic's ``(W_1, b_1, ..., W_L, b_L)``. Outputs: ``[..., actor_out]`` and ``[...]``.
-    Differentiable once (not twice: the trust-region methods use the plain modules).
-    """
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, activation: str, num_actor: int, *params: Tensor) -> tuple[Tensor, Tensor]:
-        ctx.set_materialize_grads(False)
-        batch_shape = x.shape[:-1]
-        flat = x.reshape(-1, x.shape[-1])
-        actor_out, actor_hidden = _mlp_forward(flat, params[:num_actor], activation)
-        value, critic_hidden = _mlp_forward(flat, params[num_actor:], activation)
-        ctx.save_for_backward(flat, *params)
-        ctx.hidden = (actor_hidden, critic_hidden)
-        ctx.activation, ctx.num_actor, ctx.x_shape = activation, num_actor, x.shape
-        return actor_out.view(*batch_shape, actor_out.shape[-1]), value.view(batch_shape)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad_actor: Tensor | None, grad_value: Tensor | None) -> tuple[Tensor | None, ...]:
-        flat, *params = ctx.saved_tensors
-        num_actor = ctx.num_actor
-        input_grad = ctx.needs_input_grad[0]
-        grads: list[Tensor | None] = [None] * len(params)
-        grad_x = None
-        for grad, span, hidden in (
-            (grad_actor, slice(0, num_actor), ctx.hidden[0]),
-            (grad_value, slice(num_actor, len(params)), ctx.hidden[1]),
-        ):
-            if grad is None:
-                continue
-            layer_params = params[span]
-            grad = grad.reshape(-1, layer_params[-1].shape[0])
-            grads[span], gx = _mlp_backward(grad, flat, layer_params, hidden, ctx.activation, input_grad)
-            if gx is not None:
-                grad_x = gx if grad_x is None else grad_x + gx
-        ctx.hidden = None
-        return (None if grad_x is None else grad_x.view(ctx.x_shape), None, None, *grads)
-
-
-_NUMPY_MATMUL_ROWS = 16
-"""Batches up to this size multiply in NumPy (≈1.5 µs for [8, 64] x [64, 64]); larger ones in torch,
-whose BLAS is faster there."""
-
-
-def _affine(x: np.ndarray, weight_t: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """``x [B, in] @ weight_t [in, out] + bias [out]`` as a new array."""
-    if x.shape[0] <= _NUMPY_MATMUL_ROWS:
-        y = x @ weight_t
-        y += bias
-        return y
-    return torch.addmm(torch.from_numpy(bias), torch.from_numpy(x), torch.from_numpy(weight_t)).numpy()
-
-
-_TINY = np.finfo(np.float32).tiny
-
-def _layer_views(net: MLP) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The layers of ``net`` as ``(Wᵀ [in, out], b [out])`` NumPy views of the parameters' memory."""
-    return [(p["weight"].detach().numpy().T, p["bias"].detach().numpy()) for p in net._param_dicts]
-
-
-_ROLLOUT_ACTORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-"""Each ActorCritic's RolloutActor, kept between rollouts (its buffers are reused)."""
-
-
-class RolloutActor:
-    """The acting side of an :class:`ActorCritic` in NumPy, for rollouts and evaluation.
-
-    It acts with a copy of the weights that :meth:`ActorCritic.rollout_actor` brings up to date
-    (it returns the same object each time): take it again after the weights change. Observations are encoded ``[N, obs_dim]`` floats
-    (what the policy sees); the random draws come from torch's generator exactly as
-    :meth:`ActorCritic.act` takes them, so a seed gives the same actions on either path (up to
-    float rounding in a tie).
-
-    Args:
-        policy: an ActorCritic on the CPU with a categorical or Gaussian actor and an activation
-            in ``("tanh", "relu")``.
-    """
-
-    def __init__(self, policy: ActorCritic) -> None:
-        self.kind = policy.action_kind
-        self.activation = policy.actor.net.activation
-        self.sources = [p[k] for net in (policy.actor.net, policy.critic.net) for p in net._param_dicts for k in ("weight", "bias")]
-        """The parameter tensors copied (what :meth:`ActorCritic.rollout_actor` checks)."""
-        actor, critic = _layer_views(policy.actor.net), _layer_views(policy.critic.net)
-        # Both networks as one: the first layers side by side (both read the observation), the
-        # later ones block-diagonal, so the last layer gives [actor output | value]. The zero
-        # blocks add exact zeros; a network that is shallower than the other passes its output
-        # on through identity blocks.
-        depth = max(len(actor), len(critic))
-        self._layers: list[tuple[np.ndarray, np.ndarray]] = []  # (Wᵀ [in, out], b [out])
-        self._copies: list[tuple[np.ndarray, np.ndarray]] = []  # (part of a layer, parameter view)
-        self._hidden_masks: list[np.ndarray | None] = []  # columns that the activation applies to
-        a_in = c_in = None
-        dtype = actor[0][0].dtype
-        for i in range(depth):
-            a_layer, c_layer = (actor[i] if i < len(actor) else None), (critic[i] if i < len(critic) else None)
-            a_out = a_layer[0].shape[1] if a_layer else a_in
-            c_out = c_layer[0].shape[1] if c_layer else c_in
-            rows = a_layer[0].shape[0] if i == 0 else a_in + c_in
-            weight = np.zeros((a_out + c_out, rows), dtype=dtype)  # [out, in]: copies stay contiguous
-            bias = np.zeros(a_out + c_out, dtype=dtype)
-            a_rows = slice(0, rows) if i == 0 else slice(0, a_in)
-            c_rows = slice(0, rows) if i == 0 else slice(a_in, a_in + c_in)
-            for layer, out_cols, in_rows, size in ((a_layer, slice(0, a_out), a_rows, a_out), (c_layer, slice(a_out, a_out + c_out), c_rows, c_out)):
-                if layer is None:
-                    weight[out_cols, in_rows] = np.eye(size, dtype=dtype)
-                else:
-                    self._copies += [(weight[out_cols, in_rows], layer[0].T), (bias[out_cols], layer[1])]
-            self._layers.append((weight.T, bias))
-            hidden = np.zeros(a_out + c_out, dtype=bool)
-            hidden[:a_out] = i < len(actor) - 1
-            hidden[a_out:] = i < len(critic) - 1
-            self._hidden_masks.append(None if hidden.all() else hidden if hidden.any() else False)
-            a_in, c_in = a_out, c_out
-        self._split = a_in
-        self.sde = policy.sde
-        self._sde_layer = -1  # the fused layer whose output holds φ (none without gSDE)
-        if self.sde:  # φ: the first columns of the actor's last hidden layer (both nets equally deep)
-            self._sde_actor = policy.actor
-            self._sde_layer, self._sde_width = len(actor) - 2, actor[-1][0].shape[0]
-        if self.kind == "continuous":
-            log_std = policy.actor._parameters["log_std"]
-            self.sources.append(log_std)
-            self._log_std = log_std.detach().numpy()
-        else:
-            self.num_actions = policy.actor.num_actions
-            self._fill = masked_fill_value(policy.actor.net._param_dicts[-1]["weight"].dtype)
-            self._race: tuple[Tensor, np.ndarray, np.ndarray] | None = None  # draws' buffer (tensor, view), row indices
-        self._pointers = [p.data_ptr() for p in self.sources]
-        self.refresh()
-
-    def matches(self, sources: list[Tensor]) -> bool:
-        """Whether ``sources`` are the parameters this actor copies from, in the same memory."""
-        return len(sources) == len(self.sources) and all(
-            p is q and p.data_ptr() == ptr for p, q, ptr in zip(sources, self.sources, self._pointers)
-        )
-
-    def refresh(self) -> None:
-        """Copy the current weights."""
-        for destination, source in self._copies:
-            np.copyto(destination, source)
-
-    def _outputs(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``obs [N, obs_dim]`` -> (actor output ``[N, A or D]``, values ``[N]``); under gSDE the
-        actor's last hidden layer is kept in ``self._features``."""
-        h = obs
-        for i, ((weight_t, bias), hidden) in enumerate(zip(self._layers, self._hidden_masks)):
-            h = _affine(h, weight_t, bias)
-            if hidden is None:  # every column is a hidden unit
-                self._activate(h)
-            elif hidden is not False:
-                h[:, hidden] = self._activate(h[:, hidden])
-            if i == self._sde_layer:
-                self._features = h[:, : self._sde_width]
-        return h[:, : self._split], h[:, self._split]
-
-    def _activate(self, h: np.ndarray) -> np.ndarray:
-        if self.activation == "tanh":
-            return np.tanh(h, out=h)
-        return np.maximum(h, 0, out=h)
-
-    def value(self, obs: np.ndarray) -> np.ndarray:
-        """``[N]`` V(s) for encoded observations ``obs [N, obs_dim]``."""
-        return self._outputs(obs)[1]
-
-    def _act_sde(self, mean: np.ndarray, value: np.ndarray, deterministic: bool,
-                 generator: torch.Generator | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """gSDE (:class:`MLPGSDEPolicy`): a = μ + φᵀM_i with the actor's noise matrices, and
-        log N(a; μ, σ(s)²) with σ(s)² = φ² exp(2L) + 1e-6."""
-        features = self._features  # [N, H]
-        log_std = np.log(np.square(features) @ np.exp(2.0 * self._log_std) + mean.dtype.type(_SDE_EPS))
-        log_std *= 0.5  # [N, D]
-        log_prob = np.add.reduce(log_std, axis=-1)
-        log_prob += 0.5 * _LOG_2PI * mean.shape[1]
-        log_prob *= -1  # −Σ log σ − (D/2) log 2π
-        if deterministic:
-            return mean, log_prob, value
-        module = self._sde_actor
-        if module.exploration is None or module.exploration.shape[0] != len(features):
-            module.reset_noise(len(features), generator)
-        noise = np.matmul(features[:, None, :], module.exploration.numpy())[:, 0, :]  # [N, D]
-        z = noise * np.exp(-log_std)  # (a − μ)/σ
-        log_prob -= 0.5 * np.add.reduce(np.square(z), axis=-1)
-        return mean + noise, log_prob, value
-
-    def act(
-        self,
-        obs: np.ndarray,
-        action_mask: np.ndarray | None = None,
-        deterministic: bool = False,
-        generator: torch.Generator | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Actions, log π(a|s) and V(s) for encoded observations ``obs [N, obs_dim]``.
-
-        Args:
-            obs: ``[N, obs_dim]`` floats.
-            action_mask: optional ``[N, A]`` bool (categorical actor only), True where allowed.
-            deterministic: take the mode instead of sampling.
-            generator: torch generator of the draws (None: torch's global one).
-
-        Returns:
-            ``(actions, log_prob [N], value [N])``: int64 ``[N]`` or float ``[N, D]`` actions
-            (Gaussian actions unclipped), as :meth:`ActorCritic.act`.
-        """
-        out, value = self._outputs(obs)
-        n = out.shape[0]
-        if self.sde:
-            if action_mask is not None:
-                raise InputError("an action mask applies to discrete actions only, not to a Gaussian policy")
-            return self._act_sde(out, value, deterministic, generator)
-        if self.kind == "continuous":
-            if action_mask is not None:
-                raise InputError("an action mask applies to discrete actions only, not to a Gaussian policy")
-            # log N(a; μ, σ²) = −½ Σ ε² − Σ log σ − (D/2) log 2π with ε = (a − μ)/σ
-            constant = float(np.add.reduce(self._log_std)) + 0.5 * _LOG_2PI * out.shape[1]
-            if deterministic:
-                return out, np.full(n, -constant, dtype=out.dtype), value
-            eps = torch.randn(out.shape, generator=generator).numpy()
-            actions = out + np.exp(self._log_std) * eps
-            log_prob = np.add.reduce(np.square(eps), axis=-1)
-            log_prob *= -0.5
-            log_prob -= constant
-            return actions, log_prob.astype(out.dtype, copy=False), value
-        if action_mask is not None:
-            if action_mask.shape != out.shape or action_mask.dtype != np.bool_:
-                raise InputError(f"action mask must be bool of shape {out.shape}, got {action_mask.dtype} {action_mask.shape}")
-            if not action_mask.all(-1).all():
-                if not action_mask.any(-1).all():
-                    raise InputError("action mask allows no action in some row; every row needs at least one True")
-                out = np.where(action_mask, out, out.dtype.type(self._fill))
-        # log π(a) = z_a − log Σ_b exp z_b, with z = logits − max logits (ufunc reductions: the
-        # ndarray methods add a Python layer that costs more than these small reductions)
-        z = out - np.maximum.reduce(out, axis=-1, keepdims=True)
-        p = np.exp(z)  # π up to the factor Σ_b exp z_b
-        if deterministic:
-            actions = z.argmax(-1)
-        else:  # the exponential race of distributions.Categorical.sample: argmax π(a) / E_a
-            race = self._race
-            if race is None or race[1].shape != z.shape:
-                buffer = torch.empty(z.shape)
-                race = self._race = (buffer, buffer.numpy(), np.arange(z.shape[0]))
-            race[0].exponential_(generator=generator)
-            draws = race[1]
-            np.maximum(draws, _TINY, out=draws)
-            np.divide(p, draws, out=draws)
-            actions = draws.argmax(-1)
-        rows = race[2] if not deterministic else np.arange(n)
-        log_prob = z[rows, actions]
-        log_prob -= np.log(np.add.reduce(p, axis=-1))
-        return actions, log_prob, value
 
 
 # --------------------------------------------------------------------------------------------
@@ -984,9 +651,6 @@ class ActorCritic(nn.Module):
         self.critic = critic
         self.obs_dim: int = encoder.obs_dim
         self.action_kind: str = _ACTION_KINDS[type(actor)]
-        activation = actor.net.activation
-        # The one-node forward (and the NumPy rollout actor) need a shared, simple activation.
-        self._fast_activation = activation if activation == critic.net.activation and activation in _FAST_ACTIVATIONS else None
         self.sde: bool = isinstance(actor, MLPGSDEPolicy)
         """Whether the actor explores with gSDE (:class:`MLPGSDEPolicy`; its noise is ``actor.reset_noise``'s)."""
 
@@ -1006,39 +670,9 @@ class ActorCritic(nn.Module):
         return self.critic.forward(self.preprocess(obs))
 
     def forward(self, obs: Tensor | np.ndarray, action_mask: Tensor | None = None) -> tuple[Distribution, Tensor]:
-        """``(π(·|s), V(s) [...])``, encoding the observations once; differentiable once.
-
-        Both networks run as one autograd node (``_TwoMLPs``) when their activation allows it;
-        :meth:`distribution` and :meth:`value` always use the plain modules (twice differentiable,
-        as the trust-region methods need).
-        """
+        """``(π(·|s), V(s) [...])``, encoding the observations once (differentiable, twice if need be)."""
         x = self.preprocess(obs)
-        if self._fast_activation is None or x.requires_grad or self.sde:  # (gSDE needs the actor's features)
-            return self.actor.distribution(x, action_mask), self.critic.forward(x)
-        _check_last_dim("obs", x, self.obs_dim)
-        params = [p[k] for net in (self.actor.net, self.critic.net) for p in net._param_dicts for k in ("weight", "bias")]
-        num_actor = 2 * len(self.actor.net._param_dicts)
-        actor_out, value = _TwoMLPs.apply(x, self._fast_activation, num_actor, *params)
-        return self.actor.head(actor_out, action_mask), value
-
-    def rollout_actor(self) -> RolloutActor | None:
-        """The :class:`RolloutActor` with a fresh copy of the current weights, or None where this
-        policy has none (multi-discrete actions, another activation, parameters off the CPU)."""
-        if self._fast_activation is None or self.action_kind == "multidiscrete":
-            return None
-        if self.sde and len(self.actor.net._param_dicts) != len(self.critic.net._param_dicts):
-            return None  # (the fused layers hold the actor's features only for equally deep nets)
-        sources = [p[k] for net in (self.actor.net, self.critic.net) for p in net._param_dicts for k in ("weight", "bias")]
-        if self.action_kind == "continuous":
-            sources.append(self.actor._parameters["log_std"])
-        if sources[0].device.type != "cpu":
-            return None
-        actor = _ROLLOUT_ACTORS.get(self)
-        if actor is not None and actor.matches(sources):
-            actor.refresh()
-        else:
-            actor = _ROLLOUT_ACTORS[self] = RolloutActor(self)
-        return actor
+        return self.actor.distribution(x, action_mask), self.critic.forward(x)
 
     def act(
         self,
@@ -1062,15 +696,6 @@ class ActorCritic(nn.Module):
         """
         with torch.no_grad():
             x = self.preprocess(obs)
-            actor = self.rollout_actor() if x.dim() == 2 else None
-            if actor is not None:
-                _check_last_dim("obs", x, self.obs_dim)
-                if action_mask is not None and not isinstance(action_mask, Tensor):
-                    raise InputError(f"action_mask must be a bool tensor, got {type(action_mask).__name__}")
-                actions, log_prob, value = actor.act(
-                    x.detach().numpy(), None if action_mask is None else action_mask.numpy(), deterministic, generator
-                )
-                return torch.from_numpy(actions), torch.from_numpy(log_prob), torch.from_numpy(value)
             if self.sde:
                 actions, log_prob = self.actor.act(x, deterministic, generator, action_mask)
                 return actions, log_prob, self.critic.forward(x)

@@ -26,6 +26,8 @@ from ``next_values[T-1]``), so a rollout boundary never biases the estimate.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -37,7 +39,6 @@ __all__ = [
     "td_errors",
     "discounted_returns",
     "gae",
-    "gae_numpy",
     "differential_td_errors",
     "differential_returns",
     "differential_gae",
@@ -67,15 +68,6 @@ def _check_unit_interval(name: str, value: float, *, allow_zero: bool) -> None:
         raise InputError(f"{name} must lie in {interval}, got {value}")
 
 
-def _numpy_ok(*tensors: Tensor) -> bool:
-    """Whether a NumPy path may compute on these: CPU tensors of one floating dtype, no graph."""
-    dtype = tensors[0].dtype
-    grad = torch.is_grad_enabled()
-    return all(
-        t.device.type == "cpu" and t.dtype == dtype and not (grad and t.requires_grad) for t in tensors
-    ) and dtype in (torch.float32, torch.float64)
-
-
 def discounted_cumsum(x: Tensor, factors: Tensor) -> Tensor:
     """The backward recursion shared by every return and advantage estimator.
 
@@ -90,20 +82,25 @@ def discounted_cumsum(x: Tensor, factors: Tensor) -> Tensor:
         ``[T, ...]`` y. Differentiable in ``x`` and ``factors``.
     """
     _check_same_shape(x=x, factors=factors)
-    out = torch.empty_like(x)
-    if _numpy_ok(x, factors):
-        # The same recursion, operation for operation, on NumPy views (no graph to record): a
-        # NumPy operation on a row costs a fraction of a torch one, which adds up over T = 2048.
-        x_np, factors_np, out_np = x.detach().numpy(), factors.detach().numpy(), out.numpy()
-        carried = np.zeros_like(x_np[0])  # c_t · y_{t+1}
+    if torch.is_grad_enabled() and (x.requires_grad or factors.requires_grad):
+        return _backward_recursion(x, factors, torch.empty_like(x))
+    # Without a graph, the same recursion on NumPy views of CPU tensors: a NumPy operation on a
+    # row costs a fraction of a torch one, which adds up over T = 2048 steps.
+    if x.device.type == "cpu" and factors.device.type == "cpu" and x.dtype == factors.dtype:
+        out = torch.empty_like(x)
         with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN pass through silently, as in torch
-            for t in range(x_np.shape[0] - 1, -1, -1):
-                if t + 1 < x_np.shape[0]:
-                    np.multiply(factors_np[t], out_np[t + 1], out=carried)
-                np.add(x_np[t], carried, out=out_np[t])
+            _backward_recursion(x.detach().numpy(), factors.detach().numpy(), out.numpy())
         return out
-    running = torch.zeros_like(x[0])
-    for t in range(x.shape[0] - 1, -1, -1):
+    return _backward_recursion(x, factors, torch.empty_like(x))
+
+
+def _backward_recursion(x: Any, factors: Any, out: Any) -> Any:
+    """y_t = x_t + c_t · y_{t+1} into ``out``, on torch tensors or NumPy arrays alike."""
+    if x.shape[0] == 0:
+        return out
+    running = x[-1]
+    out[-1] = running
+    for t in range(x.shape[0] - 2, -1, -1):
         running = x[t] + factors[t] * running
         out[t] = running
     return out
@@ -201,48 +198,10 @@ def gae(
         rewards=rewards, values=values, next_values=next_values, terminated=terminated, truncated=truncated
     )
     _check_unit_interval("lam", lam, allow_zero=True)
-    if _numpy_ok(rewards, values, next_values):
-        _check_unit_interval("gamma", gamma, allow_zero=False)
-        return torch.from_numpy(
-            gae_numpy(rewards.detach().numpy(), values.detach().numpy(), next_values.detach().numpy(),
-                      terminated.numpy(), truncated.numpy(), gamma, lam)
-        )
     deltas = td_errors(rewards, values, next_values, terminated, gamma)
     done = terminated.bool() | truncated.bool()
     factors = (gamma * lam) * (~done).to(deltas.dtype)
     return discounted_cumsum(deltas, factors)
-
-
-def gae_numpy(
-    rewards: np.ndarray,
-    values: np.ndarray,
-    next_values: np.ndarray,
-    terminated: np.ndarray,
-    truncated: np.ndarray,
-    gamma: float,
-    lam: float,
-) -> np.ndarray:
-    """:func:`gae` on ``[T, N]`` NumPy arrays (floats of one dtype, bool flags), unchecked.
-
-    The same operations as the torch path, in one function: every NumPy call on these small
-    arrays costs about a microsecond, so an A2C update (T = 5) spends more on calls than on
-    arithmetic. NaN and inf pass through silently, as in torch.
-    """
-    dtype = rewards.dtype.type
-    term = terminated.astype(bool, copy=False)
-    with np.errstate(over="ignore", invalid="ignore"):
-        deltas = np.where(term, dtype(0), next_values)
-        deltas *= dtype(gamma)
-        deltas += rewards
-        deltas -= values
-        factors = np.logical_not(term | truncated.astype(bool, copy=False)).astype(rewards.dtype)
-        factors *= dtype(gamma * lam)  # γλ (1 − done)
-        # A_t = δ_t + γλ (1 − done_t) A_{t+1}, in place: row t of deltas becomes A_t.
-        carried = np.empty_like(deltas[0])
-        for t in range(len(deltas) - 2, -1, -1):
-            np.multiply(factors[t], deltas[t + 1], out=carried)
-            deltas[t] += carried
-    return deltas
 
 
 def differential_td_errors(

@@ -3,28 +3,7 @@
 A :class:`RolloutCollector` steps N environments T times with the current policy and returns a
 frozen :class:`Rollout` of ``[T, N, ...]`` tensors, the input of every algorithm's update.
 
-Symbols and shapes (T steps, N environments):
-
-================  =====================  ======================================================
-field             shape                  meaning
-================  =====================  ======================================================
-observations      [T, N, obs_dim] float  s_t as the policy saw it (encoded, then normalised)
-actions           [T, N] | [T, N, D|K]   a_t ~ π_old(·|s_t); Box actions unclipped
-log_probs         [T, N]                 log π_old(a_t|s_t)
-rewards           [T, N]                 r_{t+1}, scaled when reward normalisation is on
-terminated        [T, N] bool            s_{t+1} is terminal: V(s_{t+1}) = 0
-truncated         [T, N] bool            the episode was cut after this step (time limit)
-values            [T, N]                 V(s_t) at collection time
-next_values       [T, N]                 V(s_{t+1}) of the true next state (see below)
-episode_step      [T, N] long            steps since the episode's start (t of γ^t)
-action_masks      [T, N, A] bool | None  allowed actions, from ``info["action_mask"]``
-valid             [T, N] bool | None     False on dummy transitions of a next-step auto-reset
-================  =====================  ======================================================
-
-``next_values`` is values[t+1] inside an episode; at a truncation it is V of the episode's true
-final observation (never of the next episode's first one), at t = T−1 the bootstrap V(s_T), and
-0 at a termination. The algorithms bootstrap from it (``policygrad.returns``) and cut the
-eligibility trace at terminated | truncated.
+The fields and their shapes are tabled in :mod:`policygrad.types`.
 
 Auto-reset modes (``env.metadata["autoreset_mode"]``, Gymnasium 1.x):
 
@@ -46,7 +25,6 @@ torch buffers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -57,64 +35,13 @@ from torch import Tensor
 
 from policygrad.errors import InputError, TrainingError
 from policygrad.normalize import ObservationNormalizer, RewardScaler
-from policygrad.numpy_grad import all_finite
+from policygrad.numeric import all_finite
+from policygrad.types import Rollout
 
 __all__ = ["Rollout", "RolloutCollector", "make_policy", "evaluate_policy", "autoreset_mode"]
 
 Encoder = Callable[[Tensor, torch.dtype], Tensor]
 """Raw observations ``[N, *obs_shape]`` -> float ``[N, obs_dim]`` (``policygrad.policies`` encoders)."""
-
-
-@dataclass(frozen=True)
-class Rollout:
-    """T steps of N environments, time-major; see the module docstring for every field.
-
-    A collector reuses its buffers: the tensors of a Rollout are overwritten by the collector's
-    next :meth:`RolloutCollector.collect`. Use :meth:`clone` to keep one.
-    """
-
-    observations: Tensor
-    actions: Tensor
-    log_probs: Tensor
-    rewards: Tensor
-    terminated: Tensor
-    truncated: Tensor
-    values: Tensor
-    next_values: Tensor
-    episode_step: Tensor
-    action_masks: Tensor | None = None
-    valid: Tensor | None = None
-
-    @property
-    def num_steps(self) -> int:
-        """T, steps per environment."""
-        return self.log_probs.shape[0]
-
-    @property
-    def num_envs(self) -> int:
-        """N, environments."""
-        return self.log_probs.shape[1]
-
-    @property
-    def batch_size(self) -> int:
-        """T · N transitions (dummy ones included)."""
-        return self.log_probs.shape[0] * self.log_probs.shape[1]
-
-    def clone(self) -> Rollout:
-        """A copy that owns its tensors."""
-        return Rollout(**{f.name: _clone(getattr(self, f.name)) for f in fields(self)})
-
-    def to(self, device: torch.device | str) -> Rollout:
-        """The rollout with every tensor on ``device``."""
-        return Rollout(**{f.name: _to(getattr(self, f.name), device) for f in fields(self)})
-
-
-def _clone(x: Tensor | None) -> Tensor | None:
-    return None if x is None else x.clone()
-
-
-def _to(x: Tensor | None, device: torch.device | str) -> Tensor | None:
-    return None if x is None else x.to(device)
 
 
 def make_policy(
@@ -276,6 +203,9 @@ class RolloutCollector:
             moved there.
         sde_sample_freq: a gSDE policy (``policy.sde``) gets new noise matrices at the start of
             every rollout and, if positive, every this many steps.
+        actor: what acts: a :class:`~policygrad.backends.Backend` (the algorithm's, so that acting
+            runs the network forward that training uses), anything with its ``act`` and ``value``
+            on NumPy arrays. None: the torch backend on ``policy``.
 
     Attributes:
         steps: environment steps taken so far (T · N per rollout, dummy steps included).
@@ -295,6 +225,7 @@ class RolloutCollector:
         reward_scaler: RewardScaler | None = None,
         device: torch.device | str = "cpu",
         sde_sample_freq: int = -1,
+        actor: Any = None,
     ) -> None:
         if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
             raise InputError(f"num_steps must be a positive int, got {num_steps!r}")
@@ -303,6 +234,11 @@ class RolloutCollector:
 
             encoder = FlattenObservation(envs.single_observation_space.shape)
         self.policy = policy
+        if actor is None:
+            from policygrad.backends import TorchBackend
+
+            actor = TorchBackend(policy)
+        self.actor = actor
         self.sde_sample_freq = int(sde_sample_freq)
         self.num_steps = T = num_steps
         self.device = torch.device(device)
@@ -397,12 +333,12 @@ class RolloutCollector:
         else:
             out[:] = encoded
 
-    def _encode_final(self, final_obs: np.ndarray) -> Tensor:
+    def _encode_final(self, final_obs: np.ndarray) -> np.ndarray:
         """Encoded (and normalised, without updating the statistics) final observations."""
         encoded = self._io.encode(final_obs)
         if self.obs_normalizer is not None:
             encoded = self.obs_normalizer.normalize(encoded)
-        return torch.from_numpy(np.ascontiguousarray(encoded, dtype=np.float32))
+        return np.ascontiguousarray(encoded, dtype=np.float32)
 
     def pop_episodes(self) -> tuple[list[float], list[int]]:
         """The raw returns and lengths of the episodes finished since the last call, then forget them."""
@@ -433,11 +369,9 @@ class RolloutCollector:
         )
         values_buf = self._values
         masks_np = None if masks is None else masks.numpy()
-        obs_rows = self._obs_rows
-        mask_rows = None if masks is None else masks.unbind(0)
         ep_return, ep_step, dummy = self._ep_return, self._ep_step, self._dummy
         reward_scaler = self.reward_scaler
-        bootstrap: list[tuple[int, np.ndarray, Tensor]] = []  # (t, truncated envs, V(final obs))
+        bootstrap: list[tuple[int, np.ndarray, np.ndarray]] = []  # (t, truncated envs, V(final obs))
         reward_sum = np.zeros(N, dtype=np.float64)  # raw rewards of valid steps, per environment
 
         if self._has_carry:  # the observation after the previous rollout's last step
@@ -445,8 +379,7 @@ class RolloutCollector:
             if masks_np is not None:
                 masks_np[0] = masks_np[T]
 
-        # The policy's NumPy acting path where it has one (weights copied once per rollout).
-        actor = policy.rollout_actor() if on_cpu and hasattr(policy, "rollout_actor") else None
+        actor = self.actor
         sde = getattr(policy, "sde", False)
         resample = self.sde_sample_freq if sde and self.sde_sample_freq > 0 else 0
         if sde:
@@ -460,20 +393,8 @@ class RolloutCollector:
         for t in range(T):
             if resample and t and t % resample == 0:
                 policy.actor.reset_noise(N)
-            if actor is not None:
-                actions_t, log_probs_np[t], values_np[t] = actor.act(obs_np[t], None if masks_np is None else masks_np[t])
-                actions_np[t] = actions_t
-            else:
-                obs_t = obs_rows[t]
-                mask_t = None if masks is None else mask_rows[t]
-                if on_cpu:
-                    actions, log_prob, value = policy.act(obs_t, mask_t)
-                else:
-                    actions, log_prob, value = policy.act(obs_t.to(device), None if mask_t is None else mask_t.to(device))
-                    actions, log_prob, value = actions.cpu(), log_prob.cpu(), value.cpu()
-                actions_np[t] = actions_t = actions.numpy()
-                log_probs_np[t] = log_prob.numpy()
-                values_np[t] = value.numpy()
+            actions_t, log_probs_np[t], values_np[t] = actor.act(obs_np[t], None if masks_np is None else masks_np[t])
+            actions_np[t] = actions_t
 
             obs, reward, terminated, truncated, info = io.step(
                 actions_t if clip_free else io.env_actions(actions_t, self._env_actions)
@@ -523,12 +444,7 @@ class RolloutCollector:
                     if len(cut):
                         final = np.stack([info["final_obs"][i] for i in cut])
                         io.check_observations(final, "final observation")
-                        final_obs = self._encode_final(final)
-                        if actor is not None:
-                            value_final = torch.from_numpy(actor.value(final_obs.numpy()))
-                        else:
-                            value_final = policy.value(final_obs if on_cpu else final_obs.to(device))
-                        bootstrap.append((t, cut, value_final.cpu()))
+                        bootstrap.append((t, cut, actor.value(self._encode_final(final))))
             elif plain_obs:
                 obs_np[t + 1] = obs
             else:
@@ -544,13 +460,9 @@ class RolloutCollector:
         next_values = self._next_values
         next_values_np = self._next_values_np
         next_values_np[:-1] = values_np[1:]
-        if actor is not None:
-            next_values_np[-1] = actor.value(obs_np[T])
-        else:
-            last = obs_buf[T]
-            next_values_np[-1] = policy.value(last if on_cpu else last.to(device)).cpu().numpy()
+        next_values_np[-1] = actor.value(obs_np[T])
         for t, cut, value_final in bootstrap:
-            next_values_np[t, cut] = value_final.numpy()
+            next_values_np[t, cut] = value_final
         next_values_np[terminated_np] = 0.0
         self._has_carry = True
         valid_steps = int(valid_np.sum()) if next_step else T * N

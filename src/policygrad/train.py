@@ -431,6 +431,7 @@ def build_session(spec: RunSpec, device_name: str | None = None, *, training: bo
             reward_scaler=reward_scaler,
             device=device,
             sde_sample_freq=cfg.sde_sample_freq,
+            actor=algorithm.backend,
         )
     except BaseException:
         for e in (envs, eval_envs):

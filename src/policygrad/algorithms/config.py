@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
 from policygrad.errors import InputError
-from policygrad.policies import ACTIVATIONS
 
-__all__ = ["BaseConfig", "config_from_dict", "field_docs", "positive", "non_negative", "unit_interval"]
+__all__ = ["ACTIVATION_NAMES", "BaseConfig", "config_from_dict", "field_docs", "positive", "non_negative", "unit_interval"]
+
+ACTIVATION_NAMES = ("tanh", "relu", "elu", "gelu")
+"""The hidden-layer activations by name (``policygrad.policies.ACTIVATIONS`` maps each to its function)."""
 
 
 
@@ -66,6 +68,10 @@ class BaseConfig:
     """use_sde: draw new noise matrices every this many steps of a rollout (-1: once per rollout)."""
     seed: int = 0
     """Seed of torch, NumPy and the environments."""
+    backend: Literal["auto", "torch", "numpy"] = "auto"
+    """Where the networks run: torch (autograd, any network or device), numpy (small tanh/ReLU MLPs on
+    the CPU, fastest there), or auto (numpy where it can serve the run, else torch; the choice and its
+    reason are logged and written to config.json)."""
     criterion: Literal["discounted", "average"] = "discounted"
     """Objective: "discounted" return (γ), or "average" reward per step of a continuing task (no γ;
     differential advantages, see policygrad.algorithms.average)."""
@@ -93,8 +99,8 @@ class BaseConfig:
             raise InputError(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm}")
         if not self.hidden_sizes or any(h < 1 for h in self.hidden_sizes):
             raise InputError(f"hidden_sizes must be a non-empty tuple of positive ints, got {self.hidden_sizes}")
-        if self.activation not in ACTIVATIONS:
-            raise InputError(f"unknown activation {self.activation!r}; valid: {', '.join(ACTIVATIONS)}")
+        if self.activation not in ACTIVATION_NAMES:
+            raise InputError(f"unknown activation {self.activation!r}; valid: {', '.join(ACTIVATION_NAMES)}")
         if self.sde_sample_freq != -1 and self.sde_sample_freq < 1:
             raise InputError(f"sde_sample_freq must be -1 (once per rollout) or a positive int, got {self.sde_sample_freq}")
         non_negative(self, "value_center_coef")

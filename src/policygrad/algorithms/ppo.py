@@ -23,16 +23,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from policygrad.algorithms.base import Algorithm, Batch, standardize
 from policygrad.algorithms.config import BaseConfig, non_negative, positive, unit_interval
+from policygrad.backends import Term
 from policygrad.errors import InputError
-from policygrad.numpy_grad import NumpyActorCritic, clipped_surrogate_grad, importance_kl_grad, value_loss_grad
-from policygrad.numpy_grad import standardize as numpy_standardize
-from policygrad.numpy_grad import mean as numpy_mean
 from policygrad.losses import (
     approx_kl,
     clip_fraction,
@@ -100,42 +97,39 @@ class PPO(Algorithm):
         return self._gae(rollout)
 
     def optimise(self, batch: Batch) -> dict[str, Any]:
-        net = self.numpy_path()
-        if net is not None:
-            return self._optimise_numpy(batch, net)
         cfg = self.config
+        backend = self.backend
         size = len(batch)
         minibatch_size = min(cfg.minibatch_size, size)  # fewer samples when invalid steps were dropped
         value_clip = cfg.clip_eps if cfg.clip_vloss else None
         # Means over all minibatch steps: policy_loss, value_loss, entropy, approx_kl, clip_fraction, grad_norm.
-        totals = torch.zeros(6)
+        totals = torch.zeros(6, dtype=torch.float64)
         steps = 0
         epochs = 0
         for _ in range(cfg.num_epochs):
             # The batch shuffled once per epoch; its minibatches are consecutive slices (views).
             shuffled = batch.index(torch.randperm(size))
             advantages_epoch = self._minibatch_advantages(shuffled.advantages, minibatch_size)
-            losses: list[Tensor] = []  # [policy loss, value loss, grad norm] per minibatch
+            losses: list[Any] = []  # [policy loss, value loss, grad norm] per minibatch
             log_probs: list[Tensor] = []
             entropies: list[Tensor] = []
             for start in range(0, size, minibatch_size):
                 mb = shuffled.slice(start, start + minibatch_size)
-                dist, values = self.policy(mb.observations, mb.action_masks)
-                log_prob = dist.log_prob(mb.actions)  # [b]
-                entropy = dist.entropy()  # [b]
+                out = backend.evaluate(mb.observations, mb.actions, mb.action_masks)  # log π, H, V: [b] each
                 advantages = advantages_epoch[start : start + minibatch_size]
                 if cfg.kl_penalty:
-                    policy_loss = importance_surrogate(log_prob, mb.old_log_probs, advantages) + kl_penalty(
-                        log_prob, mb.old_log_probs, self.kl_beta
-                    )
+                    terms = [Term(importance_surrogate, (out.log_prob, mb.old_log_probs, advantages)),
+                             Term(kl_penalty, (out.log_prob, mb.old_log_probs, self.kl_beta))]
                 else:
-                    policy_loss = clipped_surrogate(log_prob, mb.old_log_probs, advantages, cfg.clip_eps)
-                v_loss = value_loss(values, mb.returns, mb.old_values, value_clip)
-                loss = policy_loss + cfg.vf_coef * v_loss + entropy_bonus(entropy, cfg.ent_coef)
-                grad_norm = self._gradient_step(loss)
-                losses += (policy_loss.detach(), v_loss.detach(), grad_norm)
-                log_probs.append(log_prob.detach())
-                entropies.append(entropy.detach())
+                    terms = [Term(clipped_surrogate, (out.log_prob, mb.old_log_probs, advantages, cfg.clip_eps))]
+                n_policy = len(terms)
+                terms.append(Term(value_loss, (out.value, mb.returns, mb.old_values, value_clip), cfg.vf_coef))
+                if cfg.ent_coef:
+                    terms.append(Term(entropy_bonus, (out.entropy, cfg.ent_coef)))
+                values, grad_norm = backend.step(terms)
+                losses += (sum(values[1:n_policy], values[0]), values[n_policy], grad_norm)
+                log_probs.append(out.log_prob.detach())
+                entropies.append(out.entropy.detach())
             # The epoch's metrics at once (the same means over minibatches as step by step), and one
             # host read per epoch: the finiteness check and the early stop.
             with torch.no_grad():
@@ -162,68 +156,6 @@ class PPO(Algorithm):
             self._adapt_beta(batch)
         return metrics
 
-    def _optimise_numpy(self, batch: Batch, net: NumpyActorCritic) -> dict[str, Any]:
-        """:meth:`optimise` with the losses' gradients in NumPy (:mod:`policygrad.numpy_grad`):
-        the same shuffles, minibatches, losses, clipping, optimiser steps and metrics."""
-        cfg = self.config
-        size = len(batch)
-        minibatch_size = min(cfg.minibatch_size, size)
-        value_clip = cfg.clip_eps if cfg.clip_vloss else None
-        x = net.encode(batch.observations)
-        arrays = [batch.actions.numpy(), batch.old_log_probs.numpy(), batch.old_values.numpy(),
-                  batch.advantages.numpy(), batch.returns.numpy()]
-        masks = None if batch.action_masks is None else batch.action_masks.numpy()
-        totals = [0.0] * 6
-        steps = 0
-        epochs = 0
-        for _ in range(cfg.num_epochs):
-            perm = torch.randperm(size).numpy()
-            xs = x[perm]
-            actions, old_log_probs, old_values, advantages_all, returns = (a[perm] for a in arrays)
-            mask_epoch = None if masks is None else masks[perm]
-            epoch = [0.0] * 6  # policy loss, value loss, entropy, approx. KL, clip fraction, grad norm
-            epoch_steps = 0
-            for start in range(0, size, minibatch_size):
-                stop = start + minibatch_size
-                old_log_prob = old_log_probs[start:stop]
-                advantages = advantages_all[start:stop]
-                if cfg.normalize_advantages:
-                    advantages = numpy_standardize(advantages)
-                f = net.forward(xs[start:stop], actions[start:stop], None if mask_epoch is None else mask_epoch[start:stop])
-                if cfg.kl_penalty:
-                    policy_loss, d_log_prob, ratio = importance_kl_grad(f.log_prob, old_log_prob, advantages, self.kl_beta)
-                else:
-                    policy_loss, d_log_prob, ratio = clipped_surrogate_grad(f.log_prob, old_log_prob, advantages, cfg.clip_eps)
-                v_loss, d_value = value_loss_grad(f.value, returns[start:stop], old_values[start:stop], value_clip)
-                n = len(f.log_prob)
-                d_value *= d_value.dtype.type(cfg.vf_coef)
-                d_entropy = None if cfg.ent_coef == 0 else np.full(n, -cfg.ent_coef / n, dtype=d_value.dtype)
-                net.backward(f, d_log_prob, d_entropy, d_value)
-                grad_norm = net.clip_grads(cfg.max_grad_norm)
-                net.step(self.optimizer)
-                log_ratio = f.log_prob - old_log_prob
-                epoch[0] += policy_loss
-                epoch[1] += v_loss
-                epoch[2] += float(numpy_mean(f.entropy))
-                epoch[3] += float(numpy_mean(np.expm1(log_ratio) - log_ratio))
-                epoch[4] += float(numpy_mean(np.abs(ratio - 1) > cfg.clip_eps))
-                epoch[5] += grad_norm
-                epoch_steps += 1
-            epoch = [value / epoch_steps for value in epoch]
-            self._check_finite(epoch[0] + epoch[1], "the summed policy and value loss")
-            totals = [t + e * epoch_steps for t, e in zip(totals, epoch)]
-            steps += epoch_steps
-            epochs += 1
-            if cfg.target_kl is not None and epoch[3] > cfg.target_kl:
-                break
-        means = [t / steps for t in totals]
-        metrics: dict[str, Any] = dict(zip(("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "grad_norm"), means))
-        metrics["epochs"] = epochs
-        if cfg.kl_penalty:
-            metrics["kl_beta"] = self.kl_beta
-            self._adapt_beta(batch)
-        return metrics
-
     def _minibatch_advantages(self, advantages: Tensor, minibatch_size: int) -> Tensor:
         """The shuffled advantages ``[B]``, standardised within each minibatch of consecutive
         samples when ``normalize_advantages`` (all the epoch's minibatches in one operation)."""
@@ -241,14 +173,16 @@ class PPO(Algorithm):
         """``[6]``: policy loss, value loss, entropy, approx. KL, clip fraction, grad norm, each the
         mean over the epoch's minibatches of its minibatch mean."""
         n = len(entropies)
-        per_step = torch.stack(losses).view(n, 3).mean(0)  # policy loss, value loss, grad norm
+        per_step = torch.tensor([float(v) for v in losses], dtype=torch.float64) if not isinstance(losses[0], Tensor) \
+            else torch.stack(losses).double()
+        per_step = per_step.view(n, 3).mean(0)  # policy loss, value loss, grad norm
         log_prob = log_probs[0] if n == 1 else torch.cat(log_probs)
         entropy = entropies[0] if n == 1 else torch.cat(entropies)
         old_log_prob = shuffled.old_log_probs
         full = len(entropy) // minibatch_size * minibatch_size  # samples in full-size minibatches
         if full == len(entropy):  # equal minibatches: the mean of their means is the mean over all
             stats = [entropy.mean(), approx_kl(log_prob, old_log_prob), clip_fraction(log_prob, old_log_prob, self.config.clip_eps)]
-            return torch.stack([per_step[0], per_step[1], *stats, per_step[2]])
+            return torch.stack([per_step[0], per_step[1], *(s.double() for s in stats), per_step[2]])
         stats = []
         for fn in (
             lambda lp, old, h: h.mean(),
@@ -260,7 +194,7 @@ class PPO(Algorithm):
             value = fn(log_prob[:full], old_log_prob[:full], entropy[:full]) * (full // minibatch_size)
             if full < len(entropy):
                 value = value + fn(log_prob[full:], old_log_prob[full:], entropy[full:])
-            stats.append(value / n)
+            stats.append((value / n).double())
         return torch.stack([per_step[0], per_step[1], *stats, per_step[2]])
 
     @torch.no_grad()

@@ -98,6 +98,7 @@ class NPG(Algorithm):
     name = "npg"
     config: NPGConfig
     line_search: bool = False
+    numpy_refusal = "the natural step's Fisher-vector products (second derivatives, through autograd)"
 
     def weigh(self, rollout: Any) -> tuple[Tensor, Tensor]:
         return self._gae(rollout)
@@ -122,8 +123,8 @@ class NPG(Algorithm):
         entropy = dist.entropy().detach().mean()
         loss = surrogate(dist)
         self._check_finite(loss.detach(), "the surrogate loss")
-        grads = torch.autograd.grad(loss, self._params, retain_graph=True, allow_unused=True)
-        params = [p for p, g in zip(self._params, grads) if g is not None]
+        grads = torch.autograd.grad(loss, self.backend.params, retain_graph=True, allow_unused=True)
+        params = [p for p, g in zip(self.backend.params, grads) if g is not None]
         gradient = -torch.cat([g.reshape(-1) for g in grads if g is not None])  # ascent direction g
         fvp = fisher_vector_product(old_dist.kl(dist).mean(), params, cfg.damping)
         step, expected = natural_step(fvp, gradient, cfg.max_kl, cfg.cg_iters, cfg.cg_residual_tol)
@@ -173,7 +174,7 @@ class NPG(Algorithm):
             for start in range(0, size, minibatch_size):
                 idx = perm[start : start + minibatch_size]
                 v_loss = value_loss(self.policy.value(batch.observations[idx]), batch.returns[idx])
-                self._gradient_step(v_loss)
+                self.backend.minimize(v_loss)
                 total += v_loss.detach()
                 steps += 1
         mean = total / steps
