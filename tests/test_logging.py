@@ -1,8 +1,13 @@
-"""metrics.csv, its truncation on resume, TensorBoard output, the progress bar and text tables."""
+"""metrics.csv, its truncation on resume, TensorBoard output (read back with tensorboard's reader), the
+progress bar and text tables."""
 
 from __future__ import annotations
 
 import csv
+import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +15,7 @@ import pytest
 import torch
 
 from policygrad.errors import InputError
-from policygrad.logging import MetricsLogger, ProgressBar, format_table
+from policygrad.logging import TENSORBOARD_TAGS, MetricsLogger, ProgressBar, format_table, tensorboard_tag
 
 COLUMNS = ["step", "episode_return_mean", "loss"]
 
@@ -86,20 +91,6 @@ def test_fresh_logger_overwrites_and_resume_without_file_starts_new(tmp_path: Pa
     assert _rows(other) == [COLUMNS, ["10", "", ""]]
 
 
-def test_tensorboard_scalars_use_the_step_column(tmp_path: Path) -> None:
-    pytest.importorskip("tensorboard")
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    with MetricsLogger(tmp_path, COLUMNS, tensorboard=True) as log:
-        log.log({"step": 128, "episode_return_mean": 10.0, "loss": 1.0})
-        log.log({"step": 256, "loss": 0.5})
-    events = EventAccumulator(str(tmp_path / "tb"))
-    events.Reload()
-    assert [(e.step, e.value) for e in events.Scalars("loss")] == [(128, 1.0), (256, 0.5)]
-    assert [e.step for e in events.Scalars("episode_return_mean")] == [128]
-    assert "step" not in events.Tags()["scalars"]
-
-
 def test_progress_bar_disabled_prints_nothing(capsys: pytest.CaptureFixture[str]) -> None:
     with ProgressBar(1000, enabled=False) as bar:
         bar.update(100, episode_return=5.0, extra={"kl": 0.01})
@@ -131,15 +122,99 @@ def test_format_table_aligns_columns() -> None:
     ]
 
 
-def test_tensorboard_resume_hides_events_after_the_checkpoint(tmp_path: Path) -> None:
+# The columns of the training loop's metrics.csv, plus update metrics outside the table and an
+# evaluation column: every kind of tag.
+RUN_COLUMNS = [
+    "step", "wall_time", "episode_return_mean", "episode_length_mean", "policy_loss", "value_loss", "entropy",
+    "approx_kl", "clip_fraction", "explained_variance", "grad_norm", "learning_rate", "steps_per_second",
+    "reward_per_step", "rho", "eval_return_mean",
+]
+
+
+def _scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar tag in ``run_dir/tb`` with its ``(step, value)`` pairs, as TensorBoard reads them."""
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    events = EventAccumulator(str(run_dir / "tb"))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_tensorboard_tags() -> None:
+    assert tensorboard_tag("step") is None
+    assert tensorboard_tag("episode_return_mean") == "rollout/ep_return_mean"
+    assert tensorboard_tag("episode_length_mean") == "rollout/ep_len_mean"
+    assert tensorboard_tag("steps_per_second") == "time/steps_per_second"
+    assert tensorboard_tag("policy_loss") == "train/policy_loss"
+    assert tensorboard_tag("kl_beta") == "train/kl_beta"  # an update metric outside the table
+    assert tensorboard_tag("eval_return_mean") == "eval/return_mean"
+    tags = [t for t in TENSORBOARD_TAGS.values() if t is not None]
+    assert len(set(tags)) == len(tags)
+    assert all(t.split("/")[0] in {"train", "rollout", "time", "eval"} for t in tags)
+
+
+def test_tensorboard_scalars_have_tags_steps_and_values(tmp_path: Path) -> None:
+    # Values exact in float32, TensorBoard's scalar type.
+    first = {name: 0.25 * i for i, name in enumerate(RUN_COLUMNS)}
+    first["step"] = 128
+    with MetricsLogger(tmp_path, RUN_COLUMNS, continuing=True) as log:
+        log.log(first)
+        # No episode finished (None), a failed statistic (nan) and an infinite one are skipped.
+        log.log({"step": 256, "episode_return_mean": None, "policy_loss": math.nan, "grad_norm": math.inf,
+                 "value_loss": np.float32(0.5), "entropy": torch.tensor(1.5)})
+    scalars = _scalars(tmp_path)
+    assert set(scalars) == {tensorboard_tag(c) for c in RUN_COLUMNS} - {None}
+    assert {"rollout/ep_return_mean", "rollout/ep_len_mean", "rollout/reward_per_step", "time/steps_per_second",
+            "time/time_elapsed", "train/policy_loss", "train/learning_rate", "train/rho",
+            "eval/return_mean"} <= set(scalars)
+    for name in RUN_COLUMNS[1:]:
+        expected = [(128, first[name])] + ([(256, {"value_loss": 0.5, "entropy": 1.5}[name])]
+                                           if name in ("value_loss", "entropy") else [])
+        assert scalars[tensorboard_tag(name)] == expected, name
+    # metrics.csv keeps its columns and every value
+    rows = _rows(tmp_path)
+    assert rows[0] == RUN_COLUMNS
+    assert rows[2][RUN_COLUMNS.index("policy_loss")] == "nan"
+
+
+def test_reward_per_step_goes_to_tensorboard_only_for_continuing_tasks(tmp_path: Path) -> None:
+    columns = ["step", "episode_return_mean", "reward_per_step"]
+    for continuing in (False, True):
+        run_dir = tmp_path / str(continuing)
+        with MetricsLogger(run_dir, columns, continuing=continuing) as log:
+            log.log({"step": 10, "episode_return_mean": 3.0, "reward_per_step": 0.5})
+        scalars = _scalars(run_dir)
+        assert scalars["rollout/ep_return_mean"] == [(10, 3.0)]
+        assert ("rollout/reward_per_step" in scalars) is continuing
+        if continuing:
+            assert scalars["rollout/reward_per_step"] == [(10, 0.5)]
+        assert _rows(run_dir) == [columns, ["10", "3.0", "0.5"]]  # the CSV has it either way
+
+
+def test_tensorboard_resume_hides_events_after_the_checkpoint(tmp_path: Path) -> None:
     with MetricsLogger(tmp_path, COLUMNS) as log:
         for step in (100, 200, 300, 400):
             log.log({"step": step, "loss": 1.0})
+    # The checkpoint was taken at step 200: the crashed run's 300 and 400 are hidden, 300 is logged again.
     with MetricsLogger(tmp_path, COLUMNS, resume=True, resume_step=200) as log:
         log.log({"step": 300, "loss": 2.0})
-    events = EventAccumulator(str(tmp_path / "tb"))
-    events.Reload()
-    assert [(e.step, e.value) for e in events.Scalars("loss")] == [(100, 1.0), (200, 1.0), (300, 2.0)]
+    assert len(list((tmp_path / "tb").iterdir())) == 2  # one event file per invocation
+    assert _scalars(tmp_path) == {"train/loss": [(100, 1.0), (200, 1.0), (300, 2.0)]}
+
+
+def test_without_tensorboard_no_events_and_no_writer_imported(tmp_path: Path) -> None:
+    code = f"""
+import sys
+from policygrad.logging import MetricsLogger
+with MetricsLogger({str(tmp_path)!r}, ["step", "loss"], tensorboard=False) as log:
+    log.log({{"step": 1, "loss": 0.5}})
+print(sorted(m for m in sys.modules if m.startswith(("tensorboard", "torch.utils.tensorboard"))))
+"""
+    import policygrad
+
+    env = {**os.environ, "PYTHONPATH": str(Path(policygrad.__file__).parents[1])}  # the policygrad under test
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.strip() == "[]"
+    assert not (tmp_path / "tb").exists()
+    assert _rows(tmp_path) == [["step", "loss"], ["1", "0.5"]]

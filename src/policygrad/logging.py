@@ -3,38 +3,77 @@
 ``metrics.csv`` in the run directory has one header line (the columns, fixed when the logger is
 created) and one line per :meth:`MetricsLogger.log` call, flushed at once so that a crash loses at
 most the line being written. A blank field means "no value in this row" (for instance no episode
-finished during that update). TensorBoard scalars go to ``<run_dir>/tb/`` with the ``step``
-column as the global step.
+finished during that update).
 
-TensorBoard events are encoded here (a few protocol-buffer fields, see :class:`EventFile`), so
-writing them imports neither tensorboard nor protobuf; tqdm is imported only when used.
+TensorBoard scalars go to ``<run_dir>/tb/`` through ``torch.utils.tensorboard.SummaryWriter``, with
+the ``step`` column as the global step and the tags of :data:`TENSORBOARD_TAGS` (``train/…``,
+``rollout/…``, ``time/…``, ``eval/…``). The writer is imported only by a logger that writes events,
+tqdm only by a progress bar.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import itertools
 import math
 import os
-import socket
-import struct
 import sys
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-import numpy as np
-
 from policygrad.errors import InputError
 
-__all__ = ["MetricsLogger", "EventFile", "ProgressBar", "format_table", "METRICS_FILE", "STEP_COLUMN"]
+__all__ = [
+    "MetricsLogger",
+    "ProgressBar",
+    "format_table",
+    "tensorboard_tag",
+    "METRICS_FILE",
+    "STEP_COLUMN",
+    "TENSORBOARD_TAGS",
+]
 
 METRICS_FILE = "metrics.csv"
 """Name of the metrics file inside a run directory."""
 
 STEP_COLUMN = "step"
 """The column holding the environment-step count: TensorBoard's global step and the resume key."""
+
+TENSORBOARD_TAGS: Mapping[str, str | None] = {
+    # the global step of every event, not a scalar of its own
+    STEP_COLUMN: None,
+    # episodes that finished during the update's rollout, and the rollout's reward rate
+    "episode_return_mean": "rollout/ep_return_mean",
+    "episode_length_mean": "rollout/ep_len_mean",
+    "reward_per_step": "rollout/reward_per_step",  # written only by a logger with continuing=True
+    # throughput and clock
+    "steps_per_second": "time/steps_per_second",
+    "wall_time": "time/time_elapsed",
+    # the update
+    "policy_loss": "train/policy_loss",
+    "value_loss": "train/value_loss",
+    "entropy": "train/entropy",
+    "approx_kl": "train/approx_kl",
+    "clip_fraction": "train/clip_fraction",
+    "explained_variance": "train/explained_variance",
+    "grad_norm": "train/grad_norm",
+    "learning_rate": "train/learning_rate",
+}
+"""The TensorBoard tag of each ``metrics.csv`` column (``None``: not written to TensorBoard), in the
+namespaces of Stable-Baselines3 and CleanRL: ``rollout/`` for episode statistics, ``time/`` for
+throughput, ``train/`` for update metrics, ``eval/`` for evaluations. A column not listed here gets
+its tag from :func:`tensorboard_tag`'s rule: ``eval_<name>`` → ``eval/<name>``, any other column (an
+update metric such as ``rho`` or ``kl_beta``) → ``train/<column>``."""
+
+
+def tensorboard_tag(column: str) -> str | None:
+    """The TensorBoard tag of the ``metrics.csv`` column ``column``: see :data:`TENSORBOARD_TAGS`."""
+    if column in TENSORBOARD_TAGS:
+        return TENSORBOARD_TAGS[column]
+    if column.startswith("eval_"):
+        return "eval/" + column[len("eval_"):]
+    return "train/" + column
 
 
 class MetricsLogger:
@@ -44,18 +83,23 @@ class MetricsLogger:
         run_dir: the run directory; created if missing.
         columns: the CSV header, in order. Must contain ``"step"`` when ``tensorboard`` is on or
             ``resume_step`` is given.
-        tensorboard: also write every numeric value as a TensorBoard scalar under ``run_dir/tb``.
+        tensorboard: also write every finite numeric value as a TensorBoard scalar under
+            ``run_dir/tb``, tagged as :data:`TENSORBOARD_TAGS` says.
         resume: continue an existing ``metrics.csv`` (whose header must equal ``columns``)
             instead of starting a new one; without a file there, start a new one.
         resume_step: with ``resume``, the step the run resumes from: rows with a larger ``step``
             were logged after the checkpoint and are dropped (and hidden in TensorBoard), since the
             resumed run logs them again. ``None`` keeps every row.
+        continuing: the run is a continuing task (criterion ``"average"``): write the
+            ``reward_per_step`` column to TensorBoard as ``rollout/reward_per_step``, the curve of
+            such a task. Otherwise that column goes to ``metrics.csv`` only.
 
     A fresh logger (``resume=False``) overwrites an existing ``metrics.csv``.
 
     Raises:
         ValueError: ``columns`` is empty, has duplicates, or lacks ``"step"`` where it is needed.
         InputError: the existing ``metrics.csv`` has other columns than ``columns``.
+        ImportError: ``tensorboard`` is on and the tensorboard package is missing.
     """
 
     def __init__(
@@ -65,6 +109,7 @@ class MetricsLogger:
         tensorboard: bool = True,
         resume: bool = False,
         resume_step: int | None = None,
+        continuing: bool = False,
     ) -> None:
         columns = list(columns)
         if not columns:
@@ -90,11 +135,18 @@ class MetricsLogger:
             self._file.flush()
 
         self._csv = csv.writer(self._file, lineterminator="\n")
-        self._writer: EventFile | None = None
+        self._tags = {c: tensorboard_tag(c) for c in columns}
+        if not continuing and "reward_per_step" in self._tags:
+            self._tags["reward_per_step"] = None
+        self._writer: _ScalarWriter | None = None
         if tensorboard:
             # purge_step hides events a crashed run wrote after the step it resumes from.
             purge_step = resume_step + 1 if resume and resume_step is not None else None
-            self._writer = EventFile(self.run_dir / "tb", purge_step=purge_step)
+            try:
+                self._writer = _ScalarWriter(self.run_dir / "tb", purge_step=purge_step)
+            except BaseException:
+                self._file.close()
+                raise
 
     def _truncate_existing(self, resume_step: int | None) -> int:
         """Keep the rows up to ``resume_step`` and rewrite the file atomically; returns their count."""
@@ -141,10 +193,11 @@ class MetricsLogger:
         self._rows_logged += 1
         if self._writer is not None:
             step = values.get(STEP_COLUMN)
-            global_step = int(step) if isinstance(step, (int, float)) else self._rows_logged
+            global_step = int(step) if _is_finite(step) else self._rows_logged
+            tags = self._tags
             self._writer.scalars(
                 global_step,
-                {name: value for name, value in values.items() if name != STEP_COLUMN and isinstance(value, (int, float))},
+                {tags[name]: value for name, value in values.items() if tags[name] is not None and _is_finite(value)},
             )
 
     def close(self) -> None:
@@ -163,185 +216,48 @@ class MetricsLogger:
         self.close()
 
 
-class EventFile:
-    """A TensorBoard event file, written in the calling thread.
+class _ScalarWriter:
+    """Scalars to TensorBoard through ``torch.utils.tensorboard.SummaryWriter``, one event per row.
 
-    What ``torch.utils.tensorboard.SummaryWriter`` writes, without its writer thread: a file
-    ``events.out.tfevents.<time>.<host>.<pid>.<n>`` of TFRecords (the length, the masked CRC-32C of
-    the length, an ``Event`` protocol buffer, its masked CRC-32C), starting with the file-version
-    event, then (``purge_step``) the session-start event that makes TensorBoard hide older events
-    from that step on, then one event per :meth:`scalars` call holding all its scalars. Events are
-    flushed to disk every ``flush_secs`` and at :meth:`close`.
+    Args:
+        log_dir: the directory of the event files; created if missing.
+        purge_step: hide events of earlier files at this step and after (a resumed run writes
+            them again); ``None`` hides nothing.
 
-    Why not SummaryWriter: its thread computes the CRCs in pure Python while holding the
-    interpreter lock, and hands every event over through a queue; for a run that logs a row per
-    update (A2C: thousands) that took about a fifth of the training time. Why not tensorboard's
-    ``Event`` classes: importing them (protobuf) cost ~11 ms per process, for the handful of fields
-    :func:`_event` writes.
+    Why SummaryWriter and not tensorboard's own ``EventFileWriter``: both import the same
+    ``tensorboard.summary`` package (most of the ~0.15-0.25 s import); SummaryWriter adds ~5 ms of
+    its own modules and writes the purge events itself. Each row is one ``Summary`` of all its
+    scalars handed to the writer's ``file_writer``, not one ``add_scalar`` call per value: the
+    writer thread computes each event's CRCs in pure Python, so a dozen events per row cost about
+    eight times as much (~1 ms instead of ~0.12 ms per row).
     """
 
-    def __init__(self, log_dir: str | Path, purge_step: int | None = None, flush_secs: float = 10.0) -> None:
-        log_dir = Path(log_dir)
-        log_dir.mkdir(parents=True, exist_ok=True)
-        name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.{next(_EVENT_FILES)}"
-        self.path = log_dir / name
-        self._file = open(self.path, "wb")
-        self._flush_secs = float(flush_secs)
-        self._prefixes: dict[str, bytes] = {}
-        self._write(_event(wall_time=time.time(), file_version="brain.Event:2", writer="policygrad.logging"))
-        if purge_step is not None:
-            self._write(_event(step=purge_step, file_version="brain.Event:2"))
-            self._write(_event(step=purge_step, session_status=_SESSION_START))
-        self.flush()
+    def __init__(self, log_dir: Path, purge_step: int | None) -> None:
+        try:
+            from tensorboard.compat.proto.summary_pb2 import Summary
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as err:
+            raise ImportError(
+                f"writing TensorBoard events needs the tensorboard package ({err}); install it, or turn tensorboard off"
+            ) from err
+        self._summary = Summary
+        self._writer = SummaryWriter(str(log_dir), purge_step=purge_step, flush_secs=10)
 
     def scalars(self, step: int, values: Mapping[str, float]) -> None:
-        """One event at ``step`` with every ``tag: value`` of ``values`` as a scalar."""
-        prefixes = self._prefixes
-        summary = b"".join(
-            (prefixes.get(tag) or self._prefix(tag)) + _float32(float(v)) for tag, v in values.items()
-        )
-        self._write(_event(wall_time=time.time(), step=int(step), summary=summary))
-        if time.monotonic() - self._flushed > self._flush_secs:
-            self.flush()
-
-    def _prefix(self, tag: str) -> bytes:
-        """The bytes of a ``Summary.Value`` for ``tag`` up to its 4-byte float (cached per tag)."""
-        body = _string(1, tag) + _FLOAT_2
-        prefix = self._prefixes[tag] = bytes([1 << 3 | 2]) + _varint(len(body) + 4) + body
-        return prefix
-
-    def _write(self, data: bytes) -> None:
-        header = struct.pack("<Q", len(data))
-        self._file.write(b"".join((header, struct.pack("<I", masked_crc32c(header)), data, struct.pack("<I", masked_crc32c(data)))))
-
-    def flush(self) -> None:
-        self._file.flush()
-        self._flushed = time.monotonic()
+        """One event at ``step`` holding every ``tag: value`` of ``values`` (none: no event)."""
+        if not values:
+            return
+        Summary = self._summary
+        summary = Summary(value=[Summary.Value(tag=tag, simple_value=value) for tag, value in values.items()])
+        self._writer.file_writer.add_summary(summary, step)
 
     def close(self) -> None:
-        if not self._file.closed:
-            self._file.close()
+        self._writer.close()
 
 
-_EVENT_FILES = itertools.count()
-
-# The protocol-buffer messages of tensorboard/compat/proto/{event,summary}.proto that EventFile
-# writes, field numbers in brackets:
-#   Event: wall_time [1] double, step [2] int64, file_version [3] string, summary [5] Summary,
-#          session_log [7] SessionLog, source_metadata [10] SourceMetadata
-#   Summary: value [1] repeated Value;  Value: tag [1] string, simple_value [2] float
-#   SessionLog: status [1] enum (START = 1);  SourceMetadata: writer [1] string
-# A field is its key (number << 3 | wire type) then a varint (wire type 0), 8 little-endian bytes
-# (1), a varint length and that many bytes (2), or 4 little-endian bytes (5); fields in order of
-# number. Proto3 leaves out a field holding its default (0, ""), except a member of a oneof
-# (file_version, summary, session_log, simple_value), which is written whenever it is set.
-_SESSION_START = 1
-_DOUBLE_1 = bytes([1 << 3 | 1])  # Event.wall_time
-_FLOAT_2 = bytes([2 << 3 | 5])  # Summary.Value.simple_value
-
-
-def _varint(n: int) -> bytes:
-    n &= 0xFFFFFFFFFFFFFFFF  # a negative int64 is its two's complement: 10 bytes
-    out = bytearray()
-    while n > 0x7F:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    """A length-delimited field (string, bytes or message), written even when empty."""
-    return bytes([number << 3 | 2]) + _varint(len(payload)) + payload
-
-
-def _string(number: int, text: str) -> bytes:
-    """A proto3 string field outside a oneof: nothing when empty."""
-    return _field(number, text.encode("utf-8")) if text else b""
-
-
-def _float32(value: float) -> bytes:
-    try:
-        return struct.pack("<f", value)
-    except OverflowError:  # beyond float32's range: ±inf, as protobuf's C cast gives
-        return struct.pack("<f", math.copysign(math.inf, value))
-
-
-def _event(
-    wall_time: float = 0.0,
-    step: int = 0,
-    *,
-    file_version: str | None = None,
-    summary: bytes | None = None,
-    session_status: int | None = None,
-    writer: str | None = None,
-) -> bytes:
-    """A serialized ``Event``; ``summary`` is the encoded body of a ``Summary`` message.
-
-    Give at most one of ``file_version``, ``summary`` and ``session_status`` (Event's oneof).
-    """
-    out = b""
-    if wall_time:
-        out += _DOUBLE_1 + struct.pack("<d", wall_time)
-    if step:
-        out += bytes([2 << 3]) + _varint(step)
-    if file_version is not None:
-        out += _field(3, file_version.encode("utf-8"))
-    if summary is not None:
-        out += _field(5, summary)
-    if session_status is not None:
-        out += _field(7, bytes([1 << 3]) + _varint(session_status) if session_status else b"")
-    if writer is not None:
-        out += _field(10, _string(1, writer))
-    return out
-
-
-# CRC-32C (Castagnoli), as TFRecord frames records. For speed with NumPy: the CRC is affine in the
-# message bits, so the CRC of an n-byte message is the XOR of one table entry per byte, the entry
-# for byte value v at distance k from the end being _CRC_TABLES[k, v] (v followed by k zero bytes);
-# the initial value 0xFFFFFFFF acts as the first four bytes XORed with 0xFF.
-_CRC_POLY = 0x82F63B78
-
-
-def _crc_byte_table() -> np.ndarray:
-    table = np.zeros(256, dtype=np.uint32)
-    for v in range(256):
-        c = v
-        for _ in range(8):
-            c = (c >> 1) ^ _CRC_POLY if c & 1 else c >> 1
-        table[v] = c
-    return table
-
-
-_CRC_BYTE = _crc_byte_table()
-_CRC_BYTE_LIST = [int(c) for c in _CRC_BYTE]
-_CRC_TABLES = _CRC_BYTE[None, :].copy()  # grown on demand to the longest message seen
-
-
-def crc32c(data: bytes) -> int:
-    """The CRC-32C of ``data``."""
-    if len(data) <= 16:  # a short loop beats the NumPy calls
-        crc = 0xFFFFFFFF
-        for b in data:
-            crc = _CRC_BYTE_LIST[(crc ^ b) & 0xFF] ^ (crc >> 8)
-        return crc ^ 0xFFFFFFFF
-    global _CRC_TABLES
-    n = len(data)
-    if n > len(_CRC_TABLES):
-        tables = np.empty((max(n, 2 * len(_CRC_TABLES)), 256), dtype=np.uint32)
-        tables[: len(_CRC_TABLES)] = _CRC_TABLES
-        for k in range(len(_CRC_TABLES), len(tables)):
-            tables[k] = _CRC_BYTE[tables[k - 1] & 0xFF] ^ (tables[k - 1] >> 8)
-        _CRC_TABLES = tables
-    message = np.frombuffer(data, dtype=np.uint8).copy()
-    message[:4] ^= 0xFF
-    return int(np.bitwise_xor.reduce(_CRC_TABLES[np.arange(n - 1, -1, -1), message])) ^ 0xFFFFFFFF
-
-
-def masked_crc32c(data: bytes) -> int:
-    """TFRecord's masked CRC: ((crc >> 15) | (crc << 17)) + 0xA282EAD8, modulo 2³²."""
-    crc = crc32c(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+def _is_finite(value: Any) -> bool:
+    """A number TensorBoard can plot: an int, or a float other than nan and ±inf."""
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
 
 
 def _csv_line(fields: Iterable[str]) -> str:
