@@ -106,3 +106,18 @@ def test_speed_runner_under_load_says_so_in_its_table_and_records(tmp_path):
     pids = [int(pid) for pid in re.search(r"PIDs \[([0-9, ]+)\]", proc.stderr).group(1).split(",")]
     assert len(pids) == 1 and all(_gone(pid) for pid in pids)
 
+
+@pytest.mark.slow
+def test_train_under_load_times_idle_and_loaded_processes_of_a_given_source(tmp_path):
+    record = tmp_path / "load.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "train_under_load.py"), "--src", str(ROOT / "src"), "--runs", "1",
+         "--steps", "1024", "--json", str(record)],
+        capture_output=True, text=True, cwd=ROOT, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Loaded / idle wall:" in proc.stdout and "target ≤ 1.5×" in proc.stdout
+    data = json.loads(record.read_text())
+    assert data["src"] == str((ROOT / "src").resolve()) and data["competitors"] == 1
+    assert len(data["runs"]["idle"]) == len(data["runs"]["loaded"]) == 1
+    assert data["runs"]["loaded"][0]["competitors"] == 1 and data["ratio_wall"] > 0
