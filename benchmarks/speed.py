@@ -8,6 +8,13 @@ final deterministic return over 20 episodes.
 
     python benchmarks/speed.py                      # every case, 3 seeds (needs the `bench` extra)
     python benchmarks/speed.py --cases ppo_8x128 --seeds 1 --scale 0.05   # a quick look
+    python benchmarks/speed.py --competitors 1 --out benchmarks/results/speed_loaded.md   # loaded
+
+With ``--competitors K`` the runner starts K CPU-bound competitor processes (pure-Python busy
+loops, benchmarks/load.py) before the first measured run and ends them, by their own PIDs, after
+the last: every run of every library then shares the machine with the same load. The load is
+written into the table's heading, its ``load`` column and every JSON record, and a loaded table is
+refused at the idle table's path (benchmarks/results/speed.md) and vice versa.
 
 The environment floor steps the same vector environment policygrad uses for the same number of
 steps with random actions: no policy, no learning. Its time is the least any library could take.
@@ -31,10 +38,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from report import emit  # this directory's module (scripts run as python benchmarks/NAME.py)
+import load  # this directory's modules (scripts run as python benchmarks/NAME.py)
+from report import emit
 
 _T_START = time.perf_counter()
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+IDLE_TABLE, LOADED_TABLE = RESULTS / "speed.md", RESULTS / "speed_loaded.md"
 
 
 @dataclass(frozen=True)
@@ -205,11 +215,21 @@ class CaseResult:
         return [a["train_seconds"] / max(b["train_seconds"], 1e-9) for a, b in zip(self.runs[num], self.runs[den])]
 
 
-def format_results(results: list[CaseResult], seeds: int) -> str:
+def load_heading(competitors: int) -> str:
+    if competitors == 0:
+        return "**Idle machine**: no competitor processes."
+    loops = "a pure-Python busy loop" if competitors == 1 else "pure-Python busy loops"
+    return (f"**Loaded machine**: with {load.describe(competitors)} ({loops}) running throughout every "
+            f"measured run, on {os.cpu_count()} CPUs.")
+
+
+def format_results(results: list[CaseResult], seeds: int, competitors: int = 0) -> str:
     lines = [
+        load_heading(competitors),
+        "",
         f"| case | steps | SB3 s | policygrad s | SB3 / policygrad (median, range) | target | policygrad steps/s | "
-        f"floor s | policygrad / floor | floor target | return SB3 | return policygrad |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"floor s | policygrad / floor | floor target | return SB3 | return policygrad | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         c = r.case
@@ -232,7 +252,7 @@ def format_results(results: list[CaseResult], seeds: int) -> str:
             f"| {c.name}: {c.description} | {int(steps)} | {sb3_s} | {pg:.2f} | {ratio} | "
             f"{'≥ %.1f×' % c.target_ratio if c.target_ratio else dash} | {steps / pg:,.0f} | "
             f"{floor_s} | {floor_ratio} | {'≤ %.1f×' % c.floor_ratio if c.floor_ratio else dash} | {sb3_return} | "
-            f"{r.median('policygrad', 'final_return'):.1f} |"
+            f"{r.median('policygrad', 'final_return'):.1f} | {load.describe(competitors)} |"
         )
     lines.append("")
     lines.append(f"Medians over {seeds} seeds; ratios are per seed (same seed, back-to-back runs), then the median.")
@@ -245,28 +265,54 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every case's step count")
     parser.add_argument("--libs", nargs="+", choices=list(WORKERS), default=list(WORKERS))
+    parser.add_argument("--competitors", type=int, default=0, metavar="K",
+                        help="run K CPU-bound competitor processes during every measured run (default 0: idle)")
     parser.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
+    parser.add_argument("--json", type=Path, default=None, help="also write every run's record here")
     parser.add_argument("--worker", nargs=4, metavar=("LIB", "CASE", "SEED", "STEPS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         lib, case, seed, steps = args.worker
         run_worker(lib, case, int(seed), int(steps))
         return 0
+    if args.competitors < 0:
+        parser.error("--competitors must be ≥ 0")
+    for path in (args.out, args.json):
+        if path is None:
+            continue
+        if args.competitors and path.resolve().with_suffix(".md") == IDLE_TABLE:
+            parser.error(f"a loaded run is not written over the idle table; use e.g. "
+                         f"--out {LOADED_TABLE.relative_to(ROOT)}")
+        if not args.competitors and path.resolve().with_suffix(".md") == LOADED_TABLE:
+            parser.error(f"an idle run is not written over the loaded table; use e.g. "
+                         f"--out {IDLE_TABLE.relative_to(ROOT)}")
     results = []
-    for name in args.cases:
-        case = CASES[name]
-        steps = max(case.num_envs, int(case.steps * args.scale))
-        result = CaseResult(case)
-        for seed in range(args.seeds):
-            for lib in args.libs:  # alternate: policygrad, SB3, floor for each seed
-                run = spawn(lib, name, seed, steps)
-                result.runs[lib].append(run)
-                print(f"{name} seed {seed} {lib}: {run['train_seconds']:.2f} s, return {run['final_return']:.1f}, "
-                      f"process {run['process_seconds']:.1f} s, peak {run['peak_mb']:.0f} MB", file=sys.stderr)
-        results.append(result)
+    with load.competitors(args.competitors) as procs:
+        if procs:
+            print(f"load: {load.describe(args.competitors)}, PIDs {[p.pid for p in procs]}", file=sys.stderr)
+        for name in args.cases:
+            case = CASES[name]
+            steps = max(case.num_envs, int(case.steps * args.scale))
+            result = CaseResult(case)
+            for seed in range(args.seeds):
+                for lib in args.libs:  # alternate: policygrad, SB3, floor for each seed
+                    load.check_alive(procs)
+                    run = spawn(lib, name, seed, steps)
+                    load.check_alive(procs)  # on throughout the run, not only at its start
+                    run["competitors"] = args.competitors
+                    result.runs[lib].append(run)
+                    print(f"{name} seed {seed} {lib}: {run['train_seconds']:.2f} s, return {run['final_return']:.1f}, "
+                          f"process {run['process_seconds']:.1f} s, peak {run['peak_mb']:.0f} MB", file=sys.stderr)
+            results.append(result)
+    machine = f"{os.cpu_count()} CPUs, {sys.platform}, Python {sys.version.split()[0]}"
+    if args.json:
+        record = {"competitors": args.competitors, "load": load.describe(args.competitors), "machine": machine,
+                  "seeds": args.seeds, "scale": args.scale,
+                  "cases": {r.case.name: {lib: runs for lib, runs in r.runs.items() if runs} for r in results}}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(record, indent=1) + "\n")
     if "policygrad" in args.libs:  # the table compares with whichever of SB3 and the floor ran
-        table = format_results(results, args.seeds)
-        machine = f"{os.cpu_count()} CPUs, {sys.platform}, Python {sys.version.split()[0]}"
+        table = format_results(results, args.seeds, args.competitors)
         text = f"{table}\n\nMeasured on: {machine}.\n"
         emit(text, args.out)
     return 0

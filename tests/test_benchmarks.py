@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))  # the scripts' shared modules (load, report)
+
+import load  # noqa: E402
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: an existence check, nothing is sent
+    except ProcessLookupError:
+        return True
+    return False
 
 
 def test_speed_runner_runs_policygrad_and_the_floor_and_writes_its_table(tmp_path):
@@ -47,3 +63,61 @@ def test_iteration_costs_runner_times_each_part_of_a_short_run(tmp_path):
     assert "10 iterations" in text and "environment floor" in text
     rows = {line.split(" | ")[0].strip("|· "): line.split(" | ")[-1].strip(" |") for line in text.splitlines()[4:]}
     assert rows["rollout collection"] == "10" and rows["environment steps"] == "50" and rows["forward (log π, H, V)"] == "10"
+
+
+def test_competitors_run_during_the_block_and_are_ended_by_their_own_pids_even_on_an_error():
+    with pytest.raises(RuntimeError):
+        with load.competitors(2, settle=0.05) as procs:
+            assert len(procs) == 2 and all(p.poll() is None for p in procs)
+            load.check_alive(procs)
+            raise RuntimeError("a failing benchmark")
+    assert all(p.returncode is not None for p in procs)  # terminated and reaped
+    with load.competitors(0) as none:
+        assert none == []
+    assert load.describe(0) == "idle" and load.describe(1) == "1 CPU-bound competitor process"
+
+
+def test_speed_runner_refuses_to_write_a_loaded_table_over_the_idle_one():
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--competitors", "1",
+         "--out", str(ROOT / "benchmarks" / "results" / "speed.md")],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )
+    assert proc.returncode == 2 and "speed_loaded.md" in proc.stderr
+
+
+@pytest.mark.slow
+def test_speed_runner_under_load_says_so_in_its_table_and_records(tmp_path):
+    out, record = tmp_path / "speed_loaded.md", tmp_path / "speed_loaded.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--cases", "a2c_sb3_default", "--seeds", "1",
+         "--scale", "0.01", "--libs", "policygrad", "floor", "--competitors", "1", "--out", str(out),
+         "--json", str(record)],
+        capture_output=True, text=True, cwd=ROOT, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = out.read_text()
+    assert table.startswith("**Loaded machine**: with 1 CPU-bound competitor process")
+    rows = [line for line in table.splitlines() if line.startswith("| a2c_sb3_default")]
+    assert len(rows) == 1 and rows[0].endswith("| 1 CPU-bound competitor process |")
+    data = json.loads(record.read_text())
+    assert data["competitors"] == 1
+    assert all(run["competitors"] == 1 for runs in data["cases"]["a2c_sb3_default"].values() for run in runs)
+    pids = [int(pid) for pid in re.search(r"PIDs \[([0-9, ]+)\]", proc.stderr).group(1).split(",")]
+    assert len(pids) == 1 and all(_gone(pid) for pid in pids)
+
+
+@pytest.mark.slow
+def test_train_under_load_times_idle_and_loaded_processes_of_a_given_source(tmp_path):
+    record = tmp_path / "load.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "train_under_load.py"), "--src", str(ROOT / "src"), "--runs", "1",
+         "--steps", "1024", "--json", str(record)],
+        capture_output=True, text=True, cwd=ROOT, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Loaded / idle wall:" in proc.stdout and "target ≤ 1.5×" in proc.stdout
+    data = json.loads(record.read_text())
+    assert data["src"] == str((ROOT / "src").resolve()) and data["competitors"] == 1
+    assert len(data["runs"]["idle"]) == len(data["runs"]["loaded"]) == 1
+    assert data["runs"]["loaded"][0]["competitors"] == 1 and data["ratio_wall"] > 0
