@@ -21,7 +21,10 @@ def _check_unbiased(report):
             assert r.cosine > 0.9, f"{report.setting}/{name}: cosine {r.cosine:.3f}"
 
 
-@pytest.mark.parametrize("setting", ["episodic", "discounted", "average"])
+SETTINGS_SLOW_DISCOUNTED = ["episodic", pytest.param("discounted", marks=pytest.mark.slow), "average"]
+
+
+@pytest.mark.parametrize("setting", SETTINGS_SLOW_DISCOUNTED)
 def test_builtin_examples_unbiased_estimators_agree(setting):
     report = verify(example_mdp(setting), setting=setting, episodes=6000, seed=1)
     _check_unbiased(report)
@@ -36,7 +39,7 @@ def test_random_mdps_unbiased_estimators_agree(setting, mdp_seed):
     _check_unbiased(report)
 
 
-@pytest.mark.parametrize("setting", ["episodic", "discounted", "average"])
+@pytest.mark.parametrize("setting", SETTINGS_SLOW_DISCOUNTED)
 def test_baseline_keeps_mean_and_lowers_variance(setting):
     report = verify(example_mdp(setting), setting=setting, episodes=6000, seed=2)
     est = report.estimators
@@ -50,6 +53,7 @@ def test_baseline_keeps_mean_and_lowers_variance(setting):
     assert (diff < 4 * np.hypot(est["baseline_exact_v"].stderr, est["reward_to_go"].stderr) + 1e-12).all()
 
 
+@pytest.mark.slow
 def test_discounted_common_form_shows_its_bias():
     report = verify(example_mdp("discounted"), setting="discounted", episodes=20000, seed=3)
     biased = report.estimators["reward_to_go_no_discount_factor"]
@@ -130,6 +134,7 @@ def test_not_unichain_for_average(tmp_path, capsys):
     assert code == 2 and "unichain" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_verify_without_arguments_prints_table_no_traceback():
     proc = subprocess.run([sys.executable, "-m", "policygrad.cli", "verify", "--episodes", "400"],
                           capture_output=True, text=True, timeout=120)
