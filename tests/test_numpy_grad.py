@@ -132,7 +132,10 @@ def test_kl_penalty_surrogate_gradient_is_torchs():
     got_loss, got_grad, _ = importance_kl_grad(log_prob.numpy(), old.numpy(), advantages.numpy(), beta)
     assert got_loss == pytest.approx(loss, abs=1e-12)
     np.testing.assert_allclose(got_grad, grad, rtol=0, atol=1e-12)
-    assert float(approx_kl(log_prob, old)) >= 0
+    # the penalty is β times the k3 estimate that PPO logs as approx_kl (nonzero here: ρ ≠ 1)
+    kl = float(approx_kl(log_prob, old))
+    assert kl > 1e-3
+    assert float(kl_penalty(log_prob, old, beta)) == pytest.approx(beta * kl, rel=1e-12)
 
 
 @pytest.mark.parametrize("clip", [None, 0.3])
@@ -261,7 +264,9 @@ def test_the_flat_optimiser_step_keeps_torch_state_and_survives_a_state_load(alg
     (fast_saved, fast_state, fast_params), (plain_saved, plain_state, plain_params) = runs
     for saved_a, saved_b in ((fast_saved, plain_saved), (fast_state, plain_state)):
         assert saved_a["state"].keys() == saved_b["state"].keys()
+        assert len(saved_b["state"]) == len(plain_params)  # one state per parameter, none left out
         for key in saved_b["state"]:
+            assert saved_a["state"][key].keys() == saved_b["state"][key].keys() != set()
             for name, value in saved_b["state"][key].items():
                 torch.testing.assert_close(saved_a["state"][key][name], value, rtol=1e-9, atol=1e-12)
     for got, want in zip(fast_params, plain_params):
