@@ -187,6 +187,7 @@ def test_checkpointed_rho_and_eval_reward_per_step(tmp_path: Path, capsys: pytes
 # --- learning -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_critic_learns_the_differential_values_up_to_a_constant() -> None:
     # A fixed policy (the actor frozen at its initialisation) on a random continuing MDP with
     # one-hot observations: PPO under criterion="average" trains only the critic, which must
@@ -218,6 +219,7 @@ def test_the_critic_learns_the_differential_values_up_to_a_constant() -> None:
     assert abs(d @ v) < 0.5 * scale  # the centring keeps the critic's level near d·h = 0
 
 
+@pytest.mark.slow
 def test_average_reward_ppo_learns_access_control(tmp_path: Path) -> None:
     mdp = access_control_mdp()
     optimum = optimal_average_reward(mdp)

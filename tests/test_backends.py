@@ -297,6 +297,7 @@ def test_optimiser_states_are_torch_optims_and_load_across_backends(algo, optimi
         resumed.update(_rollout(resumed_policy, "discrete", seed=7))
         runs[(first, second)] = (saved, [p.detach().clone() for p in resumed_policy.parameters()])
     reference_state, reference_params = runs[("torch", "numpy")]
+    assert len(reference_state["state"]) == len(reference_params)  # a state entry for every parameter
     for key, (state, params) in runs.items():
         assert state["state"].keys() == reference_state["state"].keys()
         for index, entry in reference_state["state"].items():

@@ -25,6 +25,7 @@ def _gone(pid: int) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_speed_runner_runs_policygrad_and_the_floor_and_writes_its_table(tmp_path):
     out = tmp_path / "speed.md"
     proc = subprocess.run(
@@ -39,6 +40,7 @@ def test_speed_runner_runs_policygrad_and_the_floor_and_writes_its_table(tmp_pat
     assert "policygrad / floor" in table
 
 
+@pytest.mark.slow
 def test_profile_runner_splits_a_short_run_into_stages(tmp_path):
     out = tmp_path / "profile.md"
     proc = subprocess.run(
@@ -51,6 +53,7 @@ def test_profile_runner_splits_a_short_run_into_stages(tmp_path):
         assert stage in text
 
 
+@pytest.mark.slow
 def test_iteration_costs_runner_times_each_part_of_a_short_run(tmp_path):
     out = tmp_path / "costs.md"
     proc = subprocess.run(

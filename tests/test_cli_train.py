@@ -198,6 +198,7 @@ def test_training_failures_exit_1_and_keep_the_last_checkpoint(
     assert (out / "metrics.csv").is_file() and (out / "config.json").is_file()
 
 
+@pytest.mark.slow
 def test_subprocess_error_has_no_traceback(tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = subprocess.run(

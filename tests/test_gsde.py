@@ -96,6 +96,7 @@ def test_gsde_needs_box_actions_and_a_hidden_layer() -> None:
         MLPGSDEPolicy(5, 3, hidden_sizes=())
 
 
+@pytest.mark.slow
 def test_a_gsde_run_is_reproducible_and_resumes_to_the_same_run(tmp_path) -> None:
     import csv
     import shutil

@@ -89,16 +89,52 @@ def test_surrogates_match_score_function_gradient_at_old_policy():
     assert torch.allclose(g_kl, torch.zeros_like(g_kl), atol=1e-12)
 
 
-def test_approx_kl_is_unbiased_for_categorical_kl():
+def _mean_and_stderr(log_prob, old_log_prob, chunks=100):
+    """approx_kl over all samples, and its standard error from the spread of the chunk means."""
+    per_chunk = torch.stack([approx_kl(lp, old) for lp, old in zip(log_prob.chunk(chunks), old_log_prob.chunk(chunks))])
+    return approx_kl(log_prob, old_log_prob), per_chunk.std() / math.sqrt(chunks)
+
+
+def test_approx_kl_matches_the_exact_categorical_kl_under_old_samples():
+    # p_old = (0.5, 0.3, 0.2), p_new = (0.1, 0.3, 0.6):
+    # KL(p_old ‖ p_new) = 0.5·log 5 + 0.3·log 1 + 0.2·log(1/3) ≈ 0.8047 − 0.2197 = 0.5850;
+    # the reverse KL(p_new ‖ p_old) = 0.1·log 0.2 + 0.6·log 3 ≈ −0.1609 + 0.6592 = 0.4982.
     gen = torch.Generator().manual_seed(0)
     p_old = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
-    p_new = torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64)
-    exact = (p_old * (p_old / p_new).log()).sum()
+    p_new = torch.tensor([0.1, 0.3, 0.6], dtype=torch.float64)
+    exact = 0.5 * math.log(5) + 0.2 * math.log(1 / 3)
+    reverse = 0.1 * math.log(0.2) + 0.6 * math.log(3)
+    assert exact == pytest.approx(0.5850, abs=1e-4) and reverse == pytest.approx(0.4982, abs=1e-4)
     a = torch.multinomial(p_old, 200_000, replacement=True, generator=gen)
-    k3 = torch.expm1(p_new.log()[a] - p_old.log()[a]) - (p_new.log()[a] - p_old.log()[a])
-    se = k3.std() / math.sqrt(len(a))
-    est = approx_kl(p_new.log()[a], p_old.log()[a])
+    est, se = _mean_and_stderr(p_new.log()[a], p_old.log()[a])
+    assert 0 < se < 0.01 * exact
     assert abs(est - exact) < 4 * se
+    assert abs(est - reverse) > 20 * se  # the estimate is of KL(π_old ‖ π), not of the reverse
+
+
+def test_approx_kl_matches_the_exact_gaussian_kl_under_old_samples():
+    # π_old = N(0, 1), π = N(μ, σ²): KL(π_old ‖ π) = log σ + (1 + μ²) / (2σ²) − ½
+    # μ = 0.5, σ = 1.5: log 1.5 + 1.25 / 4.5 − 0.5 ≈ 0.18324
+    gen = torch.Generator().manual_seed(1)
+    mu, sigma = 0.5, 1.5
+    exact = math.log(sigma) + (1 + mu**2) / (2 * sigma**2) - 0.5
+    x = torch.randn(200_000, generator=gen, dtype=torch.float64)
+    old_log_prob = torch.distributions.Normal(0.0, 1.0).log_prob(x)
+    log_prob = torch.distributions.Normal(mu, sigma).log_prob(x)
+    est, se = _mean_and_stderr(log_prob, old_log_prob)
+    assert exact == pytest.approx(0.18324, abs=1e-5)
+    assert 0 < se < 0.05 * exact
+    assert abs(est - exact) < 4 * se
+
+
+def test_approx_kl_by_hand_and_zero_where_the_ratio_is_one():
+    log_prob = torch.tensor([-0.3, -1.7, -2.2], dtype=torch.float64)
+    assert approx_kl(log_prob, log_prob).item() == 0.0
+    # ρ = (1, 2): ((1 − 1) − log 1 + (2 − 1) − log 2) / 2 = (1 − log 2) / 2 ≈ 0.1534
+    lp = torch.tensor([0.0, math.log(2.0)], dtype=torch.float64)
+    assert approx_kl(lp, torch.zeros(2, dtype=torch.float64)).item() == pytest.approx((1 - math.log(2)) / 2, abs=1e-12)
+    # ρ = ½: (½ − 1) − log ½ = log 2 − ½ ≈ 0.1931 (not the same as ρ = 2: k3 is not symmetric in log ρ)
+    assert approx_kl(torch.tensor([-math.log(2.0)]), torch.zeros(1)).item() == pytest.approx(math.log(2) - 0.5)
 
 
 def test_clip_fraction_and_entropy_bonus_and_value_loss():

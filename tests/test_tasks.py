@@ -156,6 +156,7 @@ def test_transition_rows_are_distributions(name, mdp):
 # Exact optima
 
 
+@pytest.mark.slow
 def test_access_control_rho_star_equals_best_threshold_policy():
     # Threshold policies: accept priority class i iff at least t_i servers are free (t_i = 11: never),
     # with thresholds that do not increase with the priority: C(14, 4) = 1001 policies.

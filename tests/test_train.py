@@ -153,6 +153,7 @@ def test_same_seed_same_metrics(tmp_path: Path) -> None:
     assert _without_wall_clock(a) == _without_wall_clock(b)
     assert a[0]["wall_time"] and a[0]["steps_per_second"]
     ta, tb = _policy_tensors(tmp_path / "a"), _policy_tensors(tmp_path / "b")
+    assert ta and ta.keys() == tb.keys()
     assert all(torch.equal(ta[k], tb[k]) for k in ta)
     _short_run(tmp_path / "c", 1024, "--seed", "8")
     assert _without_wall_clock(_rows(tmp_path / "c")) != _without_wall_clock(a)
@@ -171,6 +172,7 @@ def test_resuming_one_checkpoint_twice_gives_the_same_run(tmp_path: Path) -> Non
     assert x[: len(before)] == before  # the rows up to the checkpoint are kept as they were
     assert _without_wall_clock(x) == _without_wall_clock(y)
     tx, ty = (_policy_tensors(c) for c in copies)
+    assert tx and tx.keys() == ty.keys()
     assert all(torch.equal(tx[k], ty[k]) for k in tx)
     assert json.loads((copies[0] / "config.json").read_text())["train"]["total_steps"] == 1024
     # Resuming a finished run without more steps does nothing.
@@ -231,5 +233,6 @@ def test_continuing_task_logs_reward_per_step(tmp_path: Path) -> None:
             "--set", "eval_max_episode_steps=500"]
     assert main(argv) == 0
     rows = _rows(run)
+    assert [int(r["step"]) for r in rows] == [128, 256]
     assert all(r["episode_return_mean"] == "" and float(r["reward_per_step"]) >= 0 for r in rows)
     assert (run / "learning_curve.png").is_file()
