@@ -27,7 +27,7 @@ from policygrad.losses import (
     value_loss,
 )
 from policygrad.policies import make_actor_critic
-from policygrad.returns import discounted_cumsum
+from policygrad.returns import discounted_cumsum, gae, td_errors
 from policygrad.types import Batch, Rollout
 
 OBS_DIM = 5
@@ -347,6 +347,24 @@ def test_discounted_cumsum_with_and_without_a_graph_agree(num_steps: int) -> Non
     assert torch.equal(discounted_cumsum(x, factors), with_graph.detach())  # on NumPy views
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gae_and_td_errors_on_numpy_views_are_the_torch_expressions(dtype) -> None:
+    # With a graph the pure functions run on torch tensors; without, on NumPy views of them: one
+    # expression, two array libraries, the same numbers (NaN bootstraps at terminations ignored).
+    g = torch.Generator().manual_seed(11)
+    rewards, values, next_values = (torch.randn(64, 8, generator=g, dtype=dtype) for _ in range(3))
+    u = torch.rand(64, 8, generator=g)
+    terminated, truncated = u < 0.1, (u > 0.1) & (u < 0.15)
+    next_values[terminated] = float("nan")
+    plain = gae(rewards, values, next_values, terminated, truncated, 0.97, 0.9)
+    graph = gae(rewards, values.clone().requires_grad_(), next_values, terminated, truncated, 0.97, 0.9)
+    assert plain.dtype == dtype and torch.isfinite(plain).all()
+    torch.testing.assert_close(plain, graph.detach(), rtol=1e-6 if dtype == torch.float32 else 1e-12, atol=1e-6)
+    deltas = td_errors(rewards, values, next_values, terminated, 0.97)
+    torch.testing.assert_close(deltas, td_errors(rewards, values.clone().requires_grad_(), next_values, terminated,
+                                                 0.97).detach())
+
+
 def test_batch_slices_of_a_shuffle_are_the_shuffled_minibatches() -> None:
     torch.manual_seed(8)
     batch = Batch(torch.randn(10, 4), torch.randint(0, 2, (10,)), None, *torch.randn(4, 10))
@@ -355,28 +373,49 @@ def test_batch_slices_of_a_shuffle_are_the_shuffled_minibatches() -> None:
         assert (a is None and b is None) or torch.equal(a, b)
 
 
-def test_ppo_epoch_means_are_means_over_minibatches() -> None:
-    torch.manual_seed(9)
-    space = gym.spaces.Box(-5.0, 5.0, (4,), dtype=np.float32)
-    ac = make_actor_critic(space, gym.spaces.Discrete(2))
-    config = make_config("ppo", {"num_envs": 2, "num_steps": 5, "minibatch_size": 4})
-    algo = make_algorithm("ppo", ac, config, 1)
-    shuffled = Batch(torch.randn(10, 4), torch.randint(0, 2, (10,)), None, *torch.randn(4, 10))
-    log_probs = [torch.randn(4), torch.randn(4), torch.randn(2)]  # a short last minibatch
-    entropies = [torch.rand(4), torch.rand(4), torch.rand(2)]
-    losses = list(torch.randn(9))
-    means = algo._epoch_means(shuffled, 4, losses, log_probs, entropies)
-    old = shuffled.old_log_probs.split([4, 4, 2])
-    expected = [
-        torch.stack(losses[0::3]).mean(),
-        torch.stack(losses[1::3]).mean(),
-        torch.stack([h.mean() for h in entropies]).mean(),
-        torch.stack([approx_kl(lp, o) for lp, o in zip(log_probs, old)]).mean(),
-        torch.stack([clip_fraction(lp, o, config.clip_eps) for lp, o in zip(log_probs, old)]).mean(),
-        torch.stack(losses[2::3]).mean(),
-    ]
-    torch.testing.assert_close(means.float(), torch.stack(expected))
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_ppo_metrics_of_one_minibatch_step_are_those_before_the_step(backend) -> None:
+    # One epoch of one minibatch: the ratio is 1 when it is evaluated (nothing has moved yet), so
+    # the KL estimate and the clip fraction are exactly 0 and the entropy is π_old's.
+    policy = _policy("discrete")
+    config = make_config("ppo", {"num_envs": 4, "num_steps": 16, "minibatch_size": 64, "num_epochs": 1,
+                                 "hidden_sizes": (8, 7), "backend": backend})
+    algorithm = make_algorithm("ppo", policy, config, 1)
+    rollout = _rollout(policy, "discrete")
+    with torch.no_grad():
+        entropy = policy.distribution(rollout.observations.reshape(-1, OBS_DIM)).entropy().mean()
+    metrics = algorithm.update(rollout)
+    # (the rollout's log π_old came from the torch modules: equal up to float rounding)
+    assert metrics["approx_kl"] == pytest.approx(0.0, abs=1e-9) and metrics["clip_fraction"] == 0.0
+    assert metrics["epochs"] == 1
+    assert metrics["entropy"] == pytest.approx(float(entropy), rel=1e-6)
+    assert metrics["policy_loss"] == pytest.approx(0.0, abs=1e-6)  # −mean Â of standardised Â
 
 
 def test_standardize_single_sample_is_only_centred():
     assert standardize(torch.tensor([3.0])).item() == 0.0
+
+
+@pytest.mark.parametrize("kind", ["discrete", "continuous", "gsde"])
+def test_acting_follows_optimiser_steps_and_prepare_follows_any_change(kind):
+    policy = _policy(kind)
+    backend = NumpyBackend(policy, "adam", learning_rate=0.1)
+    obs = np.random.default_rng(1).standard_normal((6, OBS_DIM)).astype(np.float32)
+
+    def check():
+        with torch.no_grad():
+            np.testing.assert_allclose(backend.act(obs, deterministic=True)[2], policy.critic(torch.from_numpy(obs)).numpy(),
+                                       rtol=1e-5, atol=1e-5)
+            mode = backend.act(obs, deterministic=True)[0]
+            expected = policy.act(torch.from_numpy(obs), deterministic=True)[0].numpy()
+            np.testing.assert_allclose(mode, expected, rtol=1e-5, atol=1e-5)
+
+    check()
+    x = torch.from_numpy(obs)
+    actions = torch.from_numpy(backend.act(obs)[0])
+    out = backend.evaluate(x, actions)
+    backend.step([Term(score_function_loss, (out.log_prob, torch.ones(6))), Term(value_loss, (out.value, torch.ones(6)))])
+    check()  # after an optimiser step
+    policy.load_state_dict({k: v * 0.5 for k, v in policy.state_dict().items()})
+    backend.prepare()
+    check()  # after a change from outside, once prepared

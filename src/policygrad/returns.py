@@ -68,6 +68,35 @@ def _check_unit_interval(name: str, value: float, *, allow_zero: bool) -> None:
         raise InputError(f"{name} must lie in {interval}, got {value}")
 
 
+def _numpy_views(*tensors: Tensor) -> list[np.ndarray] | None:
+    """NumPy views of ``tensors`` (flags as bool) where every one is on the CPU, the floating ones
+    share a dtype and no gradient is needed; else None. The pure functions below are written once,
+    for torch tensors and NumPy arrays alike: on the CPU without a graph they run on the views,
+    where each small operation costs a fraction of a torch one (an update makes dozens)."""
+    if any(t.device.type != "cpu" for t in tensors):
+        return None
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return None
+    floats = {t.dtype for t in tensors if t.is_floating_point()}
+    if len(floats) != 1:
+        return None
+    return [t.detach().numpy() if t.is_floating_point() else t.numpy().astype(bool, copy=False) for t in tensors]
+
+
+def _zero_where(condition: Any, x: Any) -> Any:
+    """0 where ``condition``, else ``x`` (whatever x holds there, NaN included)."""
+    if isinstance(x, np.ndarray):
+        return np.where(condition, x.dtype.type(0), x)
+    return torch.where(condition, torch.zeros((), dtype=x.dtype, device=x.device), x)
+
+
+def _mask_times(mask: Any, value: float, like: Any) -> Any:
+    """``value`` where ``mask``, else 0, in the dtype of ``like``."""
+    if isinstance(like, np.ndarray):
+        return mask * like.dtype.type(value)
+    return mask.to(like.dtype) * value
+
+
 def discounted_cumsum(x: Tensor, factors: Tensor) -> Tensor:
     """The backward recursion shared by every return and advantage estimator.
 
@@ -126,9 +155,16 @@ def td_errors(
     """
     _check_same_shape(rewards=rewards, values=values, next_values=next_values, terminated=terminated)
     _check_unit_interval("gamma", gamma, allow_zero=False)
-    terminated = terminated.bool()
-    bootstrap = torch.where(terminated, torch.zeros_like(next_values), next_values)
-    return rewards + gamma * bootstrap - values
+    arrays = _numpy_views(rewards, values, next_values, terminated)
+    if arrays is not None:
+        with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN pass through, as in torch
+            return torch.from_numpy(_td_errors(*arrays, gamma))
+    return _td_errors(rewards, values, next_values, terminated.bool(), gamma)
+
+
+def _td_errors(rewards: Any, values: Any, next_values: Any, terminated: Any, gamma: float) -> Any:
+    """:func:`td_errors` on torch tensors or NumPy arrays alike (bool ``terminated``)."""
+    return rewards + gamma * _zero_where(terminated, next_values) - values
 
 
 def discounted_returns(
@@ -198,10 +234,21 @@ def gae(
         rewards=rewards, values=values, next_values=next_values, terminated=terminated, truncated=truncated
     )
     _check_unit_interval("lam", lam, allow_zero=True)
-    deltas = td_errors(rewards, values, next_values, terminated, gamma)
-    done = terminated.bool() | truncated.bool()
-    factors = (gamma * lam) * (~done).to(deltas.dtype)
-    return discounted_cumsum(deltas, factors)
+    _check_unit_interval("gamma", gamma, allow_zero=False)
+    arrays = _numpy_views(rewards, values, next_values, terminated, truncated)
+    if arrays is not None:
+        with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN pass through, as in torch
+            return torch.from_numpy(_gae(*arrays, gamma, lam))
+    return _gae(rewards, values, next_values, terminated.bool(), truncated.bool(), gamma, lam)
+
+
+def _gae(rewards: Any, values: Any, next_values: Any, terminated: Any, truncated: Any, gamma: float,
+         lam: float) -> Any:
+    """:func:`gae` on torch tensors or NumPy arrays alike (bool flags)."""
+    deltas = _td_errors(rewards, values, next_values, terminated, gamma)
+    factors = _mask_times(~(terminated | truncated), gamma * lam, deltas)  # γλ (1 − done)
+    out = np.empty_like(deltas) if isinstance(deltas, np.ndarray) else torch.empty_like(deltas)
+    return _backward_recursion(deltas, factors, out)
 
 
 def differential_td_errors(

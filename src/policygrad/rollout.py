@@ -380,6 +380,9 @@ class RolloutCollector:
                 masks_np[0] = masks_np[T]
 
         actor = self.actor
+        prepare = getattr(actor, "prepare", None)
+        if prepare is not None:
+            prepare()
         sde = getattr(policy, "sde", False)
         resample = self.sde_sample_freq if sde and self.sde_sample_freq > 0 else 0
         if sde:

@@ -19,6 +19,7 @@ import abc
 import math
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -27,7 +28,7 @@ from policygrad.algorithms.config import BaseConfig
 from policygrad.backends import Backend, Term, make_backend, resolve_backend
 from policygrad.errors import InputError, TrainingError
 from policygrad.losses import entropy_bonus, score_function_loss, value_loss
-from policygrad.numeric import all_finite
+from policygrad.numeric import all_finite, mean
 from policygrad.returns import gae
 from policygrad.types import Batch, Rollout, flatten_rollout
 
@@ -68,11 +69,28 @@ def standardize(x: Tensor, eps: float = 1e-8, dim: int | None = None) -> Tensor:
 
 
 @torch.no_grad()
-def explained_variance(values: Tensor, returns: Tensor) -> Tensor:
-    """1 − Var[R − V] / Var[R]: 1 for a perfect critic, 0 for a constant one, NaN if Var[R] = 0
-    (a 0-dim tensor)."""
-    var_returns = returns.var()
-    return torch.where(var_returns > 0, 1.0 - (returns - values).var() / var_returns, torch.nan)
+def explained_variance(values: Tensor, returns: Tensor) -> Tensor | float:
+    """1 − Var[R − V] / Var[R]: 1 for a perfect critic, 0 for a constant one, NaN if Var[R] = 0.
+
+    A float for CPU tensors (computed on NumPy views: the update's metrics need no tensor), else a
+    0-dim tensor. The variances' common factor 1/(n − 1) cancels: the ratio of sums of squared
+    deviations is the expression, for either array library.
+    """
+    if values.device.type == "cpu" and returns.device.type == "cpu":
+        values, returns = values.numpy(), returns.numpy()
+    ss_returns = _squared_deviations(returns)
+    if not ss_returns > 0:
+        return math.nan
+    return 1.0 - _squared_deviations(returns - values) / ss_returns
+
+
+def _squared_deviations(x: Any) -> Any:
+    """Σ (x − mean x)² of a 1-D tensor or array (ufuncs on arrays: no Python layer)."""
+    if isinstance(x, Tensor):
+        centred = x - x.mean()
+        return centred.dot(centred)
+    centred = x - mean(x)
+    return float(np.dot(centred, centred))
 
 
 class Algorithm(abc.ABC):

@@ -14,6 +14,10 @@ with advantages standardised per minibatch. Options:
 * ``criterion = "average"``: Â from differential GAE (r − ρ̂, no γ) for continuing tasks, the
   average-reward PPO of Ma et al. (2021), APO; see policygrad.algorithms.average.
 
+Metrics: policy_loss, value_loss and grad_norm are means over the update's minibatch steps;
+entropy, approx_kl and clip_fraction means over every sample of every epoch, each as its
+minibatch saw it before its step (so the first minibatch of an update contributes a KL of 0).
+
 Reference: Schulman et al. (2017), "Proximal Policy Optimization Algorithms"; the implementation
 details follow Huang et al. (2022), "The 37 Implementation Details of Proximal Policy Optimization".
 """
@@ -102,17 +106,16 @@ class PPO(Algorithm):
         size = len(batch)
         minibatch_size = min(cfg.minibatch_size, size)  # fewer samples when invalid steps were dropped
         value_clip = cfg.clip_eps if cfg.clip_vloss else None
-        # Means over all minibatch steps: policy_loss, value_loss, entropy, approx_kl, clip_fraction, grad_norm.
-        totals = torch.zeros(6, dtype=torch.float64)
-        steps = 0
+        losses: list[tuple[Any, Any, Any]] = []  # (policy loss, value loss, grad norm) per minibatch step
+        log_probs: list[Tensor] = []  # log π(a|s) of each minibatch as evaluated, before its step
+        old_log_probs: list[Tensor] = []
+        entropies: list[Tensor] = []
         epochs = 0
         for _ in range(cfg.num_epochs):
             # The batch shuffled once per epoch; its minibatches are consecutive slices (views).
             shuffled = batch.index(torch.randperm(size))
             advantages_epoch = self._minibatch_advantages(shuffled.advantages, minibatch_size)
-            losses: list[Any] = []  # [policy loss, value loss, grad norm] per minibatch
-            log_probs: list[Tensor] = []
-            entropies: list[Tensor] = []
+            first = len(losses)
             for start in range(0, size, minibatch_size):
                 mb = shuffled.slice(start, start + minibatch_size)
                 out = backend.evaluate(mb.observations, mb.actions, mb.action_masks)  # log π, H, V: [b] each
@@ -127,30 +130,30 @@ class PPO(Algorithm):
                 if cfg.ent_coef:
                     terms.append(Term(entropy_bonus, (out.entropy, cfg.ent_coef)))
                 values, grad_norm = backend.step(terms)
-                losses += (sum(values[1:n_policy], values[0]), values[n_policy], grad_norm)
+                losses.append((sum(values[1:n_policy], values[0]), values[n_policy], grad_norm))
                 log_probs.append(out.log_prob.detach())
+                old_log_probs.append(mb.old_log_probs)
                 entropies.append(out.entropy.detach())
-            # The epoch's metrics at once (the same means over minibatches as step by step), and one
-            # host read per epoch: the finiteness check and the early stop.
-            with torch.no_grad():
-                epoch = self._epoch_means(shuffled, minibatch_size, losses, log_probs, entropies)
-            self._check_finite(epoch[0] + epoch[1], "the summed policy and value loss")
-            epoch_steps = len(entropies)
-            totals += epoch * epoch_steps
-            steps += epoch_steps
             epochs += 1
-            if cfg.target_kl is not None and float(epoch[3]) > cfg.target_kl:
-                break
-        means = totals / steps
-        metrics: dict[str, Any] = {
-            "policy_loss": means[0],
-            "value_loss": means[1],
-            "entropy": means[2],
-            "approx_kl": means[3],
-            "clip_fraction": means[4],
-            "grad_norm": means[5],
-            "epochs": epochs,
-        }
+            # One host read per epoch: the finiteness check, and the early stop on the epoch's KL.
+            epoch = losses[first:]
+            self._check_finite(_mean([p for p, _, _ in epoch]) + _mean([v for _, v, _ in epoch]),
+                               "the summed policy and value loss")
+            if cfg.target_kl is not None:
+                kl = approx_kl(torch.cat(log_probs[first:]), shuffled.old_log_probs)
+                if float(kl) > cfg.target_kl:
+                    break
+        with torch.no_grad():
+            log_prob, old_log_prob = torch.cat(log_probs), torch.cat(old_log_probs)
+            metrics: dict[str, Any] = {
+                "policy_loss": _mean([p for p, _, _ in losses]),
+                "value_loss": _mean([v for _, v, _ in losses]),
+                "entropy": torch.cat(entropies).mean(),
+                "approx_kl": approx_kl(log_prob, old_log_prob),
+                "clip_fraction": clip_fraction(log_prob, old_log_prob, cfg.clip_eps),
+                "grad_norm": _mean([g for _, _, g in losses]),
+                "epochs": epochs,
+            }
         if cfg.kl_penalty:
             metrics["kl_beta"] = self.kl_beta  # the β this update used
             self._adapt_beta(batch)
@@ -166,36 +169,6 @@ class PPO(Algorithm):
         if full == len(advantages):
             return rows
         return torch.cat([rows, standardize(advantages[full:])])
-
-    def _epoch_means(
-        self, shuffled: Batch, minibatch_size: int, losses: list[Tensor], log_probs: list[Tensor], entropies: list[Tensor]
-    ) -> Tensor:
-        """``[6]``: policy loss, value loss, entropy, approx. KL, clip fraction, grad norm, each the
-        mean over the epoch's minibatches of its minibatch mean."""
-        n = len(entropies)
-        per_step = torch.tensor([float(v) for v in losses], dtype=torch.float64) if not isinstance(losses[0], Tensor) \
-            else torch.stack(losses).double()
-        per_step = per_step.view(n, 3).mean(0)  # policy loss, value loss, grad norm
-        log_prob = log_probs[0] if n == 1 else torch.cat(log_probs)
-        entropy = entropies[0] if n == 1 else torch.cat(entropies)
-        old_log_prob = shuffled.old_log_probs
-        full = len(entropy) // minibatch_size * minibatch_size  # samples in full-size minibatches
-        if full == len(entropy):  # equal minibatches: the mean of their means is the mean over all
-            stats = [entropy.mean(), approx_kl(log_prob, old_log_prob), clip_fraction(log_prob, old_log_prob, self.config.clip_eps)]
-            return torch.stack([per_step[0], per_step[1], *(s.double() for s in stats), per_step[2]])
-        stats = []
-        for fn in (
-            lambda lp, old, h: h.mean(),
-            lambda lp, old, h: approx_kl(lp, old),
-            lambda lp, old, h: clip_fraction(lp, old, self.config.clip_eps),
-        ):
-            # A mean over the full minibatches is the mean of their means; a short last one
-            # counts as one minibatch.
-            value = fn(log_prob[:full], old_log_prob[:full], entropy[:full]) * (full // minibatch_size)
-            if full < len(entropy):
-                value = value + fn(log_prob[full:], old_log_prob[full:], entropy[full:])
-            stats.append((value / n).double())
-        return torch.stack([per_step[0], per_step[1], *stats, per_step[2]])
 
     @torch.no_grad()
     def _adapt_beta(self, batch: Batch) -> None:
@@ -216,3 +189,11 @@ class PPO(Algorithm):
         if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta >= 0:
             raise InputError(f"checkpoint's PPO state has a bad kl_beta {beta!r}")
         self.kl_beta = float(beta)
+
+
+def _mean(values: list[Any]) -> Any:
+    """The mean of floats (the NumPy backend's losses) or of 0-dim tensors (the torch backend's,
+    kept on their device: no host read)."""
+    if isinstance(values[0], Tensor):
+        return torch.stack(values).mean()
+    return sum(values) / len(values)

@@ -89,6 +89,9 @@ class Backend(abc.ABC):
         (Gaussian, unclipped); the draws come from torch's ``generator`` (None: the global one).
         """
 
+    def prepare(self) -> None:
+        """Bring acting up to date with the parameters (the collector calls it before a rollout)."""
+
     @abc.abstractmethod
     def value(self, obs: np.ndarray) -> np.ndarray:
         """``[N]`` V(s) for encoded observations ``obs [N, obs_dim]``."""

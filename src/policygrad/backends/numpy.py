@@ -306,10 +306,41 @@ class NumpyBackend(Backend):
         self.dtype = self.flat_params.dtype
         self._ones = np.ones(0, dtype=self.dtype)
         self._last: tuple[Any, ...] | None = None  # what the last evaluate() computed, for step()
+        self._steps = 0  # optimiser steps taken (the acting network copies the weights after each)
+        self._fused, self._fused_copies, self._fused_at = self._fuse()
         self._draws: Tensor | None = None  # the categorical race's buffer, reused while acting
         if optimizer is not None:
             self.optimizer = NumpyOptimizer(optimizer, self.params, self._spans, self.flat_params, self.flat_grads,
                                             learning_rate, optim_eps)
+
+    def _fuse(self) -> tuple[list[np.ndarray] | None, list[tuple[np.ndarray, np.ndarray]], int]:
+        """The acting network: actor and critic as one MLP for :func:`mlp_forward`, its first layer
+        both first layers stacked (both read the observation), each later one the two side by side
+        on the diagonal (zeros elsewhere), so that its output is ``[actor output | V]``. Acting on a
+        handful of environments costs per operation, and this halves the operations. None where
+        the networks differ in depth (acting then runs the two separately)."""
+        actor, critic = self._actor, self._critic
+        if len(actor) != len(critic):
+            return None, [], -1
+        layers: list[np.ndarray] = []
+        copies: list[tuple[np.ndarray, np.ndarray]] = []
+        for i in range(0, len(actor), 2):
+            (wa, ba), (wc, bc) = (actor[i], actor[i + 1]), (critic[i], critic[i + 1])
+            rows, cols = wa.shape[0] + wc.shape[0], wa.shape[1] if i == 0 else wa.shape[1] + wc.shape[1]
+            weight, bias = np.zeros((rows, cols), dtype=self.dtype), np.zeros(rows, dtype=self.dtype)
+            critic_cols = slice(0, cols) if i == 0 else slice(wa.shape[1], cols)
+            copies += [(weight[: wa.shape[0], : wa.shape[1]], wa), (weight[wa.shape[0] :, critic_cols], wc),
+                       (bias[: wa.shape[0]], ba), (bias[wa.shape[0] :], bc)]
+            layers += [weight, bias]
+        return layers, copies, -1
+
+    def prepare(self) -> None:
+        """Bring acting up to date with the parameters, wherever they were changed (called by the
+        collector before each rollout); raises if they were replaced."""
+        self.check_current()
+        for destination, source in self._fused_copies:
+            np.copyto(destination, source)
+        self._fused_at = self._steps
 
     def check_current(self) -> None:
         """Raise if the policy's parameters are no longer the tensors this backend views (they
@@ -325,8 +356,16 @@ class NumpyBackend(Backend):
     def act(self, obs: np.ndarray, action_mask: np.ndarray | None = None, deterministic: bool = False,
             generator: torch.Generator | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         x = self._input(obs)
-        out, hidden = mlp_forward(x, self._actor, self.activation)
-        value = mlp_forward(x, self._critic, self.activation)[0][:, 0]
+        if self._fused is not None:
+            if self._fused_at != self._steps:  # the optimiser moved the weights
+                self.prepare()
+            joint, hidden = mlp_forward(x, self._fused, self.activation)
+            out, value = joint[:, :-1], joint[:, -1]
+            if hidden:  # φ for gSDE: the actor's part of the last hidden layer
+                hidden = [hidden[-1][:, : self._actor[-2].shape[1]]]
+        else:
+            out, hidden = mlp_forward(x, self._actor, self.activation)
+            value = mlp_forward(x, self._critic, self.activation)[0][:, 0]
         if self.kind == "discrete":
             draws = self._draws
             if draws is None or tuple(draws.shape) != out.shape:
@@ -346,7 +385,11 @@ class NumpyBackend(Backend):
         return actions, log_prob, value
 
     def value(self, obs: np.ndarray) -> np.ndarray:
-        return mlp_forward(self._input(obs), self._critic, self.activation)[0][:, 0]
+        if self._fused is None:
+            return mlp_forward(self._input(obs), self._critic, self.activation)[0][:, 0]
+        if self._fused_at != self._steps:
+            self.prepare()
+        return mlp_forward(self._input(obs), self._fused, self.activation)[0][:, -1]  # as act() computes V
 
     # --- training --------------------------------------------------------------------------------
 
@@ -392,6 +435,7 @@ class NumpyBackend(Backend):
         self._backward(x, a, mask, actor_hidden, critic_hidden, entropy, head, *derivatives)
         norm = self._clip()
         self.optimizer.step()
+        self._steps += 1
         self._last = None
         return values, norm
 
