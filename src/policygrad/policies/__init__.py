@@ -1,0 +1,39 @@
+"""Policies and value functions: linear and tabular policies with analytic score functions
+(:mod:`~policygrad.policies.analytic`), the MLP (:mod:`~policygrad.policies.mlp`), the MLP policies
+and value function (:mod:`~policygrad.policies.heads`), observation encodings
+(:mod:`~policygrad.policies.encoders`), and the actor-critic built for Gymnasium spaces
+(:mod:`~policygrad.policies.actor_critic`).
+"""
+
+from __future__ import annotations
+
+from policygrad.policies.actor_critic import ActorCritic, Distribution, make_actor_critic
+from policygrad.policies.analytic import LinearGaussianPolicy, LinearSoftmaxPolicy, TabularSoftmaxPolicy
+from policygrad.policies.encoders import Encoder, FlattenObservation, OneHotObservation
+from policygrad.policies.heads import (
+    MLPCategoricalPolicy,
+    MLPGaussianPolicy,
+    MLPGSDEPolicy,
+    MLPMultiCategoricalPolicy,
+    ValueFunction,
+)
+from policygrad.policies.mlp import ACTIVATIONS, MLP
+
+__all__ = [
+    "ACTIVATIONS",
+    "MLP",
+    "LinearSoftmaxPolicy",
+    "LinearGaussianPolicy",
+    "TabularSoftmaxPolicy",
+    "MLPCategoricalPolicy",
+    "MLPGaussianPolicy",
+    "MLPGSDEPolicy",
+    "MLPMultiCategoricalPolicy",
+    "ValueFunction",
+    "FlattenObservation",
+    "OneHotObservation",
+    "Encoder",
+    "ActorCritic",
+    "Distribution",
+    "make_actor_critic",
+]
