@@ -126,9 +126,9 @@ class TrainConfig:
     """Also write the metrics as TensorBoard scalars under tb/."""
 
     def __post_init__(self) -> None:
-        from policygrad.algorithms.config import _check_types  # the algorithms' type checks
+        from policygrad.algorithms.config import check_types  # the algorithms' type checks
 
-        _check_types(self)
+        check_types(self)
         for name in ("total_steps", "eval_episodes", "eval_max_episode_steps", "torch_threads"):
             if not getattr(self, name) > 0:
                 raise InputError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -291,10 +291,10 @@ def resolve_run(
 def _train_config(values: dict[str, Any]) -> TrainConfig:
     import typing
 
-    from policygrad.algorithms.config import _from_string  # the algorithms' parsing of "--set" strings
+    from policygrad.algorithms.config import parse_value  # the algorithms' parsing of "--set" strings
 
     hints = typing.get_type_hints(TrainConfig)
-    converted = {k: _from_string(k, v, hints[k]) if isinstance(v, str) else v for k, v in values.items()}
+    converted = {k: parse_value(k, v, hints[k]) if isinstance(v, str) else v for k, v in values.items()}
     return TrainConfig(**converted)
 
 
