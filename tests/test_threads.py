@@ -110,3 +110,9 @@ def test_the_worker_factory_pickles() -> None:
     factory = ThreadLimited(ThreadProbe, 1, 1)
     copy = pickle.loads(pickle.dumps(factory))
     assert copy == factory and isinstance(copy(), ThreadProbe)
+
+
+def test_bad_worker_threads_are_one_input_error() -> None:
+    for bad in ((0, 1), [1, 1], (1,), (True, 1)):
+        with pytest.raises(InputError, match="worker_threads must be"):
+            make_vec_env("CartPole-v1", 1, worker_threads=bad)

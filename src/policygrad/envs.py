@@ -161,10 +161,12 @@ def make_vec_env(
         raise InputError(f"time_limit must be a positive int, 0 (no limit) or None, got {time_limit!r}")
     if vectorization not in VECTORIZATIONS:
         raise InputError(f"unknown vectorization {vectorization!r}; valid: {', '.join(VECTORIZATIONS)}")
-    torch_threads, blas_threads = worker_threads
-    for what, count in (("torch", torch_threads), ("blas", blas_threads)):
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise InputError(f"worker_threads: {what} threads must be a positive int, got {count!r}")
+    if not (
+        isinstance(worker_threads, tuple)
+        and len(worker_threads) == 2
+        and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in worker_threads)
+    ):
+        raise InputError(f"worker_threads must be (torch_threads, blas_threads), two positive ints, got {worker_threads!r}")
     kwargs = dict(env_kwargs or {})
     source = resolve_env(env_id_or_spec)
     name = env_name(env_id_or_spec)
