@@ -10,7 +10,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from policygrad.errors import InputError, TrainingError
-from policygrad.evaluation import Evaluation, evaluate
+from policygrad.evaluation import ArrayActor, Evaluation, evaluate
 from policygrad.runconfig import resolve_run
 from policygrad.training import build_session, evaluate_session, measure_reward_per_step
 
@@ -123,6 +123,14 @@ def test_training_evaluations_go_through_the_routine() -> None:
         returns = evaluate_session(session, 4, seed=3)
         direct = evaluate(session.policy, session.eval_envs, episodes=4, encoder=session.encoder, seed=3)
         assert returns == direct.returns and len(returns) == 4
+        # The NumPy acting path behind ArrayActor draws the same actions as the policy's act.
+        sampled = [
+            evaluate(actor, session.eval_envs, episodes=4, encoder=session.encoder, seed=5, deterministic=False,
+                     generator=torch.Generator().manual_seed(5)).returns
+            for actor in (session.policy, ArrayActor(session.policy.rollout_actor()))
+        ]
+        assert sampled[0] == sampled[1]
+        assert evaluate_session(session, 4, seed=5, deterministic=False) == sampled[0]
         rate, steps = measure_reward_per_step(session, 16, deterministic=True, seed=3)
         assert rate == 1.0 and steps == 16  # CartPole pays 1 per step and lasts longer than 4 steps
     finally:

@@ -37,7 +37,7 @@ from policygrad.errors import InputError, TrainingError
 from policygrad.normalize import ObservationNormalizer
 from policygrad.rollout import EnvStepper
 
-__all__ = ["Actor", "Evaluation", "evaluate"]
+__all__ = ["Actor", "ArrayActor", "Evaluation", "evaluate"]
 
 
 class Actor(Protocol):
@@ -50,6 +50,29 @@ class Actor(Protocol):
         deterministic: bool = False,
         generator: torch.Generator | None = None,
     ) -> tuple[Any, Any, Any]: ...
+
+
+class ArrayActor:
+    """An :class:`Actor` made of one that acts on NumPy arrays (such as
+    :class:`policygrad.policies.RolloutActor`): CPU tensors in, their arrays passed on (no copy).
+
+    Args:
+        actor: has ``act(obs [N, obs_dim] array, action_mask [N, A] bool array | None,
+            deterministic, generator) -> (actions, log_prob, value)``.
+    """
+
+    def __init__(self, actor: Any) -> None:
+        self.actor = actor
+
+    def act(
+        self,
+        obs: Tensor,
+        action_mask: Tensor | None = None,
+        deterministic: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Any, Any, Any]:
+        mask = None if action_mask is None else action_mask.numpy()
+        return self.actor.act(obs.numpy(), mask, deterministic, generator)
 
 
 @dataclass(frozen=True)

@@ -319,12 +319,18 @@ def _evaluate(session: Session, deterministic: bool, seed: int | None, **how: An
     default seed is the run's evaluation seed."""
     import torch
 
-    from policygrad.evaluation import evaluate
+    from policygrad.evaluation import ArrayActor, evaluate
 
     seed = derive_seed(session.spec.seed, 1) if seed is None else seed
     generator = None if deterministic else torch.Generator(device=session.device).manual_seed(seed)
+    actor: Any = session.policy
+    # The policy's NumPy acting path where it has one, with the weights copied once (the same
+    # actions as policy.act, without a copy of the weights at every step).
+    fast = actor.rollout_actor() if session.device.type == "cpu" and hasattr(actor, "rollout_actor") else None
+    if fast is not None:
+        actor = ArrayActor(fast)
     return evaluate(
-        session.policy,
+        actor,
         session.eval_envs,
         encoder=session.encoder,
         obs_normalizer=session.obs_normalizer,
