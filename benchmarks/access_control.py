@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 
 from policygrad.tabular import access_control_mdp, evaluate_policy, optimal_average_reward, policy_table
-from policygrad.train import build_session, load_run_checkpoint, resolve_run, restore_policy, train
+from policygrad.runconfig import resolve_run
+from policygrad.training import build_session, load_run_checkpoint, restore_policy, train
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -32,7 +32,7 @@ from report import emit  # noqa: E402
 # (label, module or class, attribute): the parts timed, in the order printed.
 _PARTS: list[tuple[str, str, str]] = [
     ("rollout collection", "collector", "collect"),
-    ("  environment steps", "policygrad.rollout._EnvStepper", "step"),
+    ("  environment steps", "policygrad.rollout.EnvStepper", "step"),
     ("  acting (NumPy forward + sampling)", "policygrad.backends.numpy.NumpyBackend", "act"),
     ("update", "algorithm", "update"),
     ("  Ψ and targets (GAE)", "algorithm", "weigh"),
@@ -94,8 +94,9 @@ def _paused(f: Callable) -> Callable:
 def measure(case_name: str, seed: int, steps: int | None = None) -> tuple[list[tuple[str, float, int]], int, float, float]:
     """``(rows (label, µs per iteration, calls), iterations, training s, floor s)`` for the case's
     step count or ``steps``."""
-    import policygrad.train
-    from policygrad.train import build_session, resolve_run, train
+    import policygrad.training
+    from policygrad.runconfig import resolve_run
+    from policygrad.training import build_session, train
 
     case = speed.CASES[case_name]
     spec = resolve_run(case.algo, case.env, overrides=dict(case.policygrad, num_envs=case.num_envs,
@@ -109,8 +110,8 @@ def measure(case_name: str, seed: int, steps: int | None = None) -> tuple[list[t
         original = getattr(owner, attr)
         setattr(owner, attr, _timed(original, label, totals, counts))
         undo.append((owner, attr, original))
-    undo.append((policygrad.train, "evaluate_session", policygrad.train.evaluate_session))
-    policygrad.train.evaluate_session = _paused(policygrad.train.evaluate_session)
+    undo.append((policygrad.training, "evaluate_session", policygrad.training.evaluate_session))
+    policygrad.training.evaluate_session = _paused(policygrad.training.evaluate_session)
     try:
         with tempfile.TemporaryDirectory() as run_dir:
             train(session, Path(run_dir), quiet=True)

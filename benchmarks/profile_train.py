@@ -41,12 +41,12 @@ STAGES = [
     ("update: GAE", [("base.py", "_gae")]),
     ("logging (metrics.csv, TensorBoard)", [("logging.py", "log")]),
     ("checkpoints", [("checkpoint.py", "save_checkpoint")]),
-    ("evaluations", [("train.py", "evaluate_session")]),
+    ("evaluations", [("training.py", "evaluate_session")]),
     ("learning-curve plot", [("plots.py", "plot_learning_curve")]),
 ]
 TOTALS = {
-    "train": ("train.py", "main_train"),
-    "loop": ("train.py", "train"),
+    "train": ("cli.py", "main_train"),
+    "loop": ("training.py", "train"),
     "collect": ("rollout.py", "collect"),
     "update": ("base.py", "update"),
 }
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         import policygrad.algorithms  # noqa: F401  (torch, gymnasium)
         import policygrad.cli as cli
-        import policygrad.train  # noqa: F401
+        import policygrad.training  # noqa: F401
 
         imports = time.perf_counter() - t0
         profiler = cProfile.Profile()

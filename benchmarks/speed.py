@@ -119,7 +119,8 @@ def _peak_mb() -> float:
 def work_policygrad(case: Case, seed: int, steps: int) -> dict[str, Any]:
     import numpy as np
 
-    from policygrad.train import build_session, evaluate_session, resolve_run, train
+    from policygrad.runconfig import resolve_run
+    from policygrad.training import build_session, evaluate_session, train
 
     overrides = dict(case.policygrad, num_envs=case.num_envs, total_steps=steps, seed=seed)
     spec = resolve_run(case.algo, case.env, overrides=overrides)
@@ -163,7 +164,7 @@ def work_floor(case: Case, seed: int, steps: int) -> dict[str, Any]:
     import numpy as np
 
     from policygrad.envs import make_vec_env
-    from policygrad.train import resolve_run
+    from policygrad.runconfig import resolve_run
 
     spec = resolve_run(case.algo, case.env, overrides=dict(case.policygrad, num_envs=case.num_envs, seed=seed))
     envs = make_vec_env(case.env, case.num_envs, seed, vectorization=spec.train.vectorization)

@@ -20,7 +20,8 @@ from policygrad.returns import differential_gae
 from policygrad.rollout import RolloutCollector, make_policy
 from policygrad.tabular import FiniteMDPVectorEnv, evaluate_policy, policy_table, random_mdp
 from policygrad.tabular.tasks import access_control_mdp, optimal_average_reward
-from policygrad.train import TrainConfig, build_session, resolve_run, train
+from policygrad.runconfig import TrainConfig, resolve_run
+from policygrad.training import build_session, train
 
 QUICK = ["--quiet", "--set", "tensorboard=false"]
 

@@ -46,6 +46,8 @@ def _fails(capsys: pytest.CaptureFixture[str], argv: list[str], code: int, patte
         (["--algo", "trpo", "--set", "clip_eps=0.1"], "unknown trpo hyperparameter 'clip_eps'"),
         (["--device", "cuda:9"], "device"),
         (["--set", "vectorization=threads"], "vectorization must be one of"),
+        (["--set", "blas_threads=0"], "blas_threads must be > 0, got 0"),
+        (["--set", "torch_threads=many"], "torch_threads must be an int"),
     ],
 )
 def test_bad_input_exits_2_without_a_run_directory(

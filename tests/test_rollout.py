@@ -13,7 +13,7 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from policygrad.envs import make_vec_env
 from policygrad.errors import InputError, TrainingError
 from policygrad.normalize import ObservationNormalizer, RewardScaler
-from policygrad.rollout import Rollout, RolloutCollector, evaluate_policy, make_policy
+from policygrad.rollout import Rollout, RolloutCollector, make_policy
 
 
 class Counter(gym.Env):
@@ -285,17 +285,6 @@ def test_faulty_environments_raise_training_errors(fault: str, message: str) -> 
     collector = RolloutCollector(envs, SumCritic(1), 8)
     with pytest.raises(TrainingError, match=message):
         collector.collect()
-
-
-def test_evaluate_policy_counts_whole_episodes() -> None:
-    for mode in (AutoresetMode.SAME_STEP, AutoresetMode.NEXT_STEP):
-        envs = _sync(lambda: Counter(3, 10), 4, mode)
-        returns = evaluate_policy(SumCritic(), envs, 7)
-        assert returns == [6.0] * 7
-    # A task that never ends is evaluated over windows of max_episode_steps steps: env 0 runs two
-    # windows (rewards 1..4, then 5..8), env 1 one; returns are listed env by env.
-    envs = _sync(lambda: Counter(None, 10**9), 2, AutoresetMode.SAME_STEP)
-    assert evaluate_policy(SumCritic(), envs, 3, max_episode_steps=4) == [10.0, 26.0, 10.0]
 
 
 def test_make_vec_env_resolves_ids_modules_and_classes() -> None:

@@ -18,15 +18,8 @@ from policygrad.algorithms import ALGORITHMS, CONFIGS, get_preset
 from policygrad.checkpoint import latest_checkpoint, load_checkpoint
 from policygrad.cli import main
 from policygrad.errors import InputError
-from policygrad.train import (
-    METRIC_COLUMNS,
-    WALL_CLOCK_COLUMNS,
-    build_session,
-    evaluate_run,
-    parse_set,
-    resolve_run,
-    train,
-)
+from policygrad.runconfig import parse_set, resolve_run
+from policygrad.training import METRIC_COLUMNS, WALL_CLOCK_COLUMNS, build_session, evaluate_run, train
 
 
 def _rows(run_dir: Path) -> list[dict[str, str]]:

@@ -1,3 +1,5 @@
 """policygrad: policy-gradient reinforcement learning built on the Policy Gradient Theorem."""
 
-__version__ = "0.1.0"
+from policygrad.version import __version__
+
+__all__ = ["__version__"]

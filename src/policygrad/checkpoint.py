@@ -48,7 +48,7 @@ import safetensors.torch
 import torch
 from torch import Tensor
 
-from policygrad import __version__
+from policygrad.version import __version__
 from policygrad.errors import InputError
 
 __all__ = [
@@ -63,6 +63,7 @@ __all__ = [
     "load_optimizer_state",
     "rng_state",
     "set_rng_state",
+    "write_atomically",
 ]
 
 FORMAT_VERSION = 1
@@ -118,8 +119,8 @@ def save_checkpoint(path: str | Path, tensors: dict[str, Tensor], meta: dict) ->
         raise InputError(f"checkpoint meta is not JSON-serialisable: {err}") from None
 
     path.mkdir(parents=True, exist_ok=True)
-    _write_atomically(path / tensors_file, blob)
-    _write_atomically(path / _META_FILE, record_text.encode("utf-8"))  # the commit point
+    write_atomically(path / tensors_file, blob)
+    write_atomically(path / _META_FILE, record_text.encode("utf-8"))  # the commit point
     _remove_leftovers(path, keep=tensors_file)
 
 
@@ -275,8 +276,14 @@ def _read_record(path: Path) -> dict[str, Any]:
     return record
 
 
-def _write_atomically(target: Path, data: bytes) -> None:
-    """Write ``data`` to ``target`` so that readers see the old file or the new one, never a mix."""
+def write_atomically(target: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``target`` so that readers see the old file or the new one, never a mix.
+
+    The bytes go to ``<target>.tmp-<pid>`` (fsync), which then replaces ``target`` in one
+    ``os.replace``, made durable by an fsync of the directory. The one atomic writer of the
+    library: checkpoints and a run directory's config.json both go through it.
+    """
+    target = Path(target)
     tmp = target.with_name(f"{target.name}{_TMP_MARK}{os.getpid()}")
     with open(tmp, "wb") as f:
         f.write(data)

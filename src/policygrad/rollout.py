@@ -38,7 +38,7 @@ from policygrad.normalize import ObservationNormalizer, RewardScaler
 from policygrad.numeric import all_finite
 from policygrad.types import Rollout
 
-__all__ = ["Rollout", "RolloutCollector", "make_policy", "evaluate_policy", "autoreset_mode"]
+__all__ = ["Rollout", "RolloutCollector", "EnvStepper", "make_policy", "autoreset_mode"]
 
 Encoder = Callable[[Tensor, torch.dtype], Tensor]
 """Raw observations ``[N, *obs_shape]`` -> float ``[N, obs_dim]`` (``policygrad.policies`` encoders)."""
@@ -103,8 +103,14 @@ def _action_buffer_spec(action_space: spaces.Space) -> tuple[tuple[int, ...], to
     raise InputError(f"unsupported action space {action_space!r}")
 
 
-class _EnvStepper:
-    """What the collector and the evaluation share: actions out, observations in, checked."""
+class EnvStepper:
+    """What the collector and the evaluation (:mod:`policygrad.evaluation`) share: actions out,
+    observations in, checked.
+
+    Args:
+        envs: a Gymnasium vector environment with NEXT_STEP or SAME_STEP auto-reset.
+        encoder: raw observations -> ``[N, obs_dim]`` floats (see :func:`make_policy`).
+    """
 
     def __init__(self, envs: VectorEnv, encoder: Encoder) -> None:
         self.envs = envs
@@ -244,7 +250,7 @@ class RolloutCollector:
         self.device = torch.device(device)
         self.obs_normalizer = obs_normalizer
         self.reward_scaler = reward_scaler
-        self._io = io = _EnvStepper(envs, encoder)
+        self._io = io = EnvStepper(envs, encoder)
         self.envs = envs
         self.num_envs = N = io.num_envs
         if reward_scaler is not None and reward_scaler.returns.shape != (N,):
@@ -485,113 +491,3 @@ class RolloutCollector:
             valid=self._valid if next_step else None,
         )
         return rollout if on_cpu else rollout.to(device)
-
-
-@torch.no_grad()
-def evaluate_policy(
-    policy: torch.nn.Module,
-    envs: VectorEnv,
-    num_episodes: int,
-    *,
-    encoder: Encoder | None = None,
-    obs_normalizer: ObservationNormalizer | None = None,
-    deterministic: bool = True,
-    seed: int | None = None,
-    generator: torch.Generator | None = None,
-    device: torch.device | str = "cpu",
-    max_episode_steps: int = 10_000,
-    stats: dict[str, Any] | None = None,
-) -> list[float]:
-    """Raw returns of ``num_episodes`` complete episodes of ``policy``.
-
-    Environment i of the N runs ⌈(num_episodes − i)/N⌉ episodes, so that short episodes do not
-    crowd out long ones. The observation normaliser is used as it is (frozen: its statistics do
-    not move). An episode that runs for ``max_episode_steps`` steps is counted as ended there,
-    with the return collected so far, so that a continuing task (no termination, no time limit)
-    is evaluated over windows of that length instead of forever.
-
-    Args:
-        policy: the actor-critic (acting on encoded observations).
-        envs: the vector environment to run (auto-reset NEXT_STEP or SAME_STEP).
-        num_episodes: how many episodes.
-        encoder: as for :class:`RolloutCollector`.
-        obs_normalizer: the training run's observation normaliser, or None.
-        deterministic: take the policy's mode instead of sampling.
-        seed: reset seed of the environments.
-        generator: random-number generator of the sampled actions (None: torch's global one).
-        device: where the policy lives.
-        max_episode_steps: the longest an evaluated episode (or window) lasts.
-        stats: if given, receives ``"steps"``, the environment steps taken (N per vector step).
-
-    Returns:
-        The episodes' undiscounted, unscaled returns, environment by environment.
-
-    Raises:
-        TrainingError: non-finite observations or rewards, or an environment that raised.
-    """
-    if isinstance(num_episodes, bool) or not isinstance(num_episodes, int) or num_episodes < 1:
-        raise InputError(f"the number of episodes must be a positive int, got {num_episodes!r}")
-    if max_episode_steps < 1:
-        raise InputError(f"max_episode_steps must be positive, got {max_episode_steps}")
-    if encoder is None:
-        from policygrad.policies import FlattenObservation
-
-        encoder = FlattenObservation(envs.single_observation_space.shape)
-    io = _EnvStepper(envs, encoder)
-    N = io.num_envs
-    device = torch.device(device)
-    targets = np.array([len(range(i, num_episodes, N)) for i in range(N)])
-    counts = np.zeros(N, dtype=np.int64)
-    returns: list[list[float]] = [[] for _ in range(N)]
-    ep_return = np.zeros(N, dtype=np.float64)
-    ep_length = np.zeros(N, dtype=np.int64)
-    dummy = np.zeros(N, dtype=bool)
-    next_step = io.mode == AutoresetMode.NEXT_STEP
-
-    def prepare(obs: np.ndarray) -> np.ndarray:
-        io.check_observations(obs)
-        encoded = io.encode(obs)
-        if obs_normalizer is not None:
-            encoded = obs_normalizer.normalize(encoded)
-        return np.ascontiguousarray(encoded, dtype=np.float32)
-
-    actor = policy.rollout_actor() if device.type == "cpu" and hasattr(policy, "rollout_actor") else None
-
-    try:
-        obs, info = envs.reset(seed=seed)
-    except Exception as err:
-        raise TrainingError(f"the environment raised on reset: {type(err).__name__}: {err}") from None
-    mask_np = np.ones((N, io.mask_actions), dtype=bool) if io.mask_actions is not None and "action_mask" in info else None
-    env_actions = None
-    while (counts < targets).any():
-        if mask_np is not None:
-            io.masks(info, mask_np)
-        if actor is not None:
-            actions, _, _ = actor.act(prepare(obs), mask_np, deterministic, generator)
-        else:
-            mask = None if mask_np is None else torch.from_numpy(mask_np).to(device)
-            obs_t = torch.from_numpy(prepare(obs)).to(device)
-            actions, _, _ = policy.act(obs_t, mask, deterministic=deterministic, generator=generator)
-            actions = actions.cpu()
-        if env_actions is None and io.low is not None:
-            env_actions = np.zeros(tuple(actions.shape), dtype=np.float32)
-        obs, reward, terminated, truncated, info = io.step(io.env_actions(actions, env_actions))
-        if not np.isfinite(reward).all():
-            i = int(np.nonzero(~np.isfinite(reward))[0][0])
-            raise TrainingError(f"non-finite reward at evaluation step {io.steps} (environment {i}): {reward[i]}")
-        counting = counts < targets
-        if next_step:
-            counting &= ~dummy
-        ep_return += np.where(counting, reward, 0.0)
-        ep_length += counting
-        done = (terminated | truncated | (ep_length >= max_episode_steps)) & counting
-        for i in np.nonzero(done)[0]:
-            returns[i].append(float(ep_return[i]))
-            counts[i] += 1
-            ep_return[i] = 0.0
-            ep_length[i] = 0
-        if next_step:
-            dummy = terminated | truncated
-    if stats is not None:
-        stats["steps"] = io.steps
-    return [r for per_env in returns for r in per_env]

@@ -27,9 +27,7 @@ Settings and what one sample of an estimator is:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -389,30 +387,3 @@ def format_report(report: VerifyReport) -> str:
             f"{r.relative_error:>8.4f} {r.total_variance:>10.4g} {r.variance_ratio:>9.3f}  {verdict}"
         )
     return "\n".join(lines)
-
-
-def main_verify(args: argparse.Namespace) -> int:
-    """``policygrad verify``: the built-in examples, or a user's MDP from JSON."""
-    torch.set_num_threads(1)
-    from policygrad.tabular import example_mdp, load_mdp_json
-
-    if args.mdp is None:
-        settings = [args.setting] if args.setting else list(SETTINGS)
-        cases = [(example_mdp(s), None, s) for s in settings]
-    else:
-        mdp, theta = load_mdp_json(args.mdp)
-        cases = [(mdp, theta, args.setting)]
-    reports = [
-        verify(mdp, theta, setting, episodes=args.episodes, horizon=args.horizon, lam=args.lam, seed=args.seed)
-        for mdp, theta, setting in cases
-    ]
-    if args.json:
-        out = reports[0].to_json() if len(reports) == 1 else {"reports": [r.to_json() for r in reports]}
-        print(json.dumps(out))
-    else:
-        print("\n\n".join(format_report(r) for r in reports))
-        print(
-            "\nmax|z|: largest |mean − exact| / stderr over the gradient's components; an unbiased "
-            "estimator stays below ~4.\nvar/total: total variance relative to the total-return estimator."
-        )
-    return 0

@@ -18,7 +18,10 @@ from typing import Any, Literal, Mapping
 
 from policygrad.errors import InputError
 
-__all__ = ["ACTIVATION_NAMES", "BaseConfig", "config_from_dict", "field_docs", "positive", "non_negative", "unit_interval"]
+__all__ = [
+    "ACTIVATION_NAMES", "BaseConfig", "config_from_dict", "field_docs", "parse_value", "check_types", "positive",
+    "non_negative", "unit_interval",
+]
 
 ACTIVATION_NAMES = ("tanh", "relu", "elu", "gelu")
 """The hidden-layer activations by name (``policygrad.policies.ACTIVATIONS`` maps each to its function)."""
@@ -87,7 +90,7 @@ class BaseConfig:
         return self.num_envs * self.num_steps
 
     def __post_init__(self) -> None:
-        _check_types(self)
+        check_types(self)
         self._validate()
 
     def _validate(self) -> None:
@@ -151,7 +154,7 @@ def config_from_dict(cls: type, algo: str, overrides: Mapping[str, Any]) -> Any:
     for key, value in overrides.items():
         if key not in hints or key not in valid:
             raise InputError(f"unknown {algo} hyperparameter {key!r}; valid: {', '.join(sorted(valid))}")
-        values[key] = _from_string(key, value, hints[key]) if isinstance(value, str) else value
+        values[key] = parse_value(key, value, hints[key]) if isinstance(value, str) else value
     return cls(**values)
 
 
@@ -237,7 +240,9 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
     raise InputError(f"{name} must be {_type_name(hint)}, got {value!r}")
 
 
-def _check_types(cfg: Any) -> None:
+def check_types(cfg: Any) -> None:
+    """Coerce every field of the dataclass ``cfg`` to its annotated type where that loses nothing
+    (an int for a float, a list for a tuple), else InputError naming the field."""
     hints = typing.get_type_hints(type(cfg))
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
@@ -246,8 +251,9 @@ def _check_types(cfg: Any) -> None:
             object.__setattr__(cfg, f.name, coerced)
 
 
-def _from_string(name: str, text: str, hint: Any) -> Any:
-    """Parse a command-line string for a field of type ``hint``."""
+def parse_value(name: str, text: str, hint: Any) -> Any:
+    """Parse a command-line string (``--set name=text``) for a field of type ``hint``; InputError
+    naming the field if it does not fit."""
     stripped = text.strip()
     lowered = stripped.lower()
     args = typing.get_args(hint)

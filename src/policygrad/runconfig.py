@@ -1,0 +1,288 @@
+"""What defines a run: its settings, resolved from presets, files and flags, and config.json.
+
+Hyperparameters come from, in increasing precedence: the preset of (algo, env)
+(``policygrad.algorithms.get_preset``), a TOML file (``--config``), ``--set key=value`` and the
+explicit flags (``--seed``, ``--steps``, ``--target-return``). Keys are the algorithm's config
+fields plus those of :class:`TrainConfig`. :func:`resolve_run` merges them into a validated
+:class:`RunSpec`, which a run directory keeps as ``config.json`` (:func:`read_run_config`).
+
+Determinism. Every generator is seeded from the run's seed (:func:`seed_everything`); other
+seeds are derived from it and a few integers (:func:`derive_seed`), e.g. the step a run resumes
+from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import numpy as np
+
+from policygrad.version import __version__
+from policygrad.errors import InputError
+
+__all__ = [
+    "CONFIG_FILE",
+    "TrainConfig",
+    "TRAIN_KEYS",
+    "RunSpec",
+    "resolve_run",
+    "parse_set",
+    "read_toml",
+    "spec_from_json",
+    "read_run_config",
+    "derive_seed",
+    "seed_everything",
+    "library_versions",
+]
+
+CONFIG_FILE = "config.json"
+"""The file of a run directory that holds its :class:`RunSpec` (:meth:`RunSpec.to_json`)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of the training loop (algorithm-independent); keys for --set and --config like
+    the algorithm's."""
+
+    total_steps: int = 100_000
+    """Environment steps to train for (N per vector step; rounded up to whole rollouts)."""
+    target_return: float | None = None
+    """Stop once the deterministic policy's mean evaluation return reaches this, on eval_episodes
+    episodes and then on as many others (None: never)."""
+    eval_every: int | None = None
+    """Environment steps between evaluations when target_return is set (rounded up to whole rollouts);
+    None: adaptive, as many environment steps as the last evaluation took (at least one rollout), so
+    that evaluating costs a small share of the run and a reached target is noticed soon."""
+    eval_episodes: int = 10
+    """Episodes per evaluation (also of the final one)."""
+    eval_max_episode_steps: int = 10_000
+    """An evaluation episode ends after this many steps at the latest (continuing tasks are
+    evaluated over windows of this length)."""
+    checkpoint_every: int | None = None
+    """Environment steps between kept checkpoints (checkpoints/step_N); None: a fifth of the run."""
+    time_limit: int | None = None
+    """Truncate episodes after this many steps, replacing the registered limit (None: keep it; 0: no
+    limit, a continuing run whose episodes end only by termination)."""
+    vectorization: Literal["auto", "sync", "async", "vector"] = "auto"
+    """How the environment copies are stepped: auto, sync, async or vector (see policygrad.envs)."""
+    torch_threads: int = 1
+    """CPU threads of torch's intra-op pool (1 is fastest for small networks and leaves cores to the
+    environments); also in each async environment worker."""
+    blas_threads: int = 1
+    """CPU threads of NumPy's BLAS library and of OpenMP runtimes (the NumPy update path's matrix
+    products); also in each async environment worker."""
+    tensorboard: bool = True
+    """Also write the metrics as TensorBoard scalars under tb/."""
+
+    def __post_init__(self) -> None:
+        from policygrad.algorithms.config import check_types  # the algorithms' type checks
+
+        check_types(self)
+        for name in ("total_steps", "eval_episodes", "eval_max_episode_steps", "torch_threads", "blas_threads"):
+            if not getattr(self, name) > 0:
+                raise InputError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.eval_every is not None and not self.eval_every > 0:
+            raise InputError(f"eval_every must be > 0 or None, got {self.eval_every}")
+        if self.checkpoint_every is not None and not self.checkpoint_every > 0:
+            raise InputError(f"checkpoint_every must be > 0 or None, got {self.checkpoint_every}")
+        if self.time_limit is not None and not self.time_limit >= 0:
+            raise InputError(f"time_limit must be > 0, 0 (no limit) or None, got {self.time_limit}")
+        if self.target_return is not None and not math.isfinite(self.target_return):
+            raise InputError(f"target_return must be a finite number, got {self.target_return}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+"""The keys of :class:`TrainConfig`, accepted by ``--set`` and ``--config`` beside the algorithm's."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that defines a run: what config.json holds."""
+
+    algo: str
+    env: str
+    seed: int
+    config: Any
+    """The algorithm's frozen config (policygrad.algorithms)."""
+    train: TrainConfig
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "algo": self.algo,
+            "env": self.env,
+            "seed": self.seed,
+            "config": self.config.to_dict(),
+            "train": self.train.to_dict(),
+            "versions": library_versions(),
+        }
+
+
+def library_versions() -> dict[str, str]:
+    import gymnasium
+    import torch
+
+    return {
+        "policygrad": __version__,
+        "torch": torch.__version__,
+        "gymnasium": gymnasium.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def derive_seed(seed: int, *keys: int) -> int:
+    """A 32-bit seed determined by ``seed`` and ``keys`` (e.g. the step a run resumes from)."""
+    return int(np.random.SeedSequence([seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF, *keys]).generate_state(1)[0])
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed & 0xFFFFFFFF)
+    torch.manual_seed(seed)
+
+
+# --------------------------------------------------------------------------------------------
+# Resolving hyperparameters
+# --------------------------------------------------------------------------------------------
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """``["key=value", ...]`` -> dict; values are TOML literals (``[64, 64]``, ``true``, ``3e-4``),
+    anything else a string."""
+    import tomllib
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise InputError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            value = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text.strip()
+        out[key] = value
+    return out
+
+
+def read_toml(path: str | os.PathLike) -> dict[str, Any]:
+    """The top-level table of a TOML file; InputError (one line) if missing or invalid."""
+    import tomllib
+
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise InputError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise InputError(f"config file {path} is a directory") from None
+    except tomllib.TOMLDecodeError as err:
+        raise InputError(f"bad TOML in {path}: {err}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"cannot read config file {path}: {err}") from None
+    nested = [k for k, v in data.items() if isinstance(v, dict)]
+    if nested:
+        raise InputError(f"config file {path}: expected flat key = value pairs, found the table [{nested[0]}]")
+    return data
+
+
+def resolve_run(
+    algo: str | None = None,
+    env: str | None = None,
+    *,
+    config_file: str | os.PathLike | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> RunSpec:
+    """Merge preset < config file < overrides < flags into a validated :class:`RunSpec`.
+
+    ``algo`` and ``env`` come from the arguments, else the config file's ``algo`` / ``env``
+    keys, else ``ppo`` / ``CartPole-v1``.
+
+    Raises:
+        InputError: an unknown algorithm or key (the valid ones listed), a value out of range.
+    """
+    from policygrad.algorithms import ALGORITHMS, CONFIGS, get_preset, make_config
+
+    file_values = dict(read_toml(config_file)) if config_file is not None else {}
+    algo = algo or file_values.pop("algo", None) or "ppo"
+    env = env or file_values.pop("env", None) or "CartPole-v1"
+    file_values.pop("algo", None)
+    file_values.pop("env", None)
+    if algo not in ALGORITHMS:
+        raise InputError(f"unknown algorithm {algo!r}; valid: {', '.join(ALGORITHMS)}")
+    if not isinstance(env, str):
+        raise InputError(f"env must be a string, got {env!r}")
+    given = {**file_values, **(overrides or {})}
+    merged: dict[str, Any] = get_preset(algo, env, criterion=given.get("criterion"))
+    algo_keys = [f.name for f in dataclasses.fields(CONFIGS[algo])]
+    for source, values in (("config file", file_values), ("--set", overrides or {})):
+        for key in values:
+            if key not in algo_keys and key not in TRAIN_KEYS:
+                valid = ", ".join(sorted(set(algo_keys) | set(TRAIN_KEYS)))
+                raise InputError(f"unknown {algo} hyperparameter {key!r} in {source}; valid: {valid}")
+        merged.update(values)
+    if merged.get("criterion") == "average" and "gamma" in given:
+        raise InputError("gamma has no meaning under criterion='average' (nothing is discounted); drop it")
+    merged.update({k: v for k, v in (flags or {}).items() if v is not None})
+    train_values = {k: merged.pop(k) for k in list(merged) if k in TRAIN_KEYS}
+    train_config = _train_config(train_values)
+    config = make_config(algo, merged)
+    return RunSpec(algo=algo, env=env, seed=int(config.seed), config=config, train=train_config)
+
+
+def _train_config(values: dict[str, Any]) -> TrainConfig:
+    import typing
+
+    from policygrad.algorithms.config import parse_value  # the algorithms' parsing of "--set" strings
+
+    hints = typing.get_type_hints(TrainConfig)
+    converted = {k: parse_value(k, v, hints[k]) if isinstance(v, str) else v for k, v in values.items()}
+    return TrainConfig(**converted)
+
+
+def spec_from_json(data: Any, where: str) -> RunSpec:
+    """The :class:`RunSpec` saved as config.json; InputError if it is not one."""
+    from policygrad.algorithms import make_config
+
+    if not isinstance(data, dict) or not {"algo", "env", "config", "train"} <= set(data):
+        raise InputError(f"{where} is not a policygrad run configuration")
+    try:
+        config = make_config(data["algo"], data["config"])
+        train_config = _train_config(dict(data["train"]))
+    except (TypeError, ValueError) as err:  # InputError is a ValueError
+        raise InputError(f"{where}: {err}") from None
+    if not isinstance(data["env"], str):
+        raise InputError(f"{where}: env must be a string")
+    return RunSpec(algo=data["algo"], env=data["env"], seed=int(config.seed), config=config, train=train_config)
+
+
+def read_run_config(run_dir: Path) -> RunSpec:
+    """The :class:`RunSpec` in ``run_dir``'s config.json; InputError (one line) if there is none."""
+    if not run_dir.exists():
+        raise InputError(f"run directory {run_dir} does not exist")
+    if not run_dir.is_dir():
+        raise InputError(f"{run_dir} is not a directory")
+    path = run_dir / CONFIG_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{run_dir} is not a policygrad run directory (no {CONFIG_FILE})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{path} is not valid JSON ({err})") from None
+    return spec_from_json(data, str(path))
