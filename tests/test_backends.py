@@ -331,7 +331,7 @@ def test_auto_takes_numpy_where_it_can_and_torch_otherwise_with_a_reason():
 @pytest.mark.parametrize("algo", ["npg", "trpo"])
 def test_trust_region_methods_refuse_the_numpy_backend(algo):
     config = make_config(algo, {"num_envs": 2, "num_steps": 8, "minibatch_size": 16, "backend": "numpy"})
-    with pytest.raises(InputError, match="backend=numpy cannot serve this run: .*Fisher"):
+    with pytest.raises(InputError, match="backend=numpy cannot serve this run: npg and trpo, .*Fisher"):
         make_algorithm(algo, _policy("discrete"), config, 1)
     assert make_algorithm(algo, _policy("discrete"), make_config(algo, {"num_envs": 2, "num_steps": 8, "minibatch_size": 16}), 1).backend.name == "torch"
 

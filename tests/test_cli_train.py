@@ -212,3 +212,26 @@ def test_subprocess_error_has_no_traceback(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert result.stderr.startswith("policygrad: error: unknown environment 'NoSuchEnv-v0'")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--algo", "npg", "--set", "backend=numpy"], "npg and trpo"),
+    (["--set", "activation=elu", "--set", "backend=numpy"], "activation elu"),
+    (["--env", "MountainCar-v0", "--set", "backend=numpy", "--device", "meta"], "meta"),
+    (["--set", "backend=jax"], "backend must be one of"),
+])
+def test_a_backend_that_cannot_serve_is_one_line_and_exit_2(tmp_path, capsys, args, words) -> None:
+    out = tmp_path / "run"
+    assert main(["train", "--steps", "256", "--quiet", "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("policygrad: error: ") and "\n" not in err and words in err, err
+    assert not out.exists()
+
+
+def test_auto_falls_back_to_torch_and_says_why(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert main(["train", "--steps", "256", "--out", str(out), "--set", "activation=elu",
+                 "--set", "num_steps=32", "--set", "minibatch_size=64"]) == 0
+    backend = json.loads((out / "config.json").read_text())["backend"]
+    assert backend["name"] == "torch" and "activation elu" in backend["reason"]
+    assert "backend: torch (auto: the NumPy backend cannot serve activation elu" in capsys.readouterr().err

@@ -138,9 +138,11 @@ def _short_run(out: Path, steps: int, *extra: str) -> None:
     assert main(args) == 0
 
 
-def test_same_seed_same_metrics(tmp_path: Path) -> None:
-    _short_run(tmp_path / "a", 1024)
-    _short_run(tmp_path / "b", 1024)
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_same_seed_same_metrics(tmp_path: Path, backend: str) -> None:
+    _short_run(tmp_path / "a", 1024, "--set", f"backend={backend}")
+    _short_run(tmp_path / "b", 1024, "--set", f"backend={backend}")
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["backend"]["name"] == backend
     a, b = _rows(tmp_path / "a"), _rows(tmp_path / "b")
     assert len(a) == 8
     assert _without_wall_clock(a) == _without_wall_clock(b)
@@ -148,13 +150,14 @@ def test_same_seed_same_metrics(tmp_path: Path) -> None:
     ta, tb = _policy_tensors(tmp_path / "a"), _policy_tensors(tmp_path / "b")
     assert ta and ta.keys() == tb.keys()
     assert all(torch.equal(ta[k], tb[k]) for k in ta)
-    _short_run(tmp_path / "c", 1024, "--seed", "8")
+    _short_run(tmp_path / "c", 1024, "--seed", "8", "--set", f"backend={backend}")
     assert _without_wall_clock(_rows(tmp_path / "c")) != _without_wall_clock(a)
 
 
-def test_resuming_one_checkpoint_twice_gives_the_same_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_resuming_one_checkpoint_twice_gives_the_same_run(tmp_path: Path, backend: str) -> None:
     first = tmp_path / "first"
-    _short_run(first, 512)
+    _short_run(first, 512, "--set", f"backend={backend}")
     before = _rows(first)
     copies = [tmp_path / "x", tmp_path / "y"]
     for copy in copies:
@@ -167,7 +170,8 @@ def test_resuming_one_checkpoint_twice_gives_the_same_run(tmp_path: Path) -> Non
     tx, ty = (_policy_tensors(c) for c in copies)
     assert tx and tx.keys() == ty.keys()
     assert all(torch.equal(tx[k], ty[k]) for k in tx)
-    assert json.loads((copies[0] / "config.json").read_text())["train"]["total_steps"] == 1024
+    config = json.loads((copies[0] / "config.json").read_text())
+    assert config["train"]["total_steps"] == 1024 and config["backend"]["name"] == backend
     # Resuming a finished run without more steps does nothing.
     assert main(["train", "--resume", str(copies[0]), "--quiet"]) == 0
     assert len(_rows(copies[0])) == 8

@@ -393,6 +393,7 @@ def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool
     from policygrad.logging import MetricsLogger, ProgressBar
 
     spec, tcfg = session.spec, session.spec.train
+    continuing = spec.config.criterion == "average"
     total = tcfg.total_steps
     checkpoint_every = tcfg.checkpoint_every or max(1, math.ceil(total / 5))
     start_step = session.step
@@ -400,7 +401,7 @@ def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool
     try:
         logger = MetricsLogger(
             run_dir, METRIC_COLUMNS, tensorboard=tcfg.tensorboard, resume=resumed,
-            resume_step=start_step if resumed else None, continuing=spec.config.criterion == "average",
+            resume_step=start_step if resumed else None, continuing=continuing,
         )
     except OSError as err:
         raise InputError(f"cannot write to {run_dir}: {err}") from None
@@ -450,7 +451,7 @@ def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool
                 if key not in row:
                     row[key] = _finite_or_none(metrics.get(key, math.nan))
             logger.log(row)
-            rate = row["reward_per_step"]
+            rate = row["reward_per_step"] if continuing else None  # the learning signal of a continuing task only
             bar.update(session.step - previous, row["episode_return_mean"],
                        None if rate is None else {"reward/step": rate})
             if tcfg.target_return is not None and session.step >= next_eval:

@@ -98,7 +98,7 @@ class NPG(Algorithm):
     name = "npg"
     config: NPGConfig
     line_search: bool = False
-    numpy_refusal = "the natural step's Fisher-vector products (second derivatives, through autograd)"
+    numpy_refusal = "npg and trpo, whose natural step takes second derivatives (Fisher-vector products) through autograd"
 
     def weigh(self, rollout: Any) -> tuple[Tensor, Tensor]:
         return self._gae(rollout)
