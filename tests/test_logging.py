@@ -192,6 +192,21 @@ def test_reward_per_step_goes_to_tensorboard_only_for_continuing_tasks(tmp_path:
         assert _rows(run_dir) == [columns, ["10", "3.0", "0.5"]]  # the CSV has it either way
 
 
+def test_tensorboard_every_thins_the_points_and_keeps_the_last_row(tmp_path: Path) -> None:
+    columns = ["step", "policy_loss"]
+    with MetricsLogger(tmp_path, columns, tensorboard_every=100) as log:
+        for step in range(40, 521, 40):  # A2C's rows: one every 40 steps
+            log.log({"step": step, "policy_loss": step / 1000})
+    # the first row, then each row at least 100 steps past the last one written, then the last row
+    assert [step for step, _ in _scalars(tmp_path)["train/policy_loss"]] == [40, 160, 280, 400, 520]
+    assert len(_rows(tmp_path)) == 1 + 13  # metrics.csv keeps every row
+    every = tmp_path / "every"
+    with MetricsLogger(every, columns, tensorboard_every=0) as log:
+        for step in (40, 80, 120):
+            log.log({"step": step, "policy_loss": 0.5})
+    assert [step for step, _ in _scalars(every)["train/policy_loss"]] == [40, 80, 120]
+
+
 def test_tensorboard_resume_hides_events_after_the_checkpoint(tmp_path: Path) -> None:
     with MetricsLogger(tmp_path, COLUMNS) as log:
         for step in (100, 200, 300, 400):

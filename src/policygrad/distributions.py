@@ -474,11 +474,11 @@ def gaussian_terms_np(mean: np.ndarray, log_std: np.ndarray,
 def gaussian_backward_np(eps: np.ndarray, log_std: np.ndarray, d_log_prob: np.ndarray | None,
                          d_entropy: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """``(∂L/∂μ [B, D], ∂L/∂ log σ [D])``: ∂ log π/∂μ = ε/σ, ∂ log π/∂ log σ = ε² − 1, ∂H/∂ log σ = 1."""
-    d_mean = np.zeros_like(eps)
-    d_log_std = np.zeros_like(log_std)
     if d_log_prob is not None:
         d_mean = eps * np.exp(-log_std) * d_log_prob[:, None]
         d_log_std = d_log_prob @ (np.square(eps) - 1)
+    else:
+        d_mean, d_log_std = np.zeros_like(eps), np.zeros_like(log_std)
     if d_entropy is not None:
         d_log_std += d_entropy.sum()
     return d_mean, d_log_std
@@ -543,13 +543,14 @@ def gsde_backward_np(cache: tuple[np.ndarray, ...], log_std: np.ndarray, d_log_p
     """``(∂L/∂μ [B, D], ∂L/∂L [H, D])``: ∂L/∂ log σ_bd = d_lp (ε² − 1) + d_H, and
     ∂ log σ_bd/∂L_jd = φ_bj² exp(2L_jd) / σ_bd²; no gradient reaches φ."""
     phi2, variance, inv_std, eps = cache
-    d_sigma = np.zeros_like(eps)
-    d_mean = np.zeros_like(eps)
     if d_log_prob is not None:
         d_mean = eps * inv_std * d_log_prob[:, None]
         d_sigma = d_log_prob[:, None] * (np.square(eps) - 1)
-    if d_entropy is not None:
-        d_sigma = d_sigma + d_entropy[:, None]
+        if d_entropy is not None:
+            d_sigma += d_entropy[:, None]
+    else:
+        d_mean = np.zeros_like(eps)
+        d_sigma = np.zeros_like(eps) if d_entropy is None else np.broadcast_to(d_entropy[:, None], eps.shape).copy()
     d_sigma /= variance
     d_log_std = phi2.T @ d_sigma.astype(phi2.dtype, copy=False)
     d_log_std *= np.exp(2.0 * log_std)

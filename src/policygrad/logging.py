@@ -93,6 +93,9 @@ class MetricsLogger:
         continuing: the run is a continuing task (criterion ``"average"``): write the
             ``reward_per_step`` column to TensorBoard as ``rollout/reward_per_step``, the curve of
             such a task. Otherwise that column goes to ``metrics.csv`` only.
+        tensorboard_every: write a row to TensorBoard only when its step is at least this far past
+            the last row written there (the first row always, and the last row at :meth:`close`);
+            0 or 1: every row. ``metrics.csv`` gets every row.
 
     A fresh logger (``resume=False``) overwrites an existing ``metrics.csv``.
 
@@ -110,6 +113,7 @@ class MetricsLogger:
         resume: bool = False,
         resume_step: int | None = None,
         continuing: bool = False,
+        tensorboard_every: int = 0,
     ) -> None:
         columns = list(columns)
         if not columns:
@@ -139,6 +143,9 @@ class MetricsLogger:
         if not continuing and "reward_per_step" in self._tags:
             self._tags["reward_per_step"] = None
         self._writer: _ScalarWriter | None = None
+        self._tb_every = max(int(tensorboard_every), 0)
+        self._tb_last: int | None = None  # the step of the last row written to TensorBoard
+        self._tb_pending: tuple[int, dict[str, float]] | None = None  # a row held back, written at close
         if tensorboard:
             # purge_step hides events a crashed run wrote after the step it resumes from.
             purge_step = resume_step + 1 if resume and resume_step is not None else None
@@ -195,10 +202,12 @@ class MetricsLogger:
             step = values.get(STEP_COLUMN)
             global_step = int(step) if _is_finite(step) else self._rows_logged
             tags = self._tags
-            self._writer.scalars(
-                global_step,
-                {tags[name]: value for name, value in values.items() if tags[name] is not None and _is_finite(value)},
-            )
+            scalars = {tags[name]: value for name, value in values.items() if tags[name] is not None and _is_finite(value)}
+            if self._tb_last is None or global_step - self._tb_last >= self._tb_every:
+                self._writer.scalars(global_step, scalars)
+                self._tb_last, self._tb_pending = global_step, None
+            else:
+                self._tb_pending = (global_step, scalars)
 
     def close(self) -> None:
         """Flush and close the CSV file and the TensorBoard writer; safe to call twice."""
@@ -207,6 +216,8 @@ class MetricsLogger:
         self._closed = True
         self._file.close()
         if self._writer is not None:
+            if self._tb_pending is not None:  # the run's last row, whatever its distance
+                self._writer.scalars(*self._tb_pending)
             self._writer.close()
 
     def __enter__(self) -> MetricsLogger:

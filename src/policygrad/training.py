@@ -402,6 +402,7 @@ def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool
         logger = MetricsLogger(
             run_dir, METRIC_COLUMNS, tensorboard=tcfg.tensorboard, resume=resumed,
             resume_step=start_step if resumed else None, continuing=continuing,
+            tensorboard_every=tcfg.tensorboard_every,
         )
     except OSError as err:
         raise InputError(f"cannot write to {run_dir}: {err}") from None

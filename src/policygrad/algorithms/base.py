@@ -84,6 +84,14 @@ def explained_variance(values: Tensor, returns: Tensor) -> Tensor | float:
     return 1.0 - _squared_deviations(returns - values) / ss_returns
 
 
+def _mean(x: Tensor) -> Tensor | float:
+    """The mean of a 1-D tensor: a float for a CPU one (on its NumPy view: no torch operation), else
+    a 0-dim tensor (no host read)."""
+    if x.device.type == "cpu":
+        return float(mean(x.detach().numpy()))
+    return x.detach().mean()
+
+
 def _squared_deviations(x: Any) -> Any:
     """Σ (x − mean x)² of a 1-D tensor or array (ufuncs on arrays: no Python layer)."""
     if isinstance(x, Tensor):
@@ -234,7 +242,7 @@ class Algorithm(abc.ABC):
         return {
             "policy_loss": losses[0],
             "value_loss": losses[1] if use_critic else NAN,
-            "entropy": out.entropy.detach().mean(),
+            "entropy": _mean(out.entropy),
             "grad_norm": grad_norm,
         }
 

@@ -271,8 +271,8 @@ class NumpyBackend(Backend):
         self.max_grad_norm = max_grad_norm
         self.activation = policy.actor.net.activation
         self.kind = "gsde" if policy.sde else policy.action_kind  # "discrete", "continuous" or "gsde"
-        actor_layers = [p[k] for p in policy.actor.net._param_dicts for k in ("weight", "bias")]
-        critic_layers = [p[k] for p in policy.critic.net._param_dicts for k in ("weight", "bias")]
+        actor_layers = [p[k] for p in policy.actor.net.layer_params for k in ("weight", "bias")]
+        critic_layers = [p[k] for p in policy.critic.net.layer_params for k in ("weight", "bias")]
         self.params = actor_layers + critic_layers
         if self.kind != "discrete":
             self.params.append(policy.actor._parameters["log_std"])
@@ -394,7 +394,9 @@ class NumpyBackend(Backend):
     # --- training --------------------------------------------------------------------------------
 
     def evaluate(self, observations: Tensor, actions: Tensor, action_masks: Tensor | None = None) -> PerSample:
-        x = np.ascontiguousarray(observations.detach().cpu().numpy(), dtype=self.dtype)
+        x = observations.numpy() if observations.dtype == self.params[0].dtype and not observations.requires_grad \
+            else observations.detach().cpu().numpy().astype(self.dtype)
+        x = np.ascontiguousarray(x)
         a = actions.numpy()
         mask = None if action_masks is None else action_masks.numpy()
         out, actor_hidden = mlp_forward(x, self._actor, self.activation)

@@ -69,7 +69,7 @@ class ActorCritic(nn.Module):
         in the parameters' dtype (float32 by default)."""
         if not isinstance(obs, Tensor):
             obs = torch.as_tensor(obs)
-        return self.encoder(obs, self.critic.net._param_dicts[0]["weight"].dtype)
+        return self.encoder(obs, self.critic.net.layer_params[0]["weight"].dtype)
 
     def distribution(self, obs: Tensor | np.ndarray, action_mask: Tensor | None = None) -> Distribution:
         """π(·|s) for raw observations; ``action_mask`` (bool, True = allowed) for discrete actions."""

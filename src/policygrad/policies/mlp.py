@@ -102,7 +102,8 @@ class MLP(nn.Module):
         # Parameter dicts read directly on the hot path: ``layer.weight`` goes through
         # ``nn.Module.__getattr__`` (about 10× slower), and the dicts are what ``load_state_dict``,
         # ``.to`` and ``torch.func.functional_call`` update.
-        self._param_dicts = tuple(layer._parameters for layer in self.layers)
+        self.layer_params = tuple(layer._parameters for layer in self.layers)
+        """Each layer's parameters in order, ``{"weight": W [out, in], "bias": b [out]}``."""
 
     def forward(self, x: Tensor) -> Tensor:
         """``[..., in_dim] -> [..., out_dim]``."""
@@ -111,7 +112,7 @@ class MLP(nn.Module):
     def features_and_output(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``([..., h_last] the last hidden layer's activations (x itself without hidden layers),
         [..., out_dim] the output)``."""
-        *hidden, last = self._param_dicts
+        *hidden, last = self.layer_params
         act = self._act
         for p in hidden:
             x = act(F.linear(x, p["weight"], p["bias"]))
