@@ -228,8 +228,8 @@ def format_results(results: list[CaseResult], seeds: int, competitors: int = 0) 
     lines = [
         load_heading(competitors),
         "",
-        f"| case | steps | SB3 s | policygrad s | SB3 / policygrad (median, range) | target | policygrad steps/s | "
-        f"floor s | policygrad / floor | floor target | return SB3 | return policygrad | load |",
+        "| case | steps | SB3 s | policygrad s | SB3 / policygrad (median, range) | target | policygrad steps/s | "
+        "floor s | policygrad / floor | floor target | return SB3 | return policygrad | load |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:

@@ -17,8 +17,6 @@ from policygrad.backends import NumpyBackend, Term, TorchBackend, resolve_backen
 from policygrad.errors import InputError
 from policygrad.losses import (
     DERIVATIVES,
-    approx_kl,
-    clip_fraction,
     clipped_surrogate,
     entropy_bonus,
     importance_surrogate,

@@ -143,7 +143,6 @@ def build_session(spec: RunSpec, device_name: str | None = None, *, training: bo
     Raises:
         InputError: an unknown environment, an unsupported space, a bad device.
     """
-    import torch
 
     from policygrad.algorithms import make_algorithm
     from policygrad.envs import make_vec_env
