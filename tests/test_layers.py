@@ -34,7 +34,8 @@ LAYERS: list[list[str]] = [
     ["runconfig"],
     ["training"],
     ["rundir"],
-    ["cli", ""],  # "" is the package itself (what `import policygrad` gives)
+    ["cli", "api"],
+    [""],  # the package itself (what `import policygrad` gives)
 ]
 
 

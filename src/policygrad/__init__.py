@@ -1,5 +1,19 @@
-"""policygrad: policy-gradient reinforcement learning built on the Policy Gradient Theorem."""
+"""policygrad: policy-gradient reinforcement learning built on the Policy Gradient Theorem.
 
+    import policygrad as pg
+
+    model = pg.PPO("CartPole-v1", seed=0).learn(100_000)
+    action, _ = model.predict(obs)
+
+The algorithms (:class:`PPO`, :class:`A2C`, :class:`REINFORCE`, :class:`NPG`, :class:`TRPO`),
+:func:`load`, and :class:`InputError` (every bad argument raises it, with the one-line message
+the command line prints). Importing the package imports neither torch nor gymnasium; using a
+model does.
+"""
+
+from policygrad.api import A2C, NPG, PPO, REINFORCE, TRPO, Model, load
+from policygrad.errors import InputError, PolicygradError, TrainingError
 from policygrad.version import __version__
 
-__all__ = ["__version__"]
+__all__ = ["PPO", "A2C", "REINFORCE", "NPG", "TRPO", "Model", "load", "InputError", "TrainingError",
+           "PolicygradError", "__version__"]

@@ -376,8 +376,12 @@ def _next_multiple(step: int, every: int) -> int:
     return (step // every + 1) * every
 
 
-def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool = False) -> dict[str, Any]:
+def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool = False,
+          callback: Any = None) -> dict[str, Any]:
     """Run the loop until ``total_steps`` (or the target return), logging and checkpointing.
+
+    ``callback``, if given, is called after every update with the metrics row just logged (a
+    dict); returning ``False`` stops the run there (a checkpoint is saved, as at the end).
 
     Returns:
         A summary: ``step``, ``seconds``, ``stopped_early``, ``eval_returns`` (of the final
@@ -468,6 +472,9 @@ def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool
                         eval_returns = returns  # the final evaluation's seed and policy: the same returns
                         break
                 next_eval = session.step + (tcfg.eval_every or stats["steps"])
+            if callback is not None and callback(row) is False:
+                stopped_early = True
+                break
             if session.step >= next_checkpoint and session.step < total:
                 next_checkpoint = _next_multiple(session.step, checkpoint_every)
                 save(kept=True)

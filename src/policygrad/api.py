@@ -1,0 +1,368 @@
+"""The Python API: one class per algorithm, with ``learn``, ``predict``, ``save`` and :func:`load`.
+
+    import policygrad as pg
+
+    model = pg.PPO("CartPole-v1", seed=0, learning_rate=3e-4)   # any config key as a keyword
+    model.learn(100_000)                                         # a complete run directory under runs/
+    action, _ = model.predict(obs, deterministic=True)           # raw observation(s) -> action(s)
+    model.save("ppo_cartpole")                                   # a run directory: safetensors + JSON
+    model = pg.load("ppo_cartpole")                              # predict works at once; learn continues
+
+A model is a run: what it trains goes to a run directory that ``policygrad eval``, ``plot`` and
+``train --resume`` read, as a run started from the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+from policygrad.errors import InputError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["Model", "PPO", "A2C", "REINFORCE", "NPG", "TRPO", "load"]
+
+
+class _ConfigClass:
+    """``Model.config_class``: the algorithm's config dataclass, looked up when read (so that
+    ``import policygrad`` does not import torch)."""
+
+    def __get__(self, obj: Any, owner: type) -> type:
+        from policygrad.algorithms import CONFIGS
+
+        return CONFIGS[owner.algo]
+
+
+class Model:
+    """An algorithm on an environment, with its config, policy and run directory.
+
+    Args:
+        env: a Gymnasium id (``"CartPole-v1"``) or ``"module:attr"`` naming an env class or
+            factory. (An environment object cannot be re-created by ``policygrad eval`` or
+            ``--resume``, so it is refused with a message naming these forms.)
+        device: "cpu" (default), "cuda", ...
+        **config: any key of :attr:`config_class` or of the training loop
+            (:class:`policygrad.runconfig.TrainConfig`), e.g. ``seed=0``, ``learning_rate=3e-4``,
+            ``backend="torch"``; the preset of (algorithm, environment) fills the rest.
+
+    Raises:
+        InputError: an unknown key (with the closest valid ones), a value out of range, an
+            unknown environment.
+    """
+
+    algo: ClassVar[str]
+
+    def __init__(self, env: str = "CartPole-v1", *, device: str | None = None, **config: Any) -> None:
+        from policygrad.runconfig import resolve_run
+
+        if not isinstance(env, str):
+            raise InputError(
+                f"env must be a Gymnasium id or 'module:attr' (what a run directory can record and re-create), "
+                f"got a {type(env).__name__}"
+            )
+        _check_keys(self.algo, config)
+        self.spec = resolve_run(self.algo, env, overrides=config)
+        self.device = device
+        self.run_dir: Path | None = None
+        """The run directory this model trains in (None before the first :meth:`learn` or :meth:`save`)."""
+        self._session: Any = None
+
+    # --- what the model is ---------------------------------------------------------------------
+
+    config_class: ClassVar[type] = _ConfigClass()  # type: ignore[assignment]
+    """The algorithm's frozen config dataclass (``pg.PPO.config_class`` is ``PPOConfig``)."""
+
+    @property
+    def config(self) -> Any:
+        """The resolved algorithm config (preset < keywords)."""
+        return self.spec.config
+
+    @property
+    def env(self) -> str:
+        return self.spec.env
+
+    @property
+    def num_timesteps(self) -> int:
+        """Environment steps trained so far."""
+        return 0 if self._session is None else self._session.step
+
+    @property
+    def policy(self) -> Any:
+        """The torch module (:class:`policygrad.policies.ActorCritic`) being trained."""
+        return self._ensure_session().policy
+
+    # --- training -------------------------------------------------------------------------------
+
+    def learn(self, total_steps: int, run_dir: str | os.PathLike | None = None,
+              callback: Callable[[dict[str, Any]], bool | None] | None = None,
+              progress_bar: bool = True) -> Model:
+        """Train for ``total_steps`` more environment steps; returns the model.
+
+        Args:
+            total_steps: environment steps to add to what the model has trained.
+            run_dir: where the run is written (config.json, metrics.csv, checkpoints, ...) the
+                first time; None: ``runs/<algo>-<env>-<time>/``. A model that has a run directory
+                (trained or loaded before) continues it, and ``run_dir`` must be None or that one.
+            callback: called after every update with the metrics row just logged (a dict of
+                metrics.csv's columns); returning ``False`` stops training there.
+            progress_bar: show the progress bar (and the backend line).
+
+        Raises:
+            InputError: a bad ``total_steps`` or ``run_dir``.
+            TrainingError: non-finite values or an environment that raised (the last checkpoint
+                stays as it was).
+        """
+        from policygrad.rundir import CreatedPaths, check_new_run_dir, default_run_dir, write_run_config
+        from policygrad.training import train
+
+        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+            raise InputError(f"total_steps must be a positive int, got {total_steps!r}")
+        if callback is not None and not callable(callback):
+            raise InputError(f"callback must be callable, got {type(callback).__name__}")
+        if self.run_dir is not None:
+            if run_dir is not None and Path(run_dir).resolve() != self.run_dir.resolve():
+                raise InputError(f"this model trains in {self.run_dir}; save it there or load another run to train elsewhere")
+            self._continue(self._session.step + total_steps if self._session is not None else total_steps)
+            train(self._session, self.run_dir, resumed=True, quiet=not progress_bar, callback=callback)
+            return self
+        path = Path(run_dir) if run_dir is not None else default_run_dir(self.spec.algo, self.spec.env)
+        check_new_run_dir(path)
+        self.spec = _with_total(self.spec, total_steps)
+        session = self._ensure_session(rebuild=True)
+        created = CreatedPaths(path)
+        try:
+            created.create()
+            write_run_config(path, self.spec, session.algorithm.backend)
+        except OSError as err:
+            created.undo()
+            raise InputError(f"cannot create run directory {path}: {err}") from None
+        try:
+            train(session, path, quiet=not progress_bar, callback=callback)
+        except InputError:  # only set-up failures: training turns them into TrainingError
+            created.undo()
+            raise
+        self.run_dir = path
+        return self
+
+    def _continue(self, total: int) -> None:
+        """Rebuild the session for a new total from the run's last checkpoint (as ``--resume``)."""
+        from policygrad.checkpoint import latest_checkpoint
+        from policygrad.rundir import write_run_config
+        from policygrad.training import build_session, load_run_checkpoint, restore_session
+
+        assert self.run_dir is not None
+        checkpoint = latest_checkpoint(self.run_dir)
+        if checkpoint is None:
+            raise InputError(f"{self.run_dir} has no checkpoint to continue from")
+        tensors, meta = load_run_checkpoint(checkpoint)
+        self.spec = _with_total(self.spec, total)
+        self._close()
+        session = build_session(self.spec, self.device)
+        restore_session(session, tensors, meta)
+        self._session = session
+        write_run_config(self.run_dir, self.spec, session.algorithm.backend)
+
+    # --- acting ---------------------------------------------------------------------------------
+
+    def predict(self, observation: Any, deterministic: bool = True) -> tuple[np.ndarray, None]:
+        """Actions for raw observations, as the environment returns them.
+
+        The policy's own preprocessing is applied (encoding, the observation normaliser as it
+        stands, not updated), and Box actions are clipped to the action space's bounds.
+
+        Args:
+            observation: one observation, or a batch ``[n, *obs_shape]``.
+            deterministic: the policy's mode instead of a sample.
+
+        Returns:
+            ``(action, None)``: one action, or ``[n, ...]`` actions, as NumPy arrays (the
+            ``None`` stands where recurrent policies return their state).
+
+        Raises:
+            InputError: an observation of the wrong shape for the observation space.
+        """
+        import numpy as np
+        import torch
+
+        from policygrad.training import acting_backend
+
+        session = self._ensure_session()
+        space = session.eval_envs.single_observation_space
+        obs = np.asarray(observation)
+        shape = tuple(space.shape or ())
+        single = obs.shape == shape
+        if not single and obs.shape[1:] != shape:
+            raise InputError(f"observation has shape {obs.shape}, expected {shape} or [n, {', '.join(map(str, shape))}]"
+                             f" for {space}")
+        batch = obs[None] if single else obs
+        with torch.no_grad():
+            encoded = session.encoder(torch.as_tensor(batch), torch.float32).numpy()
+        if session.obs_normalizer is not None:
+            encoded = session.obs_normalizer.normalize(encoded)
+        backend = acting_backend(session)
+        backend.prepare()
+        actions, _, _ = backend.act(np.ascontiguousarray(encoded, dtype=np.float32), deterministic=deterministic)
+        actions = np.asarray(actions)
+        action_space = session.eval_envs.single_action_space
+        low, high = getattr(action_space, "low", None), getattr(action_space, "high", None)
+        if low is not None and high is not None and np.issubdtype(np.asarray(low).dtype, np.floating):
+            actions = np.clip(actions, low, high).astype(action_space.dtype, copy=False)
+        return (actions[0] if single else actions), None
+
+    # --- saving ---------------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Save the model as a run directory at ``path`` (config.json and a checkpoint of
+        safetensors + JSON); a model that trains in ``path`` saves its checkpoint there. Returns
+        the run directory.
+
+        Raises:
+            InputError: ``path`` exists and is not empty, nor this model's run directory.
+        """
+        from policygrad.checkpoint import checkpoint_path, save_checkpoint
+        from policygrad.rundir import CreatedPaths, check_new_run_dir, write_run_config
+        from policygrad.training import checkpoint_state
+
+        path = Path(path)
+        session = self._ensure_session()
+        own = self.run_dir is not None and path.resolve() == self.run_dir.resolve()
+        created = None
+        if not own:
+            check_new_run_dir(path)
+            created = CreatedPaths(path)
+        try:
+            if created is not None:
+                created.create()
+                write_run_config(path, self.spec, session.algorithm.backend)
+            tensors, meta = checkpoint_state(session)
+            save_checkpoint(checkpoint_path(path), tensors, meta)
+        except OSError as err:
+            if created is not None:
+                created.undo()
+            raise InputError(f"cannot save to {path}: {err}") from None
+        if self.run_dir is None:
+            self.run_dir = path
+        return path
+
+    # --- internals ------------------------------------------------------------------------------
+
+    def _ensure_session(self, rebuild: bool = False) -> Any:
+        from policygrad.training import build_session
+
+        if self._session is None or rebuild:
+            self._close()
+            self._session = build_session(self.spec, self.device)
+        return self._session
+
+    def _close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def __del__(self) -> None:
+        try:
+            self._close()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        where = f", run_dir={str(self.run_dir)!r}" if self.run_dir is not None else ""
+        return f"{type(self).__name__}({self.spec.env!r}, seed={self.spec.seed}{where})"
+
+
+class PPO(Model):
+    """Proximal Policy Optimization (:class:`policygrad.algorithms.PPO`)."""
+
+    algo = "ppo"
+
+
+class A2C(Model):
+    """Synchronous advantage actor-critic (:class:`policygrad.algorithms.A2C`)."""
+
+    algo = "a2c"
+
+
+class REINFORCE(Model):
+    """REINFORCE, with or without a learned baseline (:class:`policygrad.algorithms.Reinforce`)."""
+
+    algo = "reinforce"
+
+
+class NPG(Model):
+    """Natural policy gradient (:class:`policygrad.algorithms.NPG`)."""
+
+    algo = "npg"
+
+
+class TRPO(Model):
+    """Trust Region Policy Optimization (:class:`policygrad.algorithms.TRPO`)."""
+
+    algo = "trpo"
+
+
+_MODELS: dict[str, type[Model]] = {cls.algo: cls for cls in (PPO, A2C, REINFORCE, NPG, TRPO)}
+
+
+def load(path: str | os.PathLike, device: str | None = None) -> Model:
+    """The model saved in the run directory ``path`` (or a path inside one): algorithm, config,
+    policy, normaliser, optimiser and counters restored, so that ``predict`` works at once and
+    ``learn`` continues the run.
+
+    Raises:
+        InputError: a missing path, or one that holds no run (config.json and a checkpoint) of
+            this library; nothing in it is executed.
+    """
+    from policygrad.checkpoint import latest_checkpoint
+    from policygrad.runconfig import read_run_config
+    from policygrad.training import build_session, load_run_checkpoint, restore_session
+
+    run_dir = _run_dir_of(Path(path))
+    spec = read_run_config(run_dir)
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is None:
+        raise InputError(f"{run_dir} has no checkpoint to load")
+    tensors, meta = load_run_checkpoint(checkpoint)
+    model = _MODELS[spec.algo].__new__(_MODELS[spec.algo])
+    model.spec, model.device, model.run_dir, model._session = spec, device, run_dir, None
+    session = build_session(spec, device)
+    try:
+        restore_session(session, tensors, meta)
+    except BaseException:
+        session.close()
+        raise
+    model._session = session
+    return model
+
+
+def _run_dir_of(path: Path) -> Path:
+    """The run directory ``path`` is, or lies in (a checkpoint directory or file inside one)."""
+    from policygrad.runconfig import CONFIG_FILE
+
+    if not path.exists():
+        raise InputError(f"{path} does not exist")
+    for candidate in (path, *path.parents):
+        if (candidate / CONFIG_FILE).is_file():
+            return candidate
+    raise InputError(f"{path} is not a policygrad run directory (no {CONFIG_FILE} in it or above it)")
+
+
+def _with_total(spec: Any, total_steps: int) -> Any:
+    return dataclasses.replace(spec, train=dataclasses.replace(spec.train, total_steps=total_steps))
+
+
+def _check_keys(algo: str, config: dict[str, Any]) -> None:
+    """InputError for a keyword that is no config key, naming the closest ones."""
+    from policygrad.algorithms import CONFIGS
+    from policygrad.runconfig import TRAIN_KEYS
+
+    valid = sorted({f.name for f in dataclasses.fields(CONFIGS[algo])} | set(TRAIN_KEYS))
+    for key in config:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=3)
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            raise InputError(f"unknown {algo} config key {key!r}{hint} (valid: {', '.join(valid)})")
