@@ -235,3 +235,24 @@ def test_auto_falls_back_to_torch_and_says_why(tmp_path, capsys) -> None:
     backend = json.loads((out / "config.json").read_text())["backend"]
     assert backend["name"] == "torch" and "activation elu" in backend["reason"]
     assert "backend: torch (auto: the NumPy backend cannot serve activation elu" in capsys.readouterr().err
+
+
+def test_print_config_prints_the_resolved_run_and_trains_nothing(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert main(["train", "--algo", "a2c", "--set", "learning_rate=1e-3", "--seed", "4", "--out", str(out),
+                 "--print-config"]) == 0
+    config = json.loads(capsys.readouterr().out)
+    assert config["algo"] == "a2c" and config["seed"] == 4 and config["config"]["learning_rate"] == 1e-3
+    assert config["config"]["num_steps"] == 5 and config["train"]["total_steps"] == 500_000  # the preset's
+    assert not out.exists()
+    assert main(["train", "--set", "learning_rte=1", "--print-config"]) == 2  # bad input stays bad input
+
+
+def test_presets_lists_every_algorithm_and_environment(capsys) -> None:
+    from policygrad.algorithms import PRESETS
+
+    assert main(["presets"]) == 0
+    table = capsys.readouterr().out
+    assert all(env in table for envs in PRESETS.values() for env in envs)
+    assert main(["presets", "--algo", "trpo", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"trpo": json.loads(json.dumps(PRESETS["trpo"], default=list))}

@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     p.add_argument("--device", default=None, help="cpu (default), cuda, cuda:1, ...")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the fully resolved run configuration as JSON and exit without training")
 
     p = sub.add_parser("eval", help="evaluate a trained policy")
     p.add_argument("run_dir", metavar="RUN_DIR")
@@ -80,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "continuing run, time_limit=0)")
     p.add_argument("--json", action="store_true",
                    help='print {"mean_return", "std_return", "episodes"} (+ "reward_per_step", "steps")')
+
+    p = sub.add_parser("presets", help="list the (algorithm, environment) presets")
+    p.add_argument("--algo", choices=["reinforce", "a2c", "ppo", "npg", "trpo"], default=None,
+                   help="only this algorithm's presets")
+    p.add_argument("--json", action="store_true", help="print every preset's settings as JSON")
 
     p = sub.add_parser("plot", help="overlay learning curves of runs")
     p.add_argument("run_dirs", metavar="RUN_DIR", nargs="+")
@@ -114,6 +121,11 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         _imported()
         return main_eval(args)
+    if args.command == "presets":
+        import policygrad.algorithms  # noqa: F401  (torch, gymnasium)
+
+        _imported()
+        return main_presets(args)
     if args.command == "plot":
         from policygrad.plots import main_plot
 
@@ -162,6 +174,14 @@ def main_train(args: argparse.Namespace) -> int:
         ]
         if conflicting:
             raise InputError(f"--resume continues a run with its saved settings; drop {', '.join(conflicting)}")
+        if args.print_config:
+            from policygrad.runconfig import read_run_config
+
+            args_spec = read_run_config(Path(args.resume))
+            data = args_spec.to_json()
+            data.pop("versions", None)
+            print(json.dumps(data, indent=2))
+            return 0
         return _resume(Path(args.resume), flags, args.device, args.quiet)
 
     spec = resolve_run(
@@ -171,6 +191,11 @@ def main_train(args: argparse.Namespace) -> int:
         overrides=parse_set(args.overrides),
         flags={"seed": args.seed, **flags},
     )
+    if args.print_config:
+        data = spec.to_json()
+        data.pop("versions", None)
+        print(json.dumps(data, indent=2))
+        return 0
     run_dir = Path(args.out) if args.out else default_run_dir(spec.algo, spec.env)
     check_new_run_dir(run_dir)
     session = build_session(spec, args.device)  # every InputError up to here leaves no trace
@@ -315,5 +340,25 @@ def main_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def main_presets(args: argparse.Namespace) -> int:
+    """``policygrad presets``: every (algorithm, environment) preset, as a table or JSON."""
+    from policygrad.algorithms import PRESETS
+    from policygrad.logging import format_table
+
+    algos = [args.algo] if args.algo else list(PRESETS)
+    presets = {algo: PRESETS[algo] for algo in algos}
+    if args.json:
+        print(json.dumps(presets, indent=2, default=list))
+        return 0
+    rows = [
+        {"algo": algo, "env": env, "total_steps": p.get("total_steps", ""), "num_envs": p.get("num_envs", ""),
+         "num_steps": p.get("num_steps", ""), "other keys": ", ".join(k for k in p if k not in
+                                                                    ("total_steps", "num_envs", "num_steps"))}
+        for algo, envs in presets.items() for env, p in envs.items()
+    ]
+    print(format_table(rows, ["algo", "env", "total_steps", "num_envs", "num_steps", "other keys"]))
+    return 0
+
 if __name__ == "__main__":
     sys.exit(main())
+
