@@ -109,16 +109,38 @@ def test_plot_runs_groups_seeds(tmp_path: Path) -> None:
 
 def test_aggregate_on_a_common_grid() -> None:
     # Run a covers steps 0..10 with y = step; run b covers 0..20 with y = 2.
-    # Grid = union of logged steps {0, 5, 10, 20}; at 20 only run b counts.
-    #   a: 0, 5, 10, -      b: 2, 2, 2, 2
-    #   mean: 1, 3.5, 6, 2   min: 0, 2, 2, 2   max: 2, 5, 10, 2
+    # Grid = union of logged steps {0, 5, 10, 20}, kept where both runs have a value: {0, 5, 10}
+    # (at 20 only run b would count, and the mean would jump to b's value).
+    #   a: 0, 5, 10      b: 2, 2, 2
+    #   mean: 1, 3.5, 6   min: 0, 2, 2   max: 2, 5, 10
     a = (np.array([0.0, 10.0]), np.array([0.0, 10.0]))
     b = (np.array([0.0, 5.0, 20.0]), np.array([2.0, 2.0, 2.0]))
     grid, mean, low, high = _aggregate([a, b])
-    np.testing.assert_array_equal(grid, [0, 5, 10, 20])
-    np.testing.assert_allclose(mean, [1, 3.5, 6, 2])
-    np.testing.assert_allclose(low, [0, 2, 2, 2])
-    np.testing.assert_allclose(high, [2, 5, 10, 2])
+    np.testing.assert_array_equal(grid, [0, 5, 10])
+    np.testing.assert_allclose(mean, [1, 3.5, 6])
+    np.testing.assert_allclose(low, [0, 2, 2])
+    np.testing.assert_allclose(high, [2, 5, 10])
+
+
+def test_blank_rows_keep_the_last_return_so_seeds_stay_aligned(tmp_path: Path) -> None:
+    # Three seeds logged to step 400; two have blank returns at the end (no episode finished in
+    # those rollouts), one keeps a low value there. Carried forward, every seed covers step 400
+    # and the mean there is over all three: (370 + 380 + 53) / 3, not the one seed's 53.
+    from policygrad.plots import _curves
+
+    rows = {"a": [10, 370, "", ""], "b": [20, 380, "", ""], "c": [5, 40, 60, 53]}
+    curves = []
+    for name, returns in rows.items():
+        run = tmp_path / name
+        run.mkdir()
+        lines = ["step,episode_return_mean"] + [f"{100 * (i + 1)},{r}" for i, r in enumerate(returns)]
+        (run / "metrics.csv").write_text("\n".join(lines) + "\n")
+        curves.append(_curves(read_metrics(run), run)["episode_return_mean"])
+    np.testing.assert_array_equal(curves[0][0], [100, 200, 300, 400])
+    np.testing.assert_array_equal(curves[0][1], [10, 370, 370, 370])
+    grid, mean, _, _ = _aggregate(curves)
+    assert grid[-1] == 400
+    assert mean[-1] == pytest.approx((370 + 380 + 53) / 3)
 
 
 def test_plot_runs_errors(tmp_path: Path) -> None:

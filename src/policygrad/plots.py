@@ -6,10 +6,12 @@ What is plotted against the ``step`` column (environment steps):
   (``episode_return`` is accepted as well);
 * ``reward_per_step``: the average reward per step, for continuing tasks where episodes never end.
 
-Each of the two gets its own panel when a run has values for it. Several runs whose ``config.json``
-share the same ``algo`` and ``env`` are one group (seeds of one setting): the mean across runs is a
-line and the min-max range a shaded band, after interpolating every run onto a common step grid.
-Where only some runs reach a step, the statistics at that step are over those runs.
+Each of the two gets its own panel when a run has values for it. A row where no episode finished
+(a blank return) keeps the last value logged before it, so that a run's curve reaches its last
+logged step. Several runs whose ``config.json`` share the same ``algo`` and ``env`` are one group
+(seeds of one setting): the mean across runs is a line and the min-max range a shaded band, after
+interpolating every run onto a common step grid, drawn only at steps every run covers (a mean over
+only some of the seeds would jump where the others end).
 
 matplotlib is imported inside the functions that draw, and draws with the Agg backend
 (``matplotlib.figure.Figure`` + ``FigureCanvasAgg``, no ``pyplot``, no display needed).
@@ -168,22 +170,28 @@ def _curves(metrics: dict[str, np.ndarray], run_dir: Path) -> dict[str, tuple[np
         key = RETURN_COLUMNS[0] if column in RETURN_COLUMNS else column
         if column not in metrics or key in curves:
             continue
-        keep = np.isfinite(steps) & np.isfinite(metrics[column])
-        if keep.any():
-            order = np.argsort(steps[keep], kind="stable")
-            curves[key] = (steps[keep][order], metrics[column][keep][order])
+        logged = np.isfinite(steps)
+        order = np.argsort(steps[logged], kind="stable")
+        x, y = steps[logged][order], metrics[column][logged][order]
+        known = np.isfinite(y)
+        if not known.any():
+            continue
+        first = int(np.argmax(known))
+        x, y, known = x[first:], y[first:], known[first:]
+        last_known = np.maximum.accumulate(np.where(known, np.arange(len(y)), 0))  # carry the last value forward
+        curves[key] = (x, y[last_known])
     return curves
 
 
 def _aggregate(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, ...]:
     """Mean, min and max of several curves on a common step grid (linear interpolation).
 
-    A run contributes only inside its own step range; grid points no run covers are dropped.
+    Only grid points inside every run's step range are kept: each statistic is over all the runs.
     """
     all_steps = np.unique(np.concatenate([x for x, _ in curves]))
     grid = all_steps if len(all_steps) <= _GRID_POINTS else np.linspace(all_steps[0], all_steps[-1], _GRID_POINTS)
     ys = np.stack([np.interp(grid, x, y, left=np.nan, right=np.nan) for x, y in curves])  # [runs, grid]
-    covered = np.isfinite(ys).any(axis=0)
+    covered = np.isfinite(ys).all(axis=0)
     grid, ys = grid[covered], ys[:, covered]
     return grid, np.nanmean(ys, axis=0), np.nanmin(ys, axis=0), np.nanmax(ys, axis=0)
 
