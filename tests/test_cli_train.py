@@ -256,3 +256,21 @@ def test_presets_lists_every_algorithm_and_environment(capsys) -> None:
     assert all(env in table for envs in PRESETS.values() for env in envs)
     assert main(["presets", "--algo", "trpo", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"trpo": json.loads(json.dumps(PRESETS["trpo"], default=list))}
+
+
+def test_env_module_attr_is_found_in_the_current_directory(tmp_path, monkeypatch) -> None:
+    import sys as _sys
+
+    from policygrad.envs import resolve_env
+    from policygrad.errors import InputError
+
+    (tmp_path / "local_envs_for_test.py").write_text(
+        "import gymnasium as gym\n\ndef make():\n    return gym.make('CartPole-v1')\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(_sys, "path", [p for p in _sys.path if p not in ("", str(tmp_path))])
+    factory = resolve_env("local_envs_for_test:make")
+    assert callable(factory) and factory().spec.id == "CartPole-v1"
+    assert str(tmp_path) in _sys.path
+    with pytest.raises(InputError, match="cannot import module 'no_such_module_here'"):
+        resolve_env("no_such_module_here:make")

@@ -43,6 +43,8 @@ import dataclasses
 import functools
 import importlib
 import inspect
+import os
+import sys
 from typing import Any, Callable, Literal
 
 import gymnasium as gym
@@ -90,7 +92,7 @@ def resolve_env(env: str | EnvSource) -> EnvSource:
     if ":" in env:
         module_name, _, attr = env.partition(":")
         try:
-            module = importlib.import_module(module_name)
+            module = _import_user_module(module_name)
         except Exception as err:  # ImportError, or anything the module raises while importing
             raise InputError(f"cannot import module {module_name!r} named by environment {env!r} ({_one_line(err)})") from None
         target: Any = module
@@ -110,6 +112,23 @@ def resolve_env(env: str | EnvSource) -> EnvSource:
     if env.startswith("policygrad/"):
         import policygrad.tasks  # noqa: F401  (registers the library's own ids)
     return _spec(env, original=env)
+
+
+def _import_user_module(name: str) -> Any:
+    """Import the module a user named, looking in the current directory too (as ``python -m``
+    does, and the ``policygrad`` command otherwise would not): the directory is added to
+    ``sys.path`` only when the module is not found without it."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as err:
+        top = name.split(".")[0]
+        cwd = os.getcwd()
+        if err.name != top or cwd in sys.path or not (
+            os.path.isfile(os.path.join(cwd, f"{top}.py")) or os.path.isdir(os.path.join(cwd, top))
+        ):
+            raise
+        sys.path.append(cwd)
+        return importlib.import_module(name)
 
 
 def _spec(env_id: str, original: str) -> gym.envs.registration.EnvSpec:
