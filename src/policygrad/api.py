@@ -117,7 +117,7 @@ class Model:
             TrainingError: non-finite values or an environment that raised (the last checkpoint
                 stays as it was).
         """
-        from policygrad.rundir import CreatedPaths, check_new_run_dir, default_run_dir, write_run_config
+        from policygrad.rundir import default_run_dir, start_run
         from policygrad.training import train
 
         if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
@@ -131,41 +131,22 @@ class Model:
             train(self._session, self.run_dir, resumed=True, quiet=not progress_bar, callback=callback)
             return self
         path = Path(run_dir) if run_dir is not None else default_run_dir(self.spec.algo, self.spec.env)
-        check_new_run_dir(path)
-        self.spec = _with_total(self.spec, total_steps)
-        session = self._ensure_session(rebuild=True)
-        created = CreatedPaths(path)
-        try:
-            created.create()
-            write_run_config(path, self.spec, session.algorithm.backend)
-        except OSError as err:
-            created.undo()
-            raise InputError(f"cannot create run directory {path}: {err}") from None
-        try:
-            train(session, path, quiet=not progress_bar, callback=callback)
-        except InputError:  # only set-up failures: training turns them into TrainingError
-            created.undo()
-            raise
-        self.run_dir = path
+        spec = _with_total(self.spec, total_steps)
+        self._close()
+        self._session, _ = start_run(spec, path, self.device, quiet=not progress_bar, callback=callback)
+        self.spec, self.run_dir = spec, path
         return self
 
     def _continue(self, total: int) -> None:
         """Rebuild the session for a new total from the run's last checkpoint (as ``--resume``)."""
-        from policygrad.checkpoint import latest_checkpoint
-        from policygrad.rundir import write_run_config
-        from policygrad.training import build_session, load_run_checkpoint, restore_session
+        from policygrad.rundir import reopen_run, write_run_config
 
         assert self.run_dir is not None
-        checkpoint = latest_checkpoint(self.run_dir)
-        if checkpoint is None:
-            raise InputError(f"{self.run_dir} has no checkpoint to continue from")
-        tensors, meta = load_run_checkpoint(checkpoint)
-        self.spec = _with_total(self.spec, total)
+        spec = _with_total(self.spec, total)
         self._close()
-        session = build_session(self.spec, self.device)
-        restore_session(session, tensors, meta)
-        self._session = session
-        write_run_config(self.run_dir, self.spec, session.algorithm.backend)
+        self._session = reopen_run(self.run_dir, spec, self.device)
+        self.spec = spec
+        write_run_config(self.run_dir, spec, self._session.algorithm.backend)
 
     # --- acting ---------------------------------------------------------------------------------
 
@@ -317,25 +298,14 @@ def load(path: str | os.PathLike, device: str | None = None) -> Model:
         InputError: a missing path, or one that holds no run (config.json and a checkpoint) of
             this library; nothing in it is executed.
     """
-    from policygrad.checkpoint import latest_checkpoint
+    from policygrad.rundir import reopen_run
     from policygrad.runconfig import read_run_config
-    from policygrad.training import build_session, load_run_checkpoint, restore_session
 
     run_dir = _run_dir_of(Path(path))
     spec = read_run_config(run_dir)
-    checkpoint = latest_checkpoint(run_dir)
-    if checkpoint is None:
-        raise InputError(f"{run_dir} has no checkpoint to load")
-    tensors, meta = load_run_checkpoint(checkpoint)
     model = _MODELS[spec.algo].__new__(_MODELS[spec.algo])
-    model.spec, model.device, model.run_dir, model._session = spec, device, run_dir, None
-    session = build_session(spec, device)
-    try:
-        restore_session(session, tensors, meta)
-    except BaseException:
-        session.close()
-        raise
-    model._session = session
+    model.spec, model.device, model.run_dir = spec, device, run_dir
+    model._session = reopen_run(run_dir, spec, device)
     return model
 
 

@@ -158,9 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def main_train(args: argparse.Namespace) -> int:
     """``policygrad train``: see the module docstring."""
-    from policygrad.rundir import CreatedPaths, check_new_run_dir, default_run_dir, write_run_config
+    from policygrad.rundir import default_run_dir, start_run
     from policygrad.runconfig import parse_set, resolve_run
-    from policygrad.training import build_session, train
 
     if args.steps is not None and args.steps < 1:
         raise InputError(f"--steps must be a positive number of environment steps, got {args.steps}")
@@ -197,44 +196,23 @@ def main_train(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2))
         return 0
     run_dir = Path(args.out) if args.out else default_run_dir(spec.algo, spec.env)
-    check_new_run_dir(run_dir)
-    session = build_session(spec, args.device)  # every InputError up to here leaves no trace
-    created = CreatedPaths(run_dir)
-    try:
-        try:
-            created.create()
-            write_run_config(run_dir, spec, session.algorithm.backend)
-        except OSError as err:
-            created.undo()
-            raise InputError(f"cannot create run directory {run_dir}: {err}") from None
-        try:
-            summary = train(session, run_dir, quiet=args.quiet)
-        except InputError:  # only set-up failures: training turns them into TrainingError
-            created.undo()
-            raise
-    finally:
-        session.close()
+    session, summary = start_run(spec, run_dir, args.device, quiet=args.quiet)
+    session.close()
     _finish(run_dir, summary, args.quiet)
     return 0
 
 
 def _resume(run_dir: Path, flags: dict[str, Any], device: str | None, quiet: bool) -> int:
-    from policygrad.checkpoint import latest_checkpoint
-    from policygrad.rundir import write_run_config
+    from policygrad.rundir import reopen_run, write_run_config
     from policygrad.runconfig import read_run_config
-    from policygrad.training import build_session, load_run_checkpoint, restore_session, train
+    from policygrad.training import train
 
     spec = read_run_config(run_dir)
     changed = {k: v for k, v in flags.items() if v is not None}
     if changed:
         spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, **changed))
-    path = latest_checkpoint(run_dir)
-    if path is None:
-        raise InputError(f"{run_dir} has no checkpoint to resume from")
-    tensors, meta = load_run_checkpoint(path)
-    session = build_session(spec, device)
+    session = reopen_run(run_dir, spec, device)
     try:
-        restore_session(session, tensors, meta)
         if changed:
             write_run_config(run_dir, spec, session.algorithm.backend)
         if session.step >= spec.train.total_steps:

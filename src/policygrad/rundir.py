@@ -16,19 +16,18 @@ config.json is written with :func:`policygrad.checkpoint.write_atomically`, like
 
 from __future__ import annotations
 
-from typing import Any
-
 import json
 import re
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 from policygrad.checkpoint import write_atomically
 from policygrad.errors import InputError
 from policygrad.runconfig import CONFIG_FILE, RunSpec
 
-__all__ = ["default_run_dir", "check_new_run_dir", "CreatedPaths", "write_run_config"]
+__all__ = ["default_run_dir", "check_new_run_dir", "CreatedPaths", "write_run_config", "start_run", "reopen_run"]
 
 
 def default_run_dir(algo: str, env: str) -> Path:
@@ -84,3 +83,61 @@ def write_run_config(run_dir: Path, spec: RunSpec, backend: Any = None) -> None:
         data["backend"] = {"name": backend.name, "reason": backend.reason}
     text = json.dumps(data, indent=2) + "\n"
     write_atomically(run_dir / CONFIG_FILE, text.encode("utf-8"))
+
+
+def start_run(spec: RunSpec, run_dir: Path, device: str | None = None, *, quiet: bool = False,
+              callback: Any = None) -> tuple[Any, dict[str, Any]]:
+    """Build the session of a new run, write its config.json into ``run_dir`` (missing or empty)
+    and train it (``policygrad train`` and ``Model.learn``).
+
+    Returns:
+        ``(session, summary)``: the session still open (the caller closes it) and
+        :func:`policygrad.training.train`'s summary.
+
+    Raises:
+        InputError: bad input up to the start of training; nothing of the run is left behind.
+    """
+    from policygrad.training import build_session, train
+
+    check_new_run_dir(run_dir)
+    session = build_session(spec, device)  # every InputError up to here leaves no trace
+    created = CreatedPaths(run_dir)
+    try:
+        try:
+            created.create()
+            write_run_config(run_dir, spec, session.algorithm.backend)
+        except OSError as err:
+            created.undo()
+            raise InputError(f"cannot create run directory {run_dir}: {err}") from None
+        try:
+            summary = train(session, run_dir, quiet=quiet, callback=callback)
+        except InputError:  # only set-up failures: training turns them into TrainingError
+            created.undo()
+            raise
+    except BaseException:
+        session.close()
+        raise
+    return session, summary
+
+
+def reopen_run(run_dir: Path, spec: RunSpec, device: str | None = None) -> Any:
+    """The training session of ``spec`` with ``run_dir``'s latest checkpoint restored (``--resume``,
+    ``Model.learn`` on a saved run, ``policygrad.load``).
+
+    Raises:
+        InputError: no checkpoint, or one that does not load into ``spec``'s session.
+    """
+    from policygrad.checkpoint import latest_checkpoint
+    from policygrad.training import build_session, load_run_checkpoint, restore_session
+
+    path = latest_checkpoint(run_dir)
+    if path is None:
+        raise InputError(f"{run_dir} has no checkpoint to resume from")
+    tensors, meta = load_run_checkpoint(path)
+    session = build_session(spec, device)
+    try:
+        restore_session(session, tensors, meta)
+    except BaseException:
+        session.close()
+        raise
+    return session
