@@ -117,3 +117,34 @@ def test_load_refuses_what_is_not_a_run(tmp_path: Path) -> None:
         pg.load(tmp_path / "bad")
     with pytest.raises(pg.InputError, match="not empty"):
         pg.PPO("CartPole-v1", **SMALL).save(tmp_path / "bad")
+
+
+@pytest.mark.parametrize("hook", ["on_rollout_end", "on_update", "on_eval"])
+def test_each_callback_hook_can_stop_training(tmp_path: Path, hook: str) -> None:
+    calls: list[tuple[str, int]] = []
+
+    class Stop(pg.Callback):
+        def on_rollout_end(self, step):
+            calls.append(("on_rollout_end", step))
+            return False if hook == "on_rollout_end" and step >= 256 else None
+
+        def on_update(self, row):
+            calls.append(("on_update", row["step"]))
+            return False if hook == "on_update" and row["step"] >= 256 else None
+
+        def on_eval(self, step, returns):
+            calls.append(("on_eval", step))
+            assert len(returns) == 2 and all(np.isfinite(returns))
+            return False if hook == "on_eval" else None
+
+    model = pg.PPO("CartPole-v1", seed=0, target_return=10_000.0, eval_every=256, eval_episodes=2, **SMALL)
+    model.learn(4096, run_dir=tmp_path / "run", callback=Stop(), progress_bar=False)
+    # 128 steps per rollout; the evaluation comes at the first update at or after 256 steps
+    expected = {"on_rollout_end": 256, "on_update": 256, "on_eval": 256}[hook]
+    assert calls[-1] == (hook, expected) and model.num_timesteps == (128 if hook == "on_rollout_end" else 256)
+    assert (tmp_path / "run" / "checkpoints" / "last" / "meta.json").is_file()
+
+
+def test_a_callback_must_be_a_function_or_a_callback_object(tmp_path: Path) -> None:
+    with pytest.raises(pg.InputError, match="callback must be a function or a policygrad.Callback"):
+        pg.PPO("CartPole-v1", **SMALL).learn(128, run_dir=tmp_path / "run", callback=3)

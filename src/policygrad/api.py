@@ -25,7 +25,24 @@ from policygrad.errors import InputError
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["Model", "PPO", "A2C", "REINFORCE", "NPG", "TRPO", "load"]
+__all__ = ["Callback", "Model", "PPO", "A2C", "REINFORCE", "NPG", "TRPO", "load"]
+
+
+class Callback:
+    """Hooks into :meth:`Model.learn`; override any of them. Returning ``False`` from one stops
+    training there (a checkpoint is saved, as at the end); ``None`` or ``True`` goes on."""
+
+    def on_rollout_end(self, step: int) -> bool | None:
+        """After a rollout is collected (``step`` environment steps so far), before its update."""
+        return None
+
+    def on_update(self, row: dict[str, Any]) -> bool | None:
+        """After an update, with the metrics row just logged (metrics.csv's columns)."""
+        return None
+
+    def on_eval(self, step: int, returns: list[float]) -> bool | None:
+        """After an evaluation (runs with a ``target_return``), with its episodes' returns."""
+        return None
 
 
 class _ConfigClass:
@@ -99,7 +116,7 @@ class Model:
     # --- training -------------------------------------------------------------------------------
 
     def learn(self, total_steps: int, run_dir: str | os.PathLike | None = None,
-              callback: Callable[[dict[str, Any]], bool | None] | None = None,
+              callback: Callback | Callable[[dict[str, Any]], bool | None] | None = None,
               progress_bar: bool = True) -> Model:
         """Train for ``total_steps`` more environment steps; returns the model.
 
@@ -108,7 +125,8 @@ class Model:
             run_dir: where the run is written (config.json, metrics.csv, checkpoints, ...) the
                 first time; None: ``runs/<algo>-<env>-<time>/``. A model that has a run directory
                 (trained or loaded before) continues it, and ``run_dir`` must be None or that one.
-            callback: called after every update with the metrics row just logged (a dict of
+            callback: a :class:`Callback` (``on_rollout_end``, ``on_update``, ``on_eval``), or a
+                function called after every update with the metrics row just logged (a dict of
                 metrics.csv's columns); returning ``False`` stops training there.
             progress_bar: show the progress bar (and the backend line).
 
@@ -122,8 +140,8 @@ class Model:
 
         if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
             raise InputError(f"total_steps must be a positive int, got {total_steps!r}")
-        if callback is not None and not callable(callback):
-            raise InputError(f"callback must be callable, got {type(callback).__name__}")
+        if callback is not None and not (callable(callback) or isinstance(callback, Callback)):
+            raise InputError(f"callback must be a function or a policygrad.Callback, got {type(callback).__name__}")
         if self.run_dir is not None:
             if run_dir is not None and Path(run_dir).resolve() != self.run_dir.resolve():
                 raise InputError(f"this model trains in {self.run_dir}; save it there or load another run to train elsewhere")

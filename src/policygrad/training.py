@@ -372,6 +372,11 @@ def _finite_or_none(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _is_function(callback: Any) -> bool:
+    """A plain callable (called after every update), not a callback object with ``on_*`` methods."""
+    return callable(callback) and not any(hasattr(callback, name) for name in ("on_rollout_end", "on_update", "on_eval"))
+
+
 def _next_multiple(step: int, every: int) -> int:
     return (step // every + 1) * every
 
@@ -380,8 +385,11 @@ def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool
           callback: Any = None) -> dict[str, Any]:
     """Run the loop until ``total_steps`` (or the target return), logging and checkpointing.
 
-    ``callback``, if given, is called after every update with the metrics row just logged (a
-    dict); returning ``False`` stops the run there (a checkpoint is saved, as at the end).
+    ``callback``, if given, is a function called after every update with the metrics row just
+    logged (a dict), or an object with any of ``on_rollout_end(step)`` (after a rollout, before
+    its update), ``on_update(row)`` (after the update is logged) and ``on_eval(step, returns)``
+    (after an evaluation of the target-return check). Any of them returning ``False`` stops the
+    run there; a checkpoint is saved, as at the end.
 
     Returns:
         A summary: ``step``, ``seconds``, ``stopped_early``, ``eval_returns`` (of the final
@@ -397,6 +405,9 @@ def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool
 
     spec, tcfg = session.spec, session.spec.train
     continuing = spec.config.criterion == "average"
+    on_rollout_end = getattr(callback, "on_rollout_end", None)
+    on_update = getattr(callback, "on_update", None) if callback is not None and not _is_function(callback) else callback
+    on_eval = getattr(callback, "on_eval", None)
     total = tcfg.total_steps
     checkpoint_every = tcfg.checkpoint_every or max(1, math.ceil(total / 5))
     start_step = session.step
@@ -435,6 +446,9 @@ def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool
         collector.steps = start_step
         while session.step < total:
             rollout = collector.collect()
+            if on_rollout_end is not None and on_rollout_end(collector.steps) is False:
+                stopped_early = True
+                break
             try:
                 metrics = algorithm.update(rollout)
             except TrainingError as err:
@@ -463,6 +477,9 @@ def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool
                 returns = evaluate_session(session, tcfg.eval_episodes, stats=stats)
                 score = float(np.mean(returns))
                 bar.write(f"step {session.step}: evaluation return {score:.2f} (target {tcfg.target_return:g})")
+                if on_eval is not None and on_eval(session.step, list(returns)) is False:
+                    stopped_early = True
+                    break
                 if score >= tcfg.target_return:
                     # Confirmed on as many other episodes, so that one lucky set of starts does
                     # not end the run (evaluations are frequent).
@@ -472,7 +489,7 @@ def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool
                         eval_returns = returns  # the final evaluation's seed and policy: the same returns
                         break
                 next_eval = session.step + (tcfg.eval_every or stats["steps"])
-            if callback is not None and callback(row) is False:
+            if on_update is not None and on_update(row) is False:
                 stopped_early = True
                 break
             if session.step >= next_checkpoint and session.step < total:
