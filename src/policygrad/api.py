@@ -186,8 +186,8 @@ class Model:
             InputError: an observation of the wrong shape for the observation space.
         """
         import numpy as np
-        import torch
 
+        from policygrad.rollout import EnvStepper
         from policygrad.training import acting_backend
 
         session = self._ensure_session()
@@ -198,19 +198,13 @@ class Model:
         if not single and obs.shape[1:] != shape:
             raise InputError(f"observation has shape {obs.shape}, expected {shape} or [n, {', '.join(map(str, shape))}]"
                              f" for {space}")
-        batch = obs[None] if single else obs
-        with torch.no_grad():
-            encoded = session.encoder(torch.as_tensor(batch), torch.float32).numpy()
-        if session.obs_normalizer is not None:
-            encoded = session.obs_normalizer.normalize(encoded)
+        # The collector's and the evaluation's own conversions: observations in, actions out.
+        io = EnvStepper(session.eval_envs, session.encoder)
         backend = acting_backend(session)
         backend.prepare()
-        actions, _, _ = backend.act(np.ascontiguousarray(encoded, dtype=np.float32), deterministic=deterministic)
-        actions = np.asarray(actions)
-        action_space = session.eval_envs.single_action_space
-        low, high = getattr(action_space, "low", None), getattr(action_space, "high", None)
-        if low is not None and high is not None and np.issubdtype(np.asarray(low).dtype, np.floating):
-            actions = np.clip(actions, low, high).astype(action_space.dtype, copy=False)
+        actions, _, _ = backend.act(io.policy_inputs(obs[None] if single else obs, session.obs_normalizer),
+                                    deterministic=deterministic)
+        actions = io.env_actions(np.asarray(actions), None)
         return (actions[0] if single else actions), None
 
     # --- saving ---------------------------------------------------------------------------------

@@ -168,10 +168,7 @@ def evaluate(
     taken = 0
     while (counts < targets).any() if vector_steps is None else taken < vector_steps:
         io.check_observations(obs)
-        encoded = io.encode(obs)
-        if obs_normalizer is not None:
-            encoded = obs_normalizer.normalize(encoded)
-        obs_t = torch.from_numpy(np.ascontiguousarray(encoded, dtype=np.float32)).to(device)
+        obs_t = torch.from_numpy(io.policy_inputs(obs, obs_normalizer)).to(device)
         mask_t = None
         if mask_np is not None and (masked or "action_mask" in info):
             masked = True

@@ -149,6 +149,14 @@ class EnvStepper:
             return obs
         return self.encoder(torch.from_numpy(obs), torch.float32).numpy()
 
+    def policy_inputs(self, obs: np.ndarray, obs_normalizer: ObservationNormalizer | None = None) -> np.ndarray:
+        """Raw observations ``[N, *shape]`` -> what the policy reads: encoded, normalised with the
+        statistics as they stand (not updated), as a contiguous float32 array."""
+        encoded = self.encode(obs)
+        if obs_normalizer is not None:
+            encoded = obs_normalizer.normalize(encoded)
+        return np.ascontiguousarray(encoded, dtype=np.float32)
+
     def check_observations(self, obs: np.ndarray, what: str = "observation") -> None:
         """TrainingError naming the step and the environment if ``obs [N, ...]`` has a NaN or inf."""
         if self.check_obs and not all_finite(obs):
@@ -339,13 +347,6 @@ class RolloutCollector:
         else:
             out[:] = encoded
 
-    def _encode_final(self, final_obs: np.ndarray) -> np.ndarray:
-        """Encoded (and normalised, without updating the statistics) final observations."""
-        encoded = self._io.encode(final_obs)
-        if self.obs_normalizer is not None:
-            encoded = self.obs_normalizer.normalize(encoded)
-        return np.ascontiguousarray(encoded, dtype=np.float32)
-
     def pop_episodes(self) -> tuple[list[float], list[int]]:
         """The raw returns and lengths of the episodes finished since the last call, then forget them."""
         returns, lengths = self.episode_returns, self.episode_lengths
@@ -453,7 +454,7 @@ class RolloutCollector:
                     if len(cut):
                         final = np.stack([info["final_obs"][i] for i in cut])
                         io.check_observations(final, "final observation")
-                        bootstrap.append((t, cut, actor.value(self._encode_final(final))))
+                        bootstrap.append((t, cut, actor.value(io.policy_inputs(final, self.obs_normalizer))))
             elif plain_obs:
                 obs_np[t + 1] = obs
             else:
