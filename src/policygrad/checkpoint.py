@@ -25,8 +25,10 @@ complete new one, whatever moment a crash strikes. Leftovers of an interrupted s
 removed by the next save to the same path. One process at a time may write a given path.
 
 Within a run directory, checkpoints live in ``<run_dir>/checkpoints/last/`` (overwritten at each
-save) and, optionally, ``<run_dir>/checkpoints/step_<N>/`` (kept); :func:`checkpoint_path` names
-them and :func:`latest_checkpoint` finds the one to resume from.
+save), optionally ``<run_dir>/checkpoints/step_<N>/`` (kept) and, in a run that evaluates during
+training, ``<run_dir>/checkpoints/best/`` (the best evaluated policy so far, whose meta adds
+``eval_return``); :func:`checkpoint_path` and :func:`best_checkpoint_path` name them and
+:func:`latest_checkpoint` finds the one to resume from (never ``best``).
 
 Helpers turn live state into ``(tensors, meta)`` pairs and back: :func:`module_state`,
 :func:`optimizer_state` and :func:`rng_state`. Their tensors go into one dict and their JSON parts
@@ -56,7 +58,9 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "checkpoint_path",
+    "best_checkpoint_path",
     "latest_checkpoint",
+    "is_checkpoint",
     "module_state",
     "load_module_state",
     "optimizer_state",
@@ -179,6 +183,16 @@ def checkpoint_path(run_dir: str | Path, step: int | None = None) -> Path:
     if int(step) < 0:
         raise InputError(f"checkpoint step must be >= 0, got {step}")
     return base / f"step_{int(step)}"
+
+
+def best_checkpoint_path(run_dir: str | Path) -> Path:
+    """``<run_dir>/checkpoints/best``: the best policy a run's evaluations during training found."""
+    return Path(run_dir) / "checkpoints" / "best"
+
+
+def is_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` is a checkpoint directory (it has a ``meta.json``; nothing is verified)."""
+    return (Path(path) / _META_FILE).is_file()
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:

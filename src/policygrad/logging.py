@@ -85,8 +85,11 @@ class MetricsLogger:
             ``resume_step`` is given.
         tensorboard: also write every finite numeric value as a TensorBoard scalar under
             ``run_dir/tb``, tagged as :data:`TENSORBOARD_TAGS` says.
-        resume: continue an existing ``metrics.csv`` (whose header must equal ``columns``)
-            instead of starting a new one; without a file there, start a new one.
+        resume: continue an existing ``metrics.csv`` instead of starting a new one; without a
+            file there, start a new one. Its header must hold each of its columns once, all of
+            them among ``columns`` (``"step"`` among them if it is in ``columns``): a file of an earlier version that lacks some of them (a
+            column added since) is rewritten atomically with the header ``columns``, those
+            columns blank in its rows.
         resume_step: with ``resume``, the step the run resumes from: rows with a larger ``step``
             were logged after the checkpoint and are dropped (and hidden in TensorBoard), since the
             resumed run logs them again. ``None`` keeps every row.
@@ -94,14 +97,16 @@ class MetricsLogger:
             ``reward_per_step`` column to TensorBoard as ``rollout/reward_per_step``, the curve of
             such a task. Otherwise that column goes to ``metrics.csv`` only.
         tensorboard_every: write a row to TensorBoard only when its step is at least this far past
-            the last row written there (the first row always, and the last row at :meth:`close`);
-            0 or 1: every row. ``metrics.csv`` gets every row.
+            the last row written there (the first row always, a row with a value in an ``eval_``
+            column always, and the last row at :meth:`close`); 0 or 1: every row. ``metrics.csv``
+            gets every row.
 
     A fresh logger (``resume=False``) overwrites an existing ``metrics.csv``.
 
     Raises:
         ValueError: ``columns`` is empty, has duplicates, or lacks ``"step"`` where it is needed.
-        InputError: the existing ``metrics.csv`` has other columns than ``columns``.
+        InputError: the existing ``metrics.csv`` has a column that is not in ``columns``, or one
+            twice.
         ImportError: ``tensorboard`` is on and the tensorboard package is missing.
     """
 
@@ -142,6 +147,8 @@ class MetricsLogger:
         self._tags = {c: tensorboard_tag(c) for c in columns}
         if not continuing and "reward_per_step" in self._tags:
             self._tags["reward_per_step"] = None
+        # Evaluations are rare and each one counts: a row holding one is never held back.
+        self._eval_tags = frozenset(t for t in self._tags.values() if t is not None and t.startswith("eval/"))
         self._writer: _ScalarWriter | None = None
         self._tb_every = max(int(tensorboard_every), 0)
         self._tb_last: int | None = None  # the step of the last row written to TensorBoard
@@ -156,21 +163,29 @@ class MetricsLogger:
                 raise
 
     def _truncate_existing(self, resume_step: int | None) -> int:
-        """Keep the rows up to ``resume_step`` and rewrite the file atomically; returns their count."""
+        """Keep the rows up to ``resume_step`` and rewrite the file atomically, with the header
+        ``columns`` (see ``resume``); returns the rows' count."""
         text = self.path.read_text(encoding="utf-8")
         lines = list(csv.reader(io.StringIO(text)))
         if not lines:
             raise InputError(f"cannot resume: {self.path} is empty")
-        if lines[0] != self.columns:
+        header = lines[0]
+        if (len(set(header)) != len(header) or not set(header) <= self._known
+                or (STEP_COLUMN in self._known and STEP_COLUMN not in header)):
             raise InputError(
-                f"cannot resume: {self.path} has columns {lines[0]}, this run logs {self.columns}"
+                f"cannot resume: {self.path} has columns {header}, this run logs {self.columns}"
             )
         rows = lines[1:]
         if rows and not text.endswith("\n"):
             rows.pop()  # a line cut short by a crash
+        if resume_step is not None or header != self.columns:
+            rows = [r for r in rows if len(r) == len(header)]
         if resume_step is not None:
-            at = self.columns.index(STEP_COLUMN)
-            rows = [r for r in rows if len(r) == len(self.columns) and _step_of(r[at]) <= resume_step]
+            at = header.index(STEP_COLUMN)
+            rows = [r for r in rows if _step_of(r[at]) <= resume_step]
+        if header != self.columns:  # an earlier version's file: the columns added since are blank
+            where = {name: i for i, name in enumerate(header)}
+            rows = [[r[where[c]] if c in where else "" for c in self.columns] for r in rows]
         tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             f.write(_csv_line(self.columns))
@@ -203,7 +218,8 @@ class MetricsLogger:
             global_step = int(step) if _is_finite(step) else self._rows_logged
             tags = self._tags
             scalars = {tags[name]: value for name, value in values.items() if tags[name] is not None and _is_finite(value)}
-            if self._tb_last is None or global_step - self._tb_last >= self._tb_every:
+            due = self._tb_last is None or global_step - self._tb_last >= self._tb_every
+            if due or not self._eval_tags.isdisjoint(scalars):
                 self._writer.scalars(global_step, scalars)
                 self._tb_last, self._tb_pending = global_step, None
             else:
