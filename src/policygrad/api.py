@@ -41,7 +41,9 @@ class Callback:
         return None
 
     def on_eval(self, step: int, returns: list[float]) -> bool | None:
-        """After an evaluation (runs with a ``target_return``), with its episodes' returns."""
+        """After each evaluation during training (every ``eval_every`` steps, or the checks of a
+        ``target_return``), with the deterministic policy's returns of its ``eval_episodes``
+        episodes; ``checkpoints/best`` is up to date when it is called."""
         return None
 
 
@@ -88,6 +90,7 @@ class Model:
         self.run_dir: Path | None = None
         """The run directory this model trains in (None before the first :meth:`learn` or :meth:`save`)."""
         self._session: Any = None
+        self._loaded_from: Path | None = None  # a checkpoint of run_dir other than its latest (pg.load)
 
     # --- what the model is ---------------------------------------------------------------------
 
@@ -142,6 +145,12 @@ class Model:
             raise InputError(f"total_steps must be a positive int, got {total_steps!r}")
         if callback is not None and not (callable(callback) or isinstance(callback, Callback)):
             raise InputError(f"callback must be a function or a policygrad.Callback, got {type(callback).__name__}")
+        if self._loaded_from is not None:
+            raise InputError(
+                f"this model was loaded from {self._loaded_from}, not from its run's last checkpoint, which "
+                f"learn would continue; load {self.run_dir} to continue the run, or save this model as a new "
+                f"run (model.save(DIR)) and learn on pg.load(DIR)"
+            )
         if self.run_dir is not None:
             if run_dir is not None and Path(run_dir).resolve() != self.run_dir.resolve():
                 raise InputError(f"this model trains in {self.run_dir}; save it there or load another run to train elsewhere")
@@ -215,7 +224,9 @@ class Model:
         the run directory.
 
         Raises:
-            InputError: ``path`` exists and is not empty, nor this model's run directory.
+            InputError: ``path`` exists and is not empty, nor this model's run directory; or it is
+                the run directory of a model loaded from a checkpoint other than its last (whose
+                place it would take).
         """
         from policygrad.checkpoint import checkpoint_path, save_checkpoint
         from policygrad.rundir import CreatedPaths, check_new_run_dir, write_run_config
@@ -224,6 +235,9 @@ class Model:
         path = Path(path)
         session = self._ensure_session()
         own = self.run_dir is not None and path.resolve() == self.run_dir.resolve()
+        if own and self._loaded_from is not None:
+            raise InputError(f"this model was loaded from {self._loaded_from}; saving it into its run {path} would "
+                             f"replace the run's last checkpoint; save it as a new run elsewhere")
         created = None
         if not own:
             check_new_run_dir(path)
@@ -302,35 +316,29 @@ _MODELS: dict[str, type[Model]] = {cls.algo: cls for cls in (PPO, A2C, REINFORCE
 
 
 def load(path: str | os.PathLike, device: str | None = None) -> Model:
-    """The model saved in the run directory ``path`` (or a path inside one): algorithm, config,
-    policy, normaliser, optimiser and counters restored, so that ``predict`` works at once and
-    ``learn`` continues the run.
+    """The model saved in the run directory ``path``, from its last checkpoint, or in a checkpoint
+    of a run (``RUN/checkpoints/best``, ``RUN/checkpoints/step_N``, or a file in one): algorithm,
+    config, policy, normaliser, optimiser and counters restored, so that ``predict`` works at once
+    and ``learn`` continues the run. ``learn`` continues a run from its last checkpoint only, so a
+    model loaded from another one refuses to learn (save it as a new run to train it on).
 
     Raises:
         InputError: a missing path, or one that holds no run (config.json and a checkpoint) of
             this library; nothing in it is executed.
     """
-    from policygrad.rundir import reopen_run
+    from policygrad.checkpoint import latest_checkpoint
     from policygrad.runconfig import read_run_config
+    from policygrad.rundir import reopen_run
+    from policygrad.training import locate_checkpoint
 
-    run_dir = _run_dir_of(Path(path))
+    run_dir, checkpoint = locate_checkpoint(path)
     spec = read_run_config(run_dir)
     model = _MODELS[spec.algo].__new__(_MODELS[spec.algo])
     model.spec, model.device, model.run_dir = spec, device, run_dir
-    model._session = reopen_run(run_dir, spec, device)
+    model._session = reopen_run(run_dir, spec, device, checkpoint)
+    latest = latest_checkpoint(run_dir)
+    model._loaded_from = None if latest is not None and latest.resolve() == checkpoint.resolve() else checkpoint
     return model
-
-
-def _run_dir_of(path: Path) -> Path:
-    """The run directory ``path`` is, or lies in (a checkpoint directory or file inside one)."""
-    from policygrad.runconfig import CONFIG_FILE
-
-    if not path.exists():
-        raise InputError(f"{path} does not exist")
-    for candidate in (path, *path.parents):
-        if (candidate / CONFIG_FILE).is_file():
-            return candidate
-    raise InputError(f"{path} is not a policygrad run directory (no {CONFIG_FILE} in it or above it)")
 
 
 def _with_total(spec: Any, total_steps: int) -> Any:

@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/<algo>-<env>-<time>/)")
     p.add_argument("--target-return", type=float, default=None,
                    help="evaluate periodically and stop once the deterministic return reaches this")
+    p.add_argument("--eval-every", type=int, default=None, metavar="N",
+                   help="evaluate the deterministic policy every N environment steps: metrics.csv's eval_return "
+                        "column and checkpoints/best (as --set eval_every=N)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     p.add_argument("--device", default=None, help="cpu (default), cuda, cuda:1, ...")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
@@ -73,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the fully resolved run configuration as JSON and exit without training")
 
     p = sub.add_parser("eval", help="evaluate a trained policy")
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("run_dir", metavar="RUN_DIR",
+                   help="a run directory (its last checkpoint) or a checkpoint in one, e.g. RUN_DIR/checkpoints/best")
     p.add_argument("--episodes", type=int, default=20, help="episodes to run (default 20)")
     p.add_argument("--deterministic", action="store_true", help="take the most likely action instead of sampling")
     p.add_argument("--seed", type=int, default=None, help="seed of the environments and the sampling")
@@ -163,7 +167,9 @@ def main_train(args: argparse.Namespace) -> int:
 
     if args.steps is not None and args.steps < 1:
         raise InputError(f"--steps must be a positive number of environment steps, got {args.steps}")
-    flags = {"total_steps": args.steps, "target_return": args.target_return}
+    if args.eval_every is not None and args.eval_every < 1:
+        raise InputError(f"--eval-every must be a positive number of environment steps, got {args.eval_every}")
+    flags = {"total_steps": args.steps, "target_return": args.target_return, "eval_every": args.eval_every}
     if args.resume is not None:
         conflicting = [
             name
@@ -247,7 +253,8 @@ def _finish(run_dir: Path, summary: dict[str, Any], quiet: bool) -> None:
 
 
 def main_eval(args: argparse.Namespace) -> int:
-    """``policygrad eval RUN_DIR``: a table, or one JSON object with ``--json``.
+    """``policygrad eval RUN_DIR``: a table, or one JSON object with ``--json``, of the policy in
+    the run's last checkpoint, or in the checkpoint of a run that RUN_DIR names (``RUN/checkpoints/best``).
 
     On a continuing run (``time_limit = 0``) or with ``--steps K``, the reward per step over K
     environment steps (default :data:`DEFAULT_EVAL_STEPS`) is measured as well and reported as
@@ -258,7 +265,7 @@ def main_eval(args: argparse.Namespace) -> int:
 
     from policygrad.logging import format_table
     from policygrad.runconfig import read_run_config
-    from policygrad.training import evaluate_run, evaluate_run_steps
+    from policygrad.training import evaluate_run, evaluate_run_steps, locate_checkpoint
 
     steps = getattr(args, "steps", None)
     if steps is not None and steps < 1:
@@ -266,7 +273,7 @@ def main_eval(args: argparse.Namespace) -> int:
     returns = evaluate_run(args.run_dir, args.episodes, deterministic=args.deterministic, seed=args.seed)
     mean, std = float(np.mean(returns)), float(np.std(returns))
     rate: tuple[float, int] | None = None
-    if steps is not None or read_run_config(Path(args.run_dir)).train.time_limit == 0:
+    if steps is not None or read_run_config(locate_checkpoint(args.run_dir)[0]).train.time_limit == 0:
         rate = evaluate_run_steps(args.run_dir, steps or DEFAULT_EVAL_STEPS, min(args.episodes, 32),
                                   deterministic=args.deterministic, seed=args.seed)
     if args.json:

@@ -2,7 +2,7 @@
 
 Hyperparameters come from, in increasing precedence: the preset of (algo, env)
 (``policygrad.algorithms.get_preset``), a TOML file (``--config``), ``--set key=value`` and the
-explicit flags (``--seed``, ``--steps``, ``--target-return``). Keys are the algorithm's config
+explicit flags (``--seed``, ``--steps``, ``--target-return``, ``--eval-every``). Keys are the algorithm's config
 fields plus those of :class:`TrainConfig`. :func:`resolve_run` merges them into a validated
 :class:`RunSpec`, which a run directory keeps as ``config.json`` (:func:`read_run_config`).
 
@@ -56,13 +56,16 @@ class TrainConfig:
     """Environment steps to train for (N per vector step; rounded up to whole rollouts)."""
     target_return: float | None = None
     """Stop once the deterministic policy's mean evaluation return reaches this, on eval_episodes
-    episodes and then on as many others (None: never)."""
+    episodes and then on as many others (None: never). Checked at every evaluation (eval_every)."""
     eval_every: int | None = None
-    """Environment steps between evaluations when target_return is set (rounded up to whole rollouts);
-    None: adaptive, as many environment steps as the last evaluation took (at least one rollout), so
-    that evaluating costs a small share of the run and a reached target is noticed soon."""
+    """Evaluate the deterministic policy on eval_episodes episodes at the first update at or past
+    every multiple of this many environment steps (so rounded up to whole rollouts): the mean return
+    goes to metrics.csv's eval_return column and the best policy so far to checkpoints/best. None: no
+    evaluations during training, unless target_return is set: then adaptively, as many environment
+    steps apart as the last evaluation took (at least one rollout), so that evaluating costs a small
+    share of the run and a reached target is noticed soon."""
     eval_episodes: int = 10
-    """Episodes per evaluation (also of the final one)."""
+    """Episodes per evaluation (during training and the final one)."""
     eval_max_episode_steps: int = 10_000
     """An evaluation episode ends after this many steps at the latest (continuing tasks are
     evaluated over windows of this length)."""

@@ -7,6 +7,7 @@ A run directory holds::
     tb/                  the same values as TensorBoard scalars
     checkpoints/last/    the latest checkpoint (rewritten at every save)
     checkpoints/step_N/  periodic checkpoints, kept
+    checkpoints/best/    the best policy the evaluations during training found (eval_every)
     learning_curve.png   episode return against environment steps
 
 A new run never writes into a directory that holds anything. If setting it up fails,
@@ -120,9 +121,10 @@ def start_run(spec: RunSpec, run_dir: Path, device: str | None = None, *, quiet:
     return session, summary
 
 
-def reopen_run(run_dir: Path, spec: RunSpec, device: str | None = None) -> Any:
+def reopen_run(run_dir: Path, spec: RunSpec, device: str | None = None, checkpoint: Path | None = None) -> Any:
     """The training session of ``spec`` with ``run_dir``'s latest checkpoint restored (``--resume``,
-    ``Model.learn`` on a saved run, ``policygrad.load``).
+    ``Model.learn`` on a saved run, ``policygrad.load``), or the checkpoint ``checkpoint`` of it
+    (``policygrad.load("RUN/checkpoints/best")``).
 
     Raises:
         InputError: no checkpoint, or one that does not load into ``spec``'s session.
@@ -130,7 +132,7 @@ def reopen_run(run_dir: Path, spec: RunSpec, device: str | None = None) -> Any:
     from policygrad.checkpoint import latest_checkpoint
     from policygrad.training import build_session, load_run_checkpoint, restore_session
 
-    path = latest_checkpoint(run_dir)
+    path = latest_checkpoint(run_dir) if checkpoint is None else checkpoint
     if path is None:
         raise InputError(f"{run_dir} has no checkpoint to resume from")
     tensors, meta = load_run_checkpoint(path)

@@ -10,8 +10,19 @@ and nothing in it depends on which algorithm it is. :func:`build_session` builds
 :class:`~policygrad.runconfig.RunSpec` names (environments, policy, algorithm, collector) and
 limits the process's compute threads (:mod:`policygrad.threads`); :func:`checkpoint_state`,
 :func:`restore_session` and :func:`restore_policy` move a session to and from a checkpoint.
-Evaluations (the target-return checks, the final one, ``policygrad eval``) run
-:func:`policygrad.evaluation.evaluate` with the session's policy.
+Evaluations (those during training, every ``eval_every`` steps or for the target return, the
+final one, ``policygrad eval``) run :func:`policygrad.evaluation.evaluate` with the session's
+policy, the deterministic one during training.
+
+Evaluation during training. At the first update at or past each multiple of ``eval_every``
+environment steps (or adaptively, for a ``target_return`` without ``eval_every``), the
+deterministic policy runs ``eval_episodes`` episodes on the session's own evaluation environments,
+reset with the seed :func:`evaluation_seed` derives from (seed, step). The mean return goes to
+metrics.csv's ``eval_return`` column (TensorBoard's ``eval/return``); a mean above every earlier
+one of the run, resumed invocations included, replaces ``checkpoints/best``, a training checkpoint
+whose meta adds ``eval_return`` and ``eval_seed``; then the target return is checked and the
+callback's ``on_eval`` called. Evaluating takes nothing from training's generators and
+environments: a run trains the same with or without it.
 
 Determinism. Environments are (re)seeded from (seed, step) when a run starts or resumes, and the
 torch/NumPy/Python generator states are part of each checkpoint. On the CPU the same seed and
@@ -43,6 +54,7 @@ if TYPE_CHECKING:
     from policygrad.evaluation import Evaluation
 
 __all__ = [
+    "EVAL_COLUMN",
     "METRIC_COLUMNS",
     "WALL_CLOCK_COLUMNS",
     "Session",
@@ -52,11 +64,16 @@ __all__ = [
     "restore_policy",
     "restore_session",
     "evaluate_session",
+    "evaluation_seed",
     "measure_reward_per_step",
     "train",
+    "locate_checkpoint",
     "evaluate_run",
     "evaluate_run_steps",
 ]
+
+EVAL_COLUMN = "eval_return"
+"""The metrics.csv column of the evaluations during training."""
 
 METRIC_COLUMNS = (
     "step",
@@ -72,11 +89,16 @@ METRIC_COLUMNS = (
     "grad_norm",
     "steps_per_second",
     "reward_per_step",
+    EVAL_COLUMN,
 )
 """Columns of metrics.csv. ``episode_*`` are the raw (unnormalised) returns and lengths of the
 episodes that finished during the update's rollout (blank if none did); ``reward_per_step`` is the
 raw reward per step of the rollout (the curve of continuing tasks); ``wall_time`` is seconds since
-the run started, ``steps_per_second`` the rate of this invocation so far."""
+the run started, ``steps_per_second`` the rate of this invocation so far; ``eval_return`` is the
+mean raw return of the deterministic policy's evaluation after the update (blank in rows without
+one; see ``eval_every``)."""
+
+_EVAL_KEY, _CONFIRM_KEY = 1, 2  # derive_seed keys: the evaluations' seeds, apart from training's
 
 WALL_CLOCK_COLUMNS = ("wall_time", "steps_per_second")
 """The columns that differ between two runs with the same seed and config."""
@@ -297,6 +319,12 @@ def evaluate_session(
     return result.returns
 
 
+def evaluation_seed(seed: int, step: int) -> int:
+    """The reset seed of the evaluation during training at ``step`` of a run seeded ``seed``:
+    fresh starts at each evaluation, the same ones when a resumed run evaluates that step again."""
+    return derive_seed(seed, _EVAL_KEY, step)
+
+
 def measure_reward_per_step(
     session: Session, steps: int, *, deterministic: bool = False, seed: int | None = None
 ) -> tuple[float, int]:
@@ -336,7 +364,7 @@ def _evaluate(session: Session, deterministic: bool, seed: int | None, **how: An
 
     from policygrad.evaluation import ArrayActor, evaluate
 
-    seed = derive_seed(session.spec.seed, 1) if seed is None else seed
+    seed = derive_seed(session.spec.seed, _EVAL_KEY) if seed is None else seed
     generator = None if deterministic else torch.Generator(device=session.device).manual_seed(seed)
     # On the CPU, act through the backend (the training forward; the NumPy one where it serves);
     # elsewhere through the policy's torch modules.
@@ -381,6 +409,24 @@ def _next_multiple(step: int, every: int) -> int:
     return (step // every + 1) * every
 
 
+def _best_return(run_dir: Path) -> float | None:
+    """The ``eval_return`` of ``run_dir``'s ``checkpoints/best``; None if there is none that loads
+    (the next evaluation then writes one)."""
+    from policygrad.checkpoint import best_checkpoint_path
+
+    path = best_checkpoint_path(run_dir)
+    if not path.is_dir():
+        return None
+    try:
+        _, meta = load_run_checkpoint(path)
+    except InputError:
+        return None
+    score = meta.get("eval_return")
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+        return None
+    return float(score)
+
+
 def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool = False,
           callback: Any = None) -> dict[str, Any]:
     """Run the loop until ``total_steps`` (or the target return), logging and checkpointing.
@@ -388,8 +434,9 @@ def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool
     ``callback``, if given, is a function called after every update with the metrics row just
     logged (a dict), or an object with any of ``on_rollout_end(step)`` (after a rollout, before
     its update), ``on_update(row)`` (after the update is logged) and ``on_eval(step, returns)``
-    (after an evaluation of the target-return check). Any of them returning ``False`` stops the
-    run there; a checkpoint is saved, as at the end.
+    (after each evaluation during training, with its episodes' returns, once
+    ``checkpoints/best`` is up to date). Any of them returning ``False`` stops the run there; a
+    checkpoint is saved, as at the end.
 
     Returns:
         A summary: ``step``, ``seconds``, ``stopped_early``, ``eval_returns`` (of the final
@@ -400,7 +447,11 @@ def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool
         TrainingError: non-finite values or an environment that raised; the last checkpoint
             is left as it was.
     """
-    from policygrad.checkpoint import checkpoint_path, save_checkpoint
+    from policygrad.checkpoint import (
+        best_checkpoint_path,
+        checkpoint_path,
+        save_checkpoint,
+    )
     from policygrad.logging import MetricsLogger, ProgressBar
 
     spec, tcfg = session.spec, session.spec.train
@@ -431,12 +482,18 @@ def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool
             save_checkpoint(checkpoint_path(run_dir, session.step), tensors, meta)
         save_checkpoint(checkpoint_path(run_dir), tensors, meta)
 
+    def save_best(score: float, seed: int) -> None:
+        tensors, meta = checkpoint_state(session)
+        save_checkpoint(best_checkpoint_path(run_dir), tensors, {**meta, "eval_return": score, "eval_seed": seed})
+
     bar = ProgressBar(total, initial=min(start_step, total), enabled=not quiet)
     if not quiet:
         backend = algorithm.backend
         bar.write(f"backend: {backend.name} ({backend.reason})")
-    next_eval = start_step + (tcfg.eval_every or 1)  # adaptive: after the first update
-    eval_returns: list[float] | None = None
+    evaluating = tcfg.eval_every is not None or tcfg.target_return is not None
+    # A schedule of the step alone, which a resumed run keeps; adaptive: after the first update.
+    next_eval = _next_multiple(start_step, tcfg.eval_every) if tcfg.eval_every else start_step + 1
+    best_return = _best_return(run_dir) if resumed else None
     next_checkpoint = _next_multiple(start_step, checkpoint_every)
     stopped_early = False
     t0 = time.perf_counter()
@@ -464,31 +521,42 @@ def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool
                 "episode_length_mean": _mean(lengths),
                 "steps_per_second": (session.step - start_step) / max(elapsed, 1e-9),
                 "reward_per_step": _finite_or_none(collector.reward_per_step),
+                EVAL_COLUMN: None,
             }
             for key in METRIC_COLUMNS:
                 if key not in row:
                     row[key] = _finite_or_none(metrics.get(key, math.nan))
+            evaluation: list[float] | None = None
+            if evaluating and session.step >= next_eval:
+                stats: dict[str, Any] = {}
+                eval_seed = evaluation_seed(spec.seed, session.step)
+                evaluation = evaluate_session(session, tcfg.eval_episodes, seed=eval_seed, stats=stats)
+                row[EVAL_COLUMN] = score = float(np.mean(evaluation))
+                next_eval = (_next_multiple(session.step, tcfg.eval_every) if tcfg.eval_every
+                             else session.step + stats["steps"])
             logger.log(row)
             rate = row["reward_per_step"] if continuing else None  # the learning signal of a continuing task only
             bar.update(session.step - previous, row["episode_return_mean"],
                        None if rate is None else {"reward/step": rate})
-            if tcfg.target_return is not None and session.step >= next_eval:
-                stats: dict[str, Any] = {}
-                returns = evaluate_session(session, tcfg.eval_episodes, stats=stats)
-                score = float(np.mean(returns))
-                bar.write(f"step {session.step}: evaluation return {score:.2f} (target {tcfg.target_return:g})")
-                if on_eval is not None and on_eval(session.step, list(returns)) is False:
+            if evaluation is not None:
+                improved = best_return is None or score > best_return
+                if improved:
+                    save_best(score, eval_seed)
+                    best_return = score
+                target = "" if tcfg.target_return is None else f", target {tcfg.target_return:g}"
+                bar.write(f"step {session.step}: evaluation return {score:.2f} "
+                          f"({'new best' if improved else f'best {best_return:.2f}'}{target})")
+                if on_eval is not None and on_eval(session.step, list(evaluation)) is False:
                     stopped_early = True
                     break
-                if score >= tcfg.target_return:
+                if tcfg.target_return is not None and score >= tcfg.target_return:
                     # Confirmed on as many other episodes, so that one lucky set of starts does
                     # not end the run (evaluations are frequent).
-                    other = evaluate_session(session, tcfg.eval_episodes, seed=derive_seed(spec.seed, 2), stats=stats)
+                    other = evaluate_session(session, tcfg.eval_episodes,
+                                             seed=derive_seed(spec.seed, _CONFIRM_KEY, session.step))
                     if float(np.mean(other)) >= tcfg.target_return:
                         stopped_early = True
-                        eval_returns = returns  # the final evaluation's seed and policy: the same returns
                         break
-                next_eval = session.step + (tcfg.eval_every or stats["steps"])
             if on_update is not None and on_update(row) is False:
                 stopped_early = True
                 break
@@ -496,8 +564,7 @@ def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool
                 next_checkpoint = _next_multiple(session.step, checkpoint_every)
                 save(kept=True)
         save(kept=False)
-        if eval_returns is None:
-            eval_returns = evaluate_session(session, tcfg.eval_episodes)
+        eval_returns = evaluate_session(session, tcfg.eval_episodes)
     except InputError as err:  # raised by something the environment produced (e.g. an action mask)
         if not resumed and not saved:
             # Nothing of this run exists yet (e.g. criterion='average' on an episodic task, seen
@@ -520,16 +587,44 @@ def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool
 # --------------------------------------------------------------------------------------------
 
 
-def _open_run(run_dir: Path, copies: int) -> Session:
-    """An evaluation session (``copies`` environment copies, at most 32) with the policy and the
-    frozen observation normaliser of ``run_dir``'s last checkpoint."""
-    from policygrad.checkpoint import latest_checkpoint
+def locate_checkpoint(path: str | os.PathLike) -> tuple[Path, Path]:
+    """The run directory ``path`` is or lies in, and the checkpoint ``path`` names: the checkpoint
+    directory it is or lies in (``RUN/checkpoints/best``, ``RUN/checkpoints/step_N/meta.json``),
+    else the run's latest (``checkpoints/last``).
 
+    Raises:
+        InputError: ``path`` is missing, has no config.json in it or above it, or names no
+            checkpoint (a path under the run's ``checkpoints/`` that holds none, a run without one).
+    """
+    from policygrad.checkpoint import is_checkpoint, latest_checkpoint
+    from policygrad.runconfig import CONFIG_FILE
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path} does not exist")
+    checkpoint: Path | None = None
+    for run_dir in (path, *path.parents[:3]):  # RUN/checkpoints/best/meta.json lies 3 below RUN
+        if (run_dir / CONFIG_FILE).is_file():
+            break
+        if checkpoint is None and is_checkpoint(run_dir):
+            checkpoint = run_dir
+    else:
+        raise InputError(f"{path} is not a policygrad run directory (no {CONFIG_FILE} in it or above it)")
+    if checkpoint is None:
+        if (run_dir / "checkpoints") in path.parents:
+            raise InputError(f"{path} is not a checkpoint (no meta.json in it or above it)")
+        checkpoint = latest_checkpoint(run_dir)
+        if checkpoint is None:
+            raise InputError(f"{run_dir} has no checkpoint")
+    return run_dir, checkpoint
+
+
+def _open_run(path: Path, copies: int) -> Session:
+    """An evaluation session (``copies`` environment copies, at most 32) with the policy and the
+    frozen observation normaliser of the checkpoint ``path`` names (:func:`locate_checkpoint`)."""
+    run_dir, checkpoint = locate_checkpoint(path)
     spec = read_run_config(run_dir)
-    path = latest_checkpoint(run_dir)
-    if path is None:
-        raise InputError(f"{run_dir} has no checkpoint")
-    tensors, meta = load_run_checkpoint(path)
+    tensors, meta = load_run_checkpoint(checkpoint)
     spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, eval_episodes=copies))
     session = build_session(spec, "cpu", training=False)
     try:
@@ -542,11 +637,13 @@ def _open_run(run_dir: Path, copies: int) -> Session:
     return session
 
 
-def evaluate_run(run_dir: str | os.PathLike, episodes: int = 20, *, deterministic: bool = False, seed: int | None = None) -> list[float]:
-    """Raw returns of ``episodes`` episodes of the policy in ``run_dir``'s last checkpoint."""
+def evaluate_run(path: str | os.PathLike, episodes: int = 20, *, deterministic: bool = False, seed: int | None = None) -> list[float]:
+    """Raw returns of ``episodes`` episodes of the policy in a run directory's last checkpoint, or
+    in the checkpoint of a run that ``path`` names (``RUN/checkpoints/best``; see
+    :func:`locate_checkpoint`)."""
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise InputError(f"--episodes must be a positive int, got {episodes}")
-    session = _open_run(Path(run_dir), episodes)
+    session = _open_run(Path(path), episodes)
     try:
         return evaluate_session(session, episodes, deterministic=deterministic, seed=seed)
     finally:
@@ -554,12 +651,13 @@ def evaluate_run(run_dir: str | os.PathLike, episodes: int = 20, *, deterministi
 
 
 def evaluate_run_steps(
-    run_dir: str | os.PathLike, steps: int, copies: int = 1, *, deterministic: bool = False,
+    path: str | os.PathLike, steps: int, copies: int = 1, *, deterministic: bool = False,
     seed: int | None = None,
 ) -> tuple[float, int]:
-    """:func:`measure_reward_per_step` of the policy in ``run_dir``'s last checkpoint, over
-    ``copies`` (at most 32) environment copies that each take ⌈steps / copies⌉ steps."""
-    session = _open_run(Path(run_dir), copies)
+    """:func:`measure_reward_per_step` of the policy in the checkpoint ``path`` names (as for
+    :func:`evaluate_run`), over ``copies`` (at most 32) environment copies that each take
+    ⌈steps / copies⌉ steps."""
+    session = _open_run(Path(path), copies)
     try:
         return measure_reward_per_step(session, steps, deterministic=deterministic, seed=seed)
     finally:
