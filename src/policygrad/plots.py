@@ -6,7 +6,9 @@ What is plotted against the ``step`` column (environment steps):
   (``episode_return`` is accepted as well);
 * ``reward_per_step``: the average reward per step, for continuing tasks where episodes never end.
 
-Each of the two gets its own panel when a run has values for it. A row where no episode finished
+Each of the two gets its own panel when a run has values for it. One run's learning curve also
+shows the evaluations during training (``eval_return``, the deterministic policy's mean return)
+as points on the return panel. A row where no episode finished
 (a blank return) keeps the last value logged before it, so that a run's curve reaches its last
 logged step. Several runs whose ``config.json`` share the same ``algo`` and ``env`` are one group
 (seeds of one setting): the mean across runs is a line and the min-max range a shaded band, after
@@ -32,13 +34,19 @@ import numpy as np
 from policygrad.errors import InputError
 from policygrad.logging import METRICS_FILE, STEP_COLUMN
 
-__all__ = ["read_metrics", "plot_learning_curve", "plot_runs", "main_plot", "RETURN_COLUMNS", "REWARD_RATE_COLUMN"]
+__all__ = [
+    "read_metrics", "plot_learning_curve", "plot_runs", "main_plot", "RETURN_COLUMNS", "REWARD_RATE_COLUMN",
+    "EVAL_COLUMN",
+]
 
 RETURN_COLUMNS = ("episode_return_mean", "episode_return")
 """Columns read as the episode return, in order of preference."""
 
 REWARD_RATE_COLUMN = "reward_per_step"
 """Column read as the average reward per step (continuing tasks)."""
+
+EVAL_COLUMN = "eval_return"
+"""Column read as the evaluations during training (blank in rows without one)."""
 
 _Y_LABELS = {RETURN_COLUMNS[0]: "episode return", REWARD_RATE_COLUMN: "reward per step"}
 _GRID_POINTS = 400
@@ -97,9 +105,13 @@ def plot_learning_curve(run_dir: str | Path, out: str | Path | None = None) -> P
     curves = _curves(metrics, run_dir)
     if not curves:
         raise InputError(f"{run_dir / METRICS_FILE} has no values of {RETURN_COLUMNS[0]} or {REWARD_RATE_COLUMN}")
+    evaluations = _points(metrics, EVAL_COLUMN)
     fig = _figure(len(curves))
     for ax, (column, (x, y)) in zip(fig.axes, curves.items()):
-        ax.plot(x, y, linewidth=1.5)
+        ax.plot(x, y, linewidth=1.5, label="training episodes")
+        if column == RETURN_COLUMNS[0] and evaluations is not None:
+            ax.plot(*evaluations, marker="o", markersize=3, linewidth=1, label="evaluation (deterministic)")
+            ax.legend(loc="best", fontsize="small")
         _style(ax, column)
     fig.axes[0].set_title(_run_label(run_dir))
     return _save(fig, run_dir / "learning_curve.png" if out is None else Path(out))
@@ -181,6 +193,18 @@ def _curves(metrics: dict[str, np.ndarray], run_dir: Path) -> dict[str, tuple[np
         last_known = np.maximum.accumulate(np.where(known, np.arange(len(y)), 0))  # carry the last value forward
         curves[key] = (x, y[last_known])
     return curves
+
+
+def _points(metrics: dict[str, np.ndarray], column: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(steps, values) of the rows with a value in ``column``, sorted by step; None if there are none."""
+    if column not in metrics or STEP_COLUMN not in metrics:
+        return None
+    steps, values = metrics[STEP_COLUMN], metrics[column]
+    known = np.isfinite(steps) & np.isfinite(values)
+    if not known.any():
+        return None
+    order = np.argsort(steps[known], kind="stable")
+    return steps[known][order], values[known][order]
 
 
 def _aggregate(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, ...]:
