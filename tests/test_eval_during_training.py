@@ -296,3 +296,18 @@ def test_a_path_under_checkpoints_that_holds_none_is_refused(tmp_path: Path, cap
         pg.load(run / "checkpoints" / "best")
     assert main(["eval", str(run / "checkpoints" / "best")]) == 2
     assert "is not a checkpoint" in capsys.readouterr().err
+
+
+def test_the_learning_curve_shows_the_evaluations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from policygrad import plots
+
+    with MetricsLogger(tmp_path, ["step", "episode_return_mean", "eval_return"], tensorboard=False) as logger:
+        for step in range(100, 1100, 100):
+            logger.log({"step": step, "episode_return_mean": step / 10, "eval_return": step / 5 if step % 300 == 0 else None})
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, out: figures.append(fig) or out)
+    plots.plot_learning_curve(tmp_path)
+    (ax,) = figures[0].axes
+    _, evaluations = ax.get_lines()  # the training episodes, then the evaluations
+    assert list(evaluations.get_xdata()) == [300, 600, 900] and list(evaluations.get_ydata()) == [60, 120, 180]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["training episodes", "evaluation (deterministic)"]
