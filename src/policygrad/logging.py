@@ -268,6 +268,8 @@ class _ScalarWriter:
                 f"writing TensorBoard events needs the tensorboard package ({err}); install it, or turn tensorboard off"
             ) from err
         self._summary = Summary
+        if purge_step is not None:
+            _wait_past_event_files(log_dir)
         self._writer = SummaryWriter(str(log_dir), purge_step=purge_step, flush_secs=10)
 
     def scalars(self, step: int, values: Mapping[str, float]) -> None:
@@ -280,6 +282,26 @@ class _ScalarWriter:
 
     def close(self) -> None:
         self._writer.close()
+
+
+def _wait_past_event_files(log_dir: Path) -> None:
+    """Sleep until the clock is past the second in the name of every event file in ``log_dir``.
+
+    TensorBoard reads a directory's event files in name order, and a name is
+    ``events.out.tfevents.<second>.<host>.<pid>.<n>`` with an unpadded n: a file written in the same
+    second as an earlier one may sort before it (n = 10 before n = 9), and then the purge of a resumed
+    run would act before the events it hides. Resuming within a second of the last start is rare
+    (a test, ``Model.learn`` of a few steps twice); then it waits less than a second.
+    """
+    seconds = []
+    for path in log_dir.glob("events.out.tfevents.*"):
+        field = path.name.split(".")[3]
+        if field.isdigit():
+            seconds.append(int(field))
+    if seconds:
+        delay = max(seconds) + 1 - time.time()
+        if delay > 0:
+            time.sleep(delay)
 
 
 def _is_finite(value: Any) -> bool:
