@@ -39,8 +39,10 @@ def test_an_unknown_keyword_names_the_closest_keys() -> None:
         pg.PPO("CartPole-v1", learning_rte=1e-3)
     with pytest.raises(pg.InputError, match="gamma must lie in"):
         pg.PPO("CartPole-v1", gamma=1.5)
-    with pytest.raises(pg.InputError, match="Gymnasium id or 'module:attr'"):
-        pg.PPO(gym.make("CartPole-v1"))
+    with pytest.raises(pg.InputError, match="a vector environment was given; pass one environment"):
+        pg.PPO(gym.make_vec("CartPole-v1", 2))
+    with pytest.raises(pg.InputError, match="env must be a Gymnasium id, 'module:attr', a gymnasium.Env"):
+        pg.PPO(42)
 
 
 def test_learn_writes_a_run_directory_the_command_line_reads(tmp_path: Path, capsys) -> None:
@@ -77,8 +79,13 @@ def test_predict_single_and_batch_applies_the_normaliser_and_clips(tmp_path: Pat
     session = model._session
     normalised = session.obs_normalizer.normalize(batch)
     with torch.no_grad():
-        mean = model.policy.distribution(torch.from_numpy(np.asarray(normalised, dtype=np.float32))).mode().numpy()
+        mean = model.policy.net.distribution(torch.from_numpy(np.asarray(normalised, dtype=np.float32))).mode().numpy()
     np.testing.assert_allclose(actions, np.clip(mean, -2.0, 2.0), rtol=1e-5, atol=1e-5)
+    # the policy module does all of it from raw observations: encoding, normaliser, mode, clipping
+    np.testing.assert_allclose(model.policy(batch).numpy(), actions, rtol=1e-5, atol=1e-5)
+    state = model.policy.state_dict()
+    np.testing.assert_array_equal(state["obs_mean"].numpy(), session.obs_normalizer.rms.mean)
+    np.testing.assert_array_equal(state["obs_var"].numpy(), session.obs_normalizer.rms.var)
     sampled, _ = model.predict(batch * 100, deterministic=False)
     assert np.all(sampled >= -2.0) and np.all(sampled <= 2.0)
     with pytest.raises(pg.InputError, match=r"observation has shape \(4,\), expected \(3,\)"):

@@ -118,7 +118,7 @@ def test_load_of_the_best_checkpoint_loads_it(run: Path, tmp_path: Path) -> None
     for path in (best, best / "meta.json"):
         model = pg.load(path)
         assert model.num_timesteps == meta["step"] and model.run_dir == run
-        state = {f"policy.{k}": v for k, v in model.policy.state_dict().items()}
+        state = {f"policy.{k}": v for k, v in model.policy.net.state_dict().items()}  # the actor-critic
         assert state.keys() == _policy(expected).keys()
         assert all(torch.equal(state[k], expected[k]) for k in state)
     assert pg.load(run).num_timesteps == 2048  # the run itself: its last checkpoint

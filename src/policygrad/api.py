@@ -61,9 +61,18 @@ class Model:
     """An algorithm on an environment, with its config, policy and run directory.
 
     Args:
-        env: a Gymnasium id (``"CartPole-v1"``) or ``"module:attr"`` naming an env class or
-            factory. (An environment object cannot be re-created by ``policygrad eval`` or
-            ``--resume``, so it is refused with a message naming these forms.)
+        env: a Gymnasium id (``"CartPole-v1"``), ``"module:attr"`` naming an env class or
+            factory, a ``gymnasium.Env`` object, or a class or function that makes one. What
+            ``policygrad eval`` and ``train --resume`` can re-create is recorded in the run's
+            config.json: an id (an env made by ``gymnasium.make`` is recorded as its id and
+            keywords) or an importable class or function. Anything else (a lambda, an object
+            built by hand, copied for each environment) trains as well, and its run is
+            evaluated and continued from Python: ``pg.load(run_dir, env=...)``.
+        policy: your own actor-critic network, a ``torch.nn.Module`` with ``distribution(x)``
+            and ``value(x)`` (the protocol: :class:`policygrad.policies.ModuleActorCritic`),
+            trained on the torch backend; None: the built-in MLPs (``hidden_sizes``,
+            ``activation``, ...).
+        env_kwargs: keyword arguments of the environment's constructor (JSON values, recorded).
         device: "cpu" (default), "cuda", ...
         **config: any key of :attr:`config_class` or of the training loop
             (:class:`policygrad.runconfig.TrainConfig`), e.g. ``seed=0``, ``learning_rate=3e-4``,
@@ -71,26 +80,29 @@ class Model:
 
     Raises:
         InputError: an unknown key (with the closest valid ones), a value out of range, an
-            unknown environment.
+            unknown environment, a network that does not follow the protocol.
     """
 
     algo: ClassVar[str]
 
-    def __init__(self, env: str = "CartPole-v1", *, device: str | None = None, **config: Any) -> None:
+    def __init__(self, env: Any = "CartPole-v1", *, policy: Any = None, env_kwargs: dict[str, Any] | None = None,
+                 device: str | None = None, **config: Any) -> None:
+        from policygrad.envs import describe_env
         from policygrad.runconfig import resolve_run
 
-        if not isinstance(env, str):
-            raise InputError(
-                f"env must be a Gymnasium id or 'module:attr' (what a run directory can record and re-create), "
-                f"got a {type(env).__name__}"
-            )
         _check_keys(self.algo, config)
-        self.spec = resolve_run(self.algo, env, overrides=config)
+        record = describe_env(env, env_kwargs)
+        self.spec = resolve_run(self.algo, record.name, overrides=config, env_kwargs=record.kwargs,
+                                policy=None if policy is None else _class_name(policy))
         self.device = device
+        self._env = None if record.source is record.name else record.source
+        self._net = policy
         self.run_dir: Path | None = None
         """The run directory this model trains in (None before the first :meth:`learn` or :meth:`save`)."""
         self._session: Any = None
         self._loaded_from: Path | None = None  # a checkpoint of run_dir other than its latest (pg.load)
+        if policy is not None:
+            self._ensure_session()  # check the network against the spaces now, not at learn()
 
     # --- what the model is ---------------------------------------------------------------------
 
@@ -113,8 +125,13 @@ class Model:
 
     @property
     def policy(self) -> Any:
-        """The torch module (:class:`policygrad.policies.ActorCritic`) being trained."""
-        return self._ensure_session().policy
+        """The policy as one torch module (:class:`policygrad.policies.Policy`): ``policy(obs)``
+        encodes and normalises raw observations and returns the deterministic actions;
+        ``policy.net`` is the trained network, and ``state_dict()`` holds the observation
+        normaliser's statistics beside its weights."""
+        from policygrad.training import policy_module
+
+        return policy_module(self._ensure_session())
 
     # --- training -------------------------------------------------------------------------------
 
@@ -160,7 +177,8 @@ class Model:
         path = Path(run_dir) if run_dir is not None else default_run_dir(self.spec.algo, self.spec.env)
         spec = _with_total(self.spec, total_steps)
         self._close()
-        self._session, _ = start_run(spec, path, self.device, quiet=not progress_bar, callback=callback)
+        self._session, _ = start_run(spec, path, self.device, quiet=not progress_bar, callback=callback,
+                                     env=self._env, policy=self._net)
         self.spec, self.run_dir = spec, path
         return self
 
@@ -171,7 +189,7 @@ class Model:
         assert self.run_dir is not None
         spec = _with_total(self.spec, total)
         self._close()
-        self._session = reopen_run(self.run_dir, spec, self.device)
+        self._session = reopen_run(self.run_dir, spec, self.device, env=self._env, policy=self._net)
         self.spec = spec
         write_run_config(self.run_dir, spec, self._session.algorithm.backend)
 
@@ -203,6 +221,8 @@ class Model:
         space = session.eval_envs.single_observation_space
         obs = np.asarray(observation)
         shape = tuple(space.shape or ())
+        if obs.dtype.kind not in "biuf":
+            raise InputError(f"observation has dtype {obs.dtype}, expected numbers for {space}")
         single = obs.shape == shape
         if not single and obs.shape[1:] != shape:
             raise InputError(f"observation has shape {obs.shape}, expected {shape} or [n, {', '.join(map(str, shape))}]"
@@ -263,7 +283,7 @@ class Model:
 
         if self._session is None or rebuild:
             self._close()
-            self._session = build_session(self.spec, self.device)
+            self._session = build_session(self.spec, self.device, env=self._env, policy=self._net)
         return self._session
 
     def _close(self) -> None:
@@ -315,18 +335,30 @@ class TRPO(Model):
 _MODELS: dict[str, type[Model]] = {cls.algo: cls for cls in (PPO, A2C, REINFORCE, NPG, TRPO)}
 
 
-def load(path: str | os.PathLike, device: str | None = None) -> Model:
+def load(path: str | os.PathLike, device: str | None = None, *, env: Any = None, policy: Any = None) -> Model:
     """The model saved in the run directory ``path``, from its last checkpoint, or in a checkpoint
-    of a run (``RUN/checkpoints/best``, ``RUN/checkpoints/step_N``, or a file in one): algorithm,
-    config, policy, normaliser, optimiser and counters restored, so that ``predict`` works at once
-    and ``learn`` continues the run. ``learn`` continues a run from its last checkpoint only, so a
-    model loaded from another one refuses to learn (save it as a new run to train it on).
+    of a run (``RUN/checkpoints/best``, ``RUN/checkpoints/step_N``, or a file in one), from that
+    checkpoint: algorithm, config, policy, normaliser, optimiser and counters restored, so that
+    ``predict`` works at once and ``learn`` continues the run. ``learn`` continues a run from its
+    last checkpoint only, so a model loaded from another one refuses to learn (save it as a new
+    run to train it on).
+
+    Args:
+        path: the run directory (its last checkpoint), or a checkpoint directory of it or a
+            file in one (that checkpoint), or another path inside it (its last checkpoint).
+        device: "cpu" (default), "cuda", ...
+        env: the environment, for a run trained on one that its directory cannot re-create (an
+            object or a function given in Python: config.json names it ``"<...>"``); it may also
+            replace a recorded one with the same spaces. None: the recorded one.
+        policy: the network, for a run that trained its own (config.json's ``"policy"``): a new
+            instance of the same architecture, whose weights are then loaded.
 
     Raises:
         InputError: a missing path, or one that holds no run (config.json and a checkpoint) of
-            this library; nothing in it is executed.
+            this library; a run that needs ``env`` or ``policy``. Nothing in it is executed.
     """
     from policygrad.checkpoint import latest_checkpoint
+    from policygrad.envs import describe_env
     from policygrad.runconfig import read_run_config
     from policygrad.rundir import reopen_run
     from policygrad.training import locate_checkpoint
@@ -335,10 +367,19 @@ def load(path: str | os.PathLike, device: str | None = None) -> Model:
     spec = read_run_config(run_dir)
     model = _MODELS[spec.algo].__new__(_MODELS[spec.algo])
     model.spec, model.device, model.run_dir = spec, device, run_dir
-    model._session = reopen_run(run_dir, spec, device, checkpoint)
+    model._env = None if env is None else describe_env(env, spec.env_kwargs if isinstance(env, str) else None).source
+    model._net = policy
+    model._session = None
+    model._session = reopen_run(run_dir, spec, device, env=model._env, policy=policy, checkpoint=checkpoint)
     latest = latest_checkpoint(run_dir)
     model._loaded_from = None if latest is not None and latest.resolve() == checkpoint.resolve() else checkpoint
     return model
+
+
+def _class_name(module: Any) -> str:
+    """``"module:Class"`` of a user's network (recorded in config.json, never imported)."""
+    cls = type(module)
+    return f"{cls.__module__}:{cls.__qualname__}"
 
 
 def _with_total(spec: Any, total_steps: int) -> Any:

@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="algorithm (default: the config file's algo, else ppo)")
     p.add_argument("--env", default=None,
                    help="a Gymnasium id, or module:attr naming an env class or factory (default: CartPole-v1)")
+    p.add_argument("--env-kwargs", metavar="JSON", default=None,
+                   help='keyword arguments of the environment, a JSON object, e.g. \'{"is_slippery": false}\' '
+                        "(also --set env.KEY=VALUE, or an [env_kwargs] table in --config)")
     p.add_argument("--steps", type=int, default=None, help="environment steps in total (default: the preset's)")
     p.add_argument("--seed", type=int, default=None, help="seed of everything (default: the config's, 0)")
     p.add_argument("--config", metavar="FILE.toml", help="hyperparameters from a TOML file of key = value lines")
@@ -163,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def main_train(args: argparse.Namespace) -> int:
     """``policygrad train``: see the module docstring."""
     from policygrad.rundir import default_run_dir, start_run
-    from policygrad.runconfig import parse_set, resolve_run
+    from policygrad.runconfig import parse_env_kwargs, parse_set, resolve_run
 
     if args.steps is not None and args.steps < 1:
         raise InputError(f"--steps must be a positive number of environment steps, got {args.steps}")
@@ -174,7 +177,8 @@ def main_train(args: argparse.Namespace) -> int:
         conflicting = [
             name
             for name, value in (("--algo", args.algo), ("--env", args.env), ("--config", args.config),
-                                ("--set", args.overrides), ("--seed", args.seed), ("--out", args.out))
+                                ("--set", args.overrides), ("--seed", args.seed), ("--out", args.out),
+                                ("--env-kwargs", args.env_kwargs))
             if value
         ]
         if conflicting:
@@ -195,6 +199,7 @@ def main_train(args: argparse.Namespace) -> int:
         config_file=args.config,
         overrides=parse_set(args.overrides),
         flags={"seed": args.seed, **flags},
+        env_kwargs=None if args.env_kwargs is None else parse_env_kwargs(args.env_kwargs),
     )
     if args.print_config:
         data = spec.to_json()

@@ -7,7 +7,17 @@ environment:
   imports ``module`` first so that it can register ``EnvId``;
 * ``"module:attr"`` where ``attr`` is a user's ``gymnasium.Env`` subclass or a factory returning
   an env (called with no arguments, or with ``env_kwargs``);
-* an ``EnvSpec`` or such a class or factory directly.
+* an ``EnvSpec`` or such a class or factory directly;
+* a ``gymnasium.Env`` object, whose copies are deep copies of it (the object itself is not
+  stepped, nor closed).
+
+What a run directory records (:func:`describe_env`). A run's config.json names its environment
+by a string that ``policygrad eval`` and ``--resume`` re-create it from: the id, or
+``"module:attr"`` of an importable class or factory, with ``env_kwargs`` beside it. An env made
+by ``gymnasium.make`` is recorded as its id and keyword arguments. Anything else (a lambda, a
+function defined inside another, an object built by hand) is recorded as ``"<...>"``, which no
+command re-creates: such a run is evaluated or continued from Python, passing the environment
+again (``policygrad.load(run, env=...)``).
 
 How the copies are stepped (``vectorization``):
 
@@ -39,6 +49,7 @@ space, and clips Box actions to their bounds.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import importlib
@@ -53,14 +64,14 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from policygrad.errors import InputError
 from policygrad.threads import ThreadLimited
 
-__all__ = ["VECTORIZATIONS", "make_vec_env", "env_name", "resolve_env"]
+__all__ = ["VECTORIZATIONS", "EnvRecord", "describe_env", "make_vec_env", "env_name", "resolve_env"]
 
 VECTORIZATIONS = ("auto", "sync", "async", "vector")
 """The accepted values of ``vectorization``."""
 
 Vectorization = Literal["auto", "sync", "async", "vector"]
 
-EnvSource = gym.envs.registration.EnvSpec | Callable[..., gym.Env]
+EnvSource = gym.envs.registration.EnvSpec | Callable[..., gym.Env] | gym.Env
 
 
 def env_name(env: str | EnvSource) -> str:
@@ -69,7 +80,97 @@ def env_name(env: str | EnvSource) -> str:
         return env
     if isinstance(env, gym.envs.registration.EnvSpec):
         return env.id
+    if isinstance(env, gym.Env):
+        return f"<{type(env).__name__} object>"
     return f"{getattr(env, '__module__', '?')}:{getattr(env, '__qualname__', repr(env))}"
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvRecord:
+    """An environment as a run records it (see the module docstring)."""
+
+    name: str
+    """What config.json holds under "env": an id, "module:attr", or "<...>" (not re-creatable)."""
+    kwargs: dict[str, Any]
+    """Keyword arguments of its constructor (config.json's "env_kwargs")."""
+    source: Any
+    """What :func:`make_vec_env` builds the copies from: ``name``, or the user's object."""
+
+    @property
+    def recreatable(self) -> bool:
+        """Whether ``name`` alone re-creates the environment (in another process, later)."""
+        return not self.name.startswith("<")
+
+
+def describe_env(env: Any, env_kwargs: dict[str, Any] | None = None) -> EnvRecord:
+    """How a run records ``env`` (an id, "module:attr", an ``EnvSpec``, a class or factory, or an
+    env object) and what it builds from.
+
+    Raises:
+        InputError: a vector environment (policygrad builds the copies itself), an env object
+            that cannot be copied, ``env_kwargs`` that is not a JSON object, or something that
+            is no environment at all.
+    """
+    import json
+
+    kwargs = dict(env_kwargs or {})
+    try:
+        json.dumps(kwargs, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"env_kwargs must be JSON values (a run directory records them): {err}") from None
+    if isinstance(env, str):
+        return EnvRecord(env, kwargs, env)
+    if isinstance(env, VectorEnv):
+        raise InputError(
+            "a vector environment was given; pass one environment (or its id, or a function that makes one): "
+            "policygrad builds num_envs copies itself"
+        )
+    if isinstance(env, gym.Env):
+        spec = env.spec
+        if spec is not None and not kwargs and _is_registered_as(spec):
+            made = {k: v for k, v in spec.kwargs.items() if k != "render_mode"}
+            try:
+                json.dumps(made, allow_nan=False)
+                return EnvRecord(spec.id, made, spec.id)
+            except (TypeError, ValueError):
+                pass
+        if kwargs:
+            raise InputError("env_kwargs apply to an id, a class or a factory, not to an environment object")
+        try:
+            copy.deepcopy(env)
+        except Exception as err:
+            raise InputError(
+                f"cannot copy the environment object {type(env).__name__} ({_one_line(err)}); "
+                "pass its id or a function that makes a new one"
+            ) from None
+        return EnvRecord(env_name(env), {}, env)
+    if isinstance(env, gym.envs.registration.EnvSpec):
+        return EnvRecord(env.id, {**env.kwargs, **kwargs}, env) if _is_registered_as(env) else EnvRecord(f"<{env.id}>", kwargs, env)
+    if callable(env):
+        module, qualname = getattr(env, "__module__", None), getattr(env, "__qualname__", None)
+        if module and qualname and module != "__main__" and "<" not in qualname:
+            try:
+                found: Any = importlib.import_module(module)
+                for part in qualname.split("."):
+                    found = getattr(found, part)
+            except Exception:
+                found = None
+            if found is env:
+                return EnvRecord(f"{module}:{qualname}", kwargs, env)
+        return EnvRecord(f"<{module or '?'}.{qualname or type(env).__name__}>", kwargs, env)
+    raise InputError(
+        f"env must be a Gymnasium id, 'module:attr', a gymnasium.Env, or a function that makes one; got a {type(env).__name__}"
+    )
+
+
+def _is_registered_as(spec: gym.envs.registration.EnvSpec) -> bool:
+    """Whether ``spec`` is its registered id's spec up to constructor keywords (so that the id and
+    the keywords re-create it)."""
+    try:
+        registered = gym.spec(spec.id)
+    except gym.error.Error:
+        return False
+    return dataclasses.replace(spec, kwargs=registered.kwargs) == registered
 
 
 def _one_line(err: BaseException) -> str:
@@ -84,11 +185,16 @@ def resolve_env(env: str | EnvSource) -> EnvSource:
         InputError: an unknown id, a module that cannot be imported, a missing attribute, or an
             attribute that is neither an env class nor callable. One line each.
     """
-    if isinstance(env, gym.envs.registration.EnvSpec) or (callable(env) and not isinstance(env, str)):
+    if isinstance(env, (gym.envs.registration.EnvSpec, gym.Env)) or (callable(env) and not isinstance(env, str)):
         return env
     if not isinstance(env, str) or not env.strip():
         raise InputError(f"an environment must be a Gymnasium id or module:attr, got {env!r}")
     env = env.strip()
+    if env.startswith("<"):
+        raise InputError(
+            f"the environment {env} was an object given in Python, which a run directory cannot re-create; "
+            "pass it again: policygrad.load(run_dir, env=...)"
+        )
     if ":" in env:
         module_name, _, attr = env.partition(":")
         try:
@@ -192,6 +298,14 @@ def make_vec_env(
     try:
         if isinstance(source, gym.envs.registration.EnvSpec):
             envs = _from_spec(source, num_envs, time_limit, vectorization, kwargs, worker_threads)
+        elif isinstance(source, gym.Env):
+            if vectorization == "vector":
+                raise InputError(f"environment {name!r} has no vectorised implementation; use sync or async")
+            make_one = functools.partial(_copy_env, source, time_limit)
+            if vectorization == "async":
+                envs = _async(make_one, num_envs, worker_threads)
+            else:
+                envs = gym.vector.SyncVectorEnv([make_one] * num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
         else:
             if vectorization == "vector":
                 raise InputError(f"environment {name!r} has no vectorised implementation; use sync or async")
@@ -294,6 +408,14 @@ def _make_user_env(factory: Callable[..., Any], name: str, time_limit: int | Non
     if not isinstance(env, gym.Env):
         raise InputError(f"{name!r} returned a {type(env).__name__}, not a gymnasium.Env")
     if time_limit:  # 0 and None: the env as the factory made it
+        env = gym.wrappers.TimeLimit(env, max_episode_steps=time_limit)
+    return env
+
+
+def _copy_env(env: gym.Env, time_limit: int | None) -> gym.Env:
+    """A deep copy of a user's env object (the object itself is neither stepped nor closed)."""
+    env = copy.deepcopy(env)
+    if time_limit:
         env = gym.wrappers.TimeLimit(env, max_episode_steps=time_limit)
     return env
 

@@ -27,7 +27,29 @@ from torch import Tensor
 
 from policygrad.errors import InputError
 
-__all__ = ["RunningMeanStd", "ObservationNormalizer", "RewardScaler"]
+__all__ = ["RunningMeanStd", "ObservationNormalizer", "RewardScaler", "normalize_observations"]
+
+
+def normalize_observations(obs: Any, mean: Any, var: Any, epsilon: float, clip: float, out: np.ndarray | None = None) -> Any:
+    """clip((s − μ) / sqrt(σ² + ε), −c, c): the observation normalisation, on NumPy arrays or tensors.
+
+    Written once for both: the collector calls it on NumPy arrays (with ``out``, a float32 buffer
+    row), :class:`policygrad.policies.Policy` on tensors inside its graph.
+
+    Args:
+        obs: ``[..., obs_dim]`` encoded observations.
+        mean, var: ``[obs_dim]`` the statistics μ and σ².
+        epsilon: ε under the square root.
+        clip: c, the bound of the result.
+        out: NumPy only: where to write the result (cast to its dtype).
+
+    Returns:
+        ``[..., obs_dim]``, ``out`` when given.
+    """
+    scaled = (obs - mean) / (var + epsilon) ** 0.5
+    if out is None:
+        return scaled.clip(-clip, clip)
+    return np.clip(scaled, -clip, clip, out=out, casting="same_kind")
 
 
 class RunningMeanStd:
@@ -41,6 +63,9 @@ class RunningMeanStd:
     The variances are population variances. As in the reference implementations the count starts
     at a tiny ``epsilon`` with μ = 0 and σ² = 1, so the first batch dominates at once and the
     statistics are defined before any data arrives.
+
+    ``mean`` and ``var`` are updated in place, so that views of them (the buffers of a
+    :class:`policygrad.policies.Policy`) always hold the current statistics.
 
     Args:
         shape: the shape of one sample (``()`` for scalars).
@@ -67,9 +92,8 @@ class RunningMeanStd:
         total = self.count + batch_count
         delta = batch_mean - self.mean
         m2 = self.var * self.count + batch_var * batch_count + np.square(delta) * (self.count * batch_count / total)
-        # np.asarray keeps 0-d arrays (scalar statistics) arrays rather than NumPy scalars.
-        self.mean = np.asarray(self.mean + delta * (batch_count / total), dtype=np.float64)
-        self.var = np.asarray(m2 / total, dtype=np.float64)
+        self.mean[...] = self.mean + delta * (batch_count / total)
+        self.var[...] = m2 / total
         self.count = float(total)
 
     def state(self, prefix: str) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -96,7 +120,9 @@ class RunningMeanStd:
             raise InputError(f"normaliser state {prefix!r} has a bad count {count!r}")
         if not (np.isfinite(mean).all() and np.isfinite(var).all() and (var >= 0).all()):
             raise InputError(f"normaliser state {prefix!r} holds non-finite or negative statistics")
-        self.mean, self.var, self.count = mean, var, float(count)
+        self.mean[...] = mean
+        self.var[...] = var
+        self.count = float(count)
 
 
 class ObservationNormalizer:
@@ -134,10 +160,9 @@ class ObservationNormalizer:
 
     def normalize(self, obs: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Normalise ``obs [B, obs_dim]`` with the current statistics, without updating them."""
-        scaled = (obs - self.rms.mean) / np.sqrt(self.rms.var + self.epsilon)
         if out is None:
-            out = np.empty(scaled.shape, dtype=np.float32)
-        return np.clip(scaled, -self.clip, self.clip, out=out, casting="same_kind")
+            out = np.empty(np.shape(obs), dtype=np.float32)
+        return normalize_observations(obs, self.rms.mean, self.rms.var, self.epsilon, self.clip, out)
 
     def state(self, prefix: str = "obs_norm") -> tuple[dict[str, Tensor], dict[str, Any]]:
         """Tensors and JSON for a checkpoint."""

@@ -35,6 +35,8 @@ __all__ = [
     "RunSpec",
     "resolve_run",
     "parse_set",
+    "parse_env_kwargs",
+    "split_env_keys",
     "read_toml",
     "spec_from_json",
     "read_run_config",
@@ -122,20 +124,32 @@ class RunSpec:
 
     algo: str
     env: str
+    """The environment as :func:`policygrad.envs.describe_env` records it: an id, "module:attr",
+    or "<...>" for an object given in Python, which nothing re-creates from this name."""
     seed: int
     config: Any
     """The algorithm's frozen config (policygrad.algorithms)."""
     train: TrainConfig
+    env_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """Keyword arguments of the environment's constructor (JSON values)."""
+    policy: str | None = None
+    """None: the built-in actor-critic (hidden_sizes, activation, ...); else the "module:class"
+    of a user's own network, recorded for the reader and never imported (it is trained from
+    Python and loaded with ``policygrad.load(run_dir, policy=...)``)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "algo": self.algo,
             "env": self.env,
+            "env_kwargs": dict(self.env_kwargs),
             "seed": self.seed,
             "config": self.config.to_dict(),
             "train": self.train.to_dict(),
             "versions": library_versions(),
         }
+        if self.policy is not None:
+            data["policy"] = self.policy
+        return data
 
 
 def library_versions() -> dict[str, str]:
@@ -170,6 +184,28 @@ def seed_everything(seed: int) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def split_env_keys(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(config keys, env_kwargs)``: ``env.KEY`` entries (``--set env.is_slippery=false``) are the
+    environment's keyword arguments."""
+    config = {k: v for k, v in values.items() if not k.startswith("env.")}
+    env_kwargs = {k[len("env."):]: v for k, v in values.items() if k.startswith("env.")}
+    empty = [k for k in env_kwargs if not k]
+    if empty:
+        raise InputError("env. needs a keyword name: --set env.KEY=VALUE")
+    return config, env_kwargs
+
+
+def parse_env_kwargs(text: str) -> dict[str, Any]:
+    """``--env-kwargs '{"is_slippery": false}'``: a JSON object of the environment's keyword arguments."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(f"--env-kwargs is not valid JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise InputError(f"--env-kwargs must be a JSON object of keyword arguments, got {type(value).__name__}")
+    return value
+
+
 def parse_set(items: list[str]) -> dict[str, Any]:
     """``["key=value", ...]`` -> dict; values are TOML literals (``[64, 64]``, ``true``, ``3e-4``),
     anything else a string."""
@@ -193,7 +229,8 @@ def parse_set(items: list[str]) -> dict[str, Any]:
 
 
 def read_toml(path: str | os.PathLike) -> dict[str, Any]:
-    """The top-level table of a TOML file; InputError (one line) if missing or invalid."""
+    """The top-level table of a TOML file, an ``[env_kwargs]`` table's entries as ``env.KEY``; InputError
+    (one line) if missing or invalid."""
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10: the tomli backport (a dependency there)
@@ -211,9 +248,14 @@ def read_toml(path: str | os.PathLike) -> dict[str, Any]:
         raise InputError(f"bad TOML in {path}: {err}") from None
     except (OSError, UnicodeDecodeError) as err:
         raise InputError(f"cannot read config file {path}: {err}") from None
+    # The environment's keyword arguments: an [env_kwargs] table.
+    env_table = data.pop("env_kwargs", None) if isinstance(data.get("env_kwargs"), dict) else None
     nested = [k for k, v in data.items() if isinstance(v, dict)]
     if nested:
-        raise InputError(f"config file {path}: expected flat key = value pairs, found the table [{nested[0]}]")
+        raise InputError(
+            f"config file {path}: expected flat key = value pairs (and an [env_kwargs] table), found the table [{nested[0]}]"
+        )
+    data.update({f"env.{k}": v for k, v in (env_table or {}).items()})
     return data
 
 
@@ -224,11 +266,14 @@ def resolve_run(
     config_file: str | os.PathLike | None = None,
     overrides: Mapping[str, Any] | None = None,
     flags: Mapping[str, Any] | None = None,
+    env_kwargs: Mapping[str, Any] | None = None,
+    policy: str | None = None,
 ) -> RunSpec:
     """Merge preset < config file < overrides < flags into a validated :class:`RunSpec`.
 
     ``algo`` and ``env`` come from the arguments, else the config file's ``algo`` / ``env``
-    keys, else ``ppo`` / ``CartPole-v1``.
+    keys, else ``ppo`` / ``CartPole-v1``. The environment's keyword arguments are the config
+    file's and the overrides' ``env.KEY`` entries, then ``env_kwargs``.
 
     Raises:
         InputError: an unknown algorithm or key (the valid ones listed), a value out of range.
@@ -244,6 +289,13 @@ def resolve_run(
         raise InputError(f"unknown algorithm {algo!r}; valid: {', '.join(ALGORITHMS)}")
     if not isinstance(env, str):
         raise InputError(f"env must be a string, got {env!r}")
+    file_values, file_env = split_env_keys(file_values)
+    overrides, set_env = split_env_keys(overrides or {})
+    env_values = {**file_env, **set_env, **(env_kwargs or {})}
+    try:
+        json.dumps(env_values, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"env_kwargs must be JSON values (a run directory records them): {err}") from None
     given = {**file_values, **(overrides or {})}
     merged: dict[str, Any] = get_preset(algo, env, criterion=given.get("criterion"))
     algo_keys = [f.name for f in dataclasses.fields(CONFIGS[algo])]
@@ -259,7 +311,8 @@ def resolve_run(
     train_values = {k: merged.pop(k) for k in list(merged) if k in TRAIN_KEYS}
     train_config = _train_config(train_values)
     config = make_config(algo, merged)
-    return RunSpec(algo=algo, env=env, seed=int(config.seed), config=config, train=train_config)
+    return RunSpec(algo=algo, env=env, seed=int(config.seed), config=config, train=train_config,
+                   env_kwargs=env_values, policy=policy)
 
 
 def _train_config(values: dict[str, Any]) -> TrainConfig:
@@ -285,7 +338,14 @@ def spec_from_json(data: Any, where: str) -> RunSpec:
         raise InputError(f"{where}: {err}") from None
     if not isinstance(data["env"], str):
         raise InputError(f"{where}: env must be a string")
-    return RunSpec(algo=data["algo"], env=data["env"], seed=int(config.seed), config=config, train=train_config)
+    env_kwargs = data.get("env_kwargs", {})
+    if not isinstance(env_kwargs, dict):
+        raise InputError(f"{where}: env_kwargs must be an object")
+    policy = data.get("policy")
+    if policy is not None and not isinstance(policy, str):
+        raise InputError(f"{where}: policy must be a string")
+    return RunSpec(algo=data["algo"], env=data["env"], seed=int(config.seed), config=config, train=train_config,
+                   env_kwargs=env_kwargs, policy=policy)
 
 
 def read_run_config(run_dir: Path) -> RunSpec:

@@ -87,9 +87,10 @@ def write_run_config(run_dir: Path, spec: RunSpec, backend: Any = None) -> None:
 
 
 def start_run(spec: RunSpec, run_dir: Path, device: str | None = None, *, quiet: bool = False,
-              callback: Any = None) -> tuple[Any, dict[str, Any]]:
+              callback: Any = None, env: Any = None, policy: Any = None) -> tuple[Any, dict[str, Any]]:
     """Build the session of a new run, write its config.json into ``run_dir`` (missing or empty)
-    and train it (``policygrad train`` and ``Model.learn``).
+    and train it (``policygrad train`` and ``Model.learn``). ``env`` and ``policy``: objects given
+    in Python (see :func:`policygrad.training.build_session`).
 
     Returns:
         ``(session, summary)``: the session still open (the caller closes it) and
@@ -101,7 +102,7 @@ def start_run(spec: RunSpec, run_dir: Path, device: str | None = None, *, quiet:
     from policygrad.training import build_session, train
 
     check_new_run_dir(run_dir)
-    session = build_session(spec, device)  # every InputError up to here leaves no trace
+    session = build_session(spec, device, env=env, policy=policy)  # every InputError up to here leaves no trace
     created = CreatedPaths(run_dir)
     try:
         try:
@@ -121,10 +122,11 @@ def start_run(spec: RunSpec, run_dir: Path, device: str | None = None, *, quiet:
     return session, summary
 
 
-def reopen_run(run_dir: Path, spec: RunSpec, device: str | None = None, checkpoint: Path | None = None) -> Any:
+def reopen_run(run_dir: Path, spec: RunSpec, device: str | None = None, *, env: Any = None,
+               policy: Any = None, checkpoint: Path | None = None) -> Any:
     """The training session of ``spec`` with ``run_dir``'s latest checkpoint restored (``--resume``,
     ``Model.learn`` on a saved run, ``policygrad.load``), or the checkpoint ``checkpoint`` of it
-    (``policygrad.load("RUN/checkpoints/best")``).
+    (``policygrad.load("RUN/checkpoints/best")``); ``env`` and ``policy`` as for :func:`start_run`.
 
     Raises:
         InputError: no checkpoint, or one that does not load into ``spec``'s session.
@@ -136,7 +138,7 @@ def reopen_run(run_dir: Path, spec: RunSpec, device: str | None = None, checkpoi
     if path is None:
         raise InputError(f"{run_dir} has no checkpoint to resume from")
     tensors, meta = load_run_checkpoint(path)
-    session = build_session(spec, device)
+    session = build_session(spec, device, env=env, policy=policy)
     try:
         restore_session(session, tensors, meta)
     except BaseException:

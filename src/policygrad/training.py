@@ -59,6 +59,7 @@ __all__ = [
     "WALL_CLOCK_COLUMNS",
     "Session",
     "build_session",
+    "policy_module",
     "checkpoint_state",
     "load_run_checkpoint",
     "restore_policy",
@@ -130,6 +131,8 @@ class Session:
     """Seconds of training so far, over all invocations."""
     acting: Any = None
     """An evaluation-only session's acting backend (see :func:`acting_backend`)."""
+    acting_policy: Any = None
+    """The :class:`policygrad.policies.Policy` of :func:`policy_module`, once built."""
 
     def close(self) -> None:
         for envs in (self.envs, self.eval_envs):
@@ -154,22 +157,29 @@ def _device(name: str | None) -> Any:
     return device
 
 
-def build_session(spec: RunSpec, device_name: str | None = None, *, training: bool = True) -> Session:
+def build_session(spec: RunSpec, device_name: str | None = None, *, training: bool = True,
+                  env: Any = None, policy: Any = None) -> Session:
     """Limit the threads, seed, then build the environments, policy, algorithm and collector of ``spec``.
 
     Args:
         spec: the run.
         device_name: "cpu" (default), "cuda", "cuda:1", ...
         training: False builds only what evaluation needs (evaluation envs, policy, normaliser).
+        env: what the environments are built from when ``spec.env`` cannot re-create them (an
+            object or factory given in Python; see :func:`policygrad.envs.describe_env`); None:
+            ``spec.env``.
+        policy: a user's own actor-critic network (:class:`policygrad.policies.ModuleActorCritic`
+            states the protocol), for a ``spec`` whose ``policy`` names one; None: the built-in one.
 
     Raises:
-        InputError: an unknown environment, an unsupported space, a bad device.
+        InputError: an unknown environment, an unsupported space, a bad device, a run of a
+            user's network without that network.
     """
 
     from policygrad.algorithms import make_algorithm
     from policygrad.envs import make_vec_env
     from policygrad.normalize import ObservationNormalizer, RewardScaler
-    from policygrad.rollout import RolloutCollector, make_policy
+    from policygrad.rollout import RolloutCollector
     from policygrad.threads import limit_threads
 
     cfg, tcfg = spec.config, spec.train
@@ -183,21 +193,19 @@ def build_session(spec: RunSpec, device_name: str | None = None, *, training: bo
     try:
         # Seeding resets the environments once: one that fails there fails before any run
         # directory exists. Training reseeds them from (seed, step).
+        source = spec.env if env is None else env
         eval_envs = make_vec_env(
-            spec.env, min(tcfg.eval_episodes, 32), spec.seed, time_limit=tcfg.time_limit,
-            vectorization=eval_vectorization, worker_threads=threads,
+            source, min(tcfg.eval_episodes, 32), spec.seed, time_limit=tcfg.time_limit,
+            vectorization=eval_vectorization, worker_threads=threads, env_kwargs=spec.env_kwargs,
         )
-        policy, encoder = make_policy(
-            eval_envs.single_observation_space, eval_envs.single_action_space, cfg.hidden_sizes, cfg.activation,
-            use_sde=cfg.use_sde, log_std_init=cfg.log_std_init,
-        )
+        policy, encoder = _make_policy(spec, eval_envs, policy)
         policy.to(device)
         obs_normalizer = ObservationNormalizer(policy.obs_dim) if cfg.normalize_obs else None
         if not training:
             return Session(spec, None, eval_envs, policy, encoder, None, obs_normalizer, None, None, device)
         envs = make_vec_env(
-            spec.env, cfg.num_envs, spec.seed, time_limit=tcfg.time_limit, vectorization=tcfg.vectorization,
-            worker_threads=threads,
+            source, cfg.num_envs, spec.seed, time_limit=tcfg.time_limit, vectorization=tcfg.vectorization,
+            worker_threads=threads, env_kwargs=spec.env_kwargs,
         )
         total_updates = max(1, math.ceil(tcfg.total_steps / cfg.batch_size))
         algorithm = make_algorithm(spec.algo, policy, cfg, total_updates)
@@ -219,6 +227,43 @@ def build_session(spec: RunSpec, device_name: str | None = None, *, training: bo
                 e.close()
         raise
     return Session(spec, envs, eval_envs, policy, encoder, algorithm, obs_normalizer, reward_scaler, collector, device)
+
+
+def _make_policy(spec: RunSpec, envs: Any, module: Any) -> tuple[Any, Any]:
+    """The network and the observation encoder: the built-in actor-critic of ``spec.config``, or
+    the user's ``module`` adapted to what the algorithms call."""
+    from policygrad.policies import ModuleActorCritic, make_encoder
+    from policygrad.rollout import make_policy
+
+    cfg = spec.config
+    obs_space, action_space = envs.single_observation_space, envs.single_action_space
+    if spec.policy is None:
+        if module is not None:
+            raise InputError("this run trains the built-in actor-critic; it takes no policy module")
+        return make_policy(obs_space, action_space, cfg.hidden_sizes, cfg.activation,
+                           use_sde=cfg.use_sde, log_std_init=cfg.log_std_init)
+    if module is None:
+        raise InputError(
+            f"this run trained its own network ({spec.policy}), which a run directory does not re-create; "
+            "load it from Python, passing the network: policygrad.load(run_dir, policy=...)"
+        )
+    if cfg.use_sde:
+        raise InputError("use_sde needs the built-in Gaussian actor; a custom policy brings its own distribution")
+    encoder = make_encoder(obs_space)
+    if isinstance(module, ModuleActorCritic):
+        return module, encoder
+    return ModuleActorCritic(module, encoder.obs_dim, action_space), encoder
+
+
+def policy_module(session: Session) -> Any:
+    """The session's :class:`policygrad.policies.Policy`: encoding, normaliser and network as one
+    module (built once; its normaliser buffers are views of the session's statistics)."""
+    if session.acting_policy is None:
+        from policygrad.policies import Policy
+
+        session.acting_policy = Policy(session.policy, session.encoder, session.eval_envs.single_action_space,
+                                       session.obs_normalizer)
+    return session.acting_policy
 
 
 def checkpoint_state(session: Session) -> tuple[dict, dict]:

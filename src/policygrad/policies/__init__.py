@@ -1,13 +1,14 @@
 """Policies and value functions: linear and tabular policies with analytic score functions
 (:mod:`~policygrad.policies.analytic`), the MLP (:mod:`~policygrad.policies.mlp`), the MLP policies
 and value function (:mod:`~policygrad.policies.heads`), observation encodings
-(:mod:`~policygrad.policies.encoders`), and the actor-critic built for Gymnasium spaces
-(:mod:`~policygrad.policies.actor_critic`).
+(:mod:`~policygrad.policies.encoders`), the actor-critic built for Gymnasium spaces
+(:mod:`~policygrad.policies.actor_critic`), and a trained policy as one module with a user's own
+network beside the built-in ones (:mod:`~policygrad.policies.policy`).
 """
 
 from __future__ import annotations
 
-from policygrad.policies.actor_critic import ActorCritic, Distribution, make_actor_critic
+from policygrad.policies.actor_critic import ActorCritic, Distribution, make_actor_critic, make_encoder
 from policygrad.policies.analytic import LinearGaussianPolicy, LinearSoftmaxPolicy, TabularSoftmaxPolicy
 from policygrad.policies.encoders import Encoder, FlattenObservation, OneHotObservation
 from policygrad.policies.heads import (
@@ -18,6 +19,7 @@ from policygrad.policies.heads import (
     ValueFunction,
 )
 from policygrad.policies.mlp import ACTIVATIONS, MLP
+from policygrad.policies.policy import ModuleActorCritic, Policy
 
 __all__ = [
     "ACTIVATIONS",
@@ -36,4 +38,7 @@ __all__ = [
     "ActorCritic",
     "Distribution",
     "make_actor_critic",
+    "make_encoder",
+    "Policy",
+    "ModuleActorCritic",
 ]

@@ -19,7 +19,7 @@ from policygrad.policies.heads import (
     ValueFunction,
 )
 
-__all__ = ["ActorCritic", "make_actor_critic", "Distribution"]
+__all__ = ["ActorCritic", "make_actor_critic", "make_encoder", "Distribution"]
 
 Distribution = Categorical | DiagGaussian | MultiCategorical
 
@@ -118,6 +118,21 @@ class ActorCritic(nn.Module):
             return actions, log_prob, self.critic.forward(x)
 
 
+def make_encoder(observation_space: Any) -> Encoder:
+    """The encoding of an observation space: Box -> flattened floats, Discrete -> one-hot.
+
+    Raises:
+        InputError: another space (named in the message).
+    """
+    from gymnasium import spaces
+
+    if isinstance(observation_space, spaces.Box):
+        return FlattenObservation(observation_space.shape)
+    if isinstance(observation_space, spaces.Discrete):
+        return OneHotObservation(int(observation_space.n), int(observation_space.start))
+    raise InputError(f"unsupported observation space {observation_space!r}: policygrad supports Box and Discrete")
+
+
 def make_actor_critic(
     observation_space: Any,
     action_space: Any,
@@ -146,14 +161,7 @@ def make_actor_critic(
     """
     from gymnasium import spaces
 
-    if isinstance(observation_space, spaces.Box):
-        encoder: Encoder = FlattenObservation(observation_space.shape)
-    elif isinstance(observation_space, spaces.Discrete):
-        encoder = OneHotObservation(int(observation_space.n), int(observation_space.start))
-    else:
-        raise InputError(
-            f"unsupported observation space {observation_space!r}: policygrad supports Box and Discrete"
-        )
+    encoder = make_encoder(observation_space)
     obs_dim = encoder.obs_dim
 
     if use_sde and not isinstance(action_space, spaces.Box):
