@@ -172,15 +172,26 @@ class Model:
             if run_dir is not None and Path(run_dir).resolve() != self.run_dir.resolve():
                 raise InputError(f"this model trains in {self.run_dir}; save it there or load another run to train elsewhere")
             self._continue(self._session.step + total_steps if self._session is not None else total_steps)
-            train(self._session, self.run_dir, resumed=True, quiet=not progress_bar, callback=callback)
+            try:
+                train(self._session, self.run_dir, resumed=True, quiet=not progress_bar, callback=callback)
+            finally:
+                self._unlock()
             return self
         path = Path(run_dir) if run_dir is not None else default_run_dir(self.spec.algo, self.spec.env)
         spec = _with_total(self.spec, total_steps)
         self._close()
         self._session, _ = start_run(spec, path, self.device, quiet=not progress_bar, callback=callback,
                                      env=self._env, policy=self._net)
+        self._unlock()
         self.spec, self.run_dir = spec, path
         return self
+
+    def _unlock(self) -> None:
+        """Give up the run directory's lock between calls: the next ``learn`` re-reads the run's
+        newest checkpoint anyway, so another process may continue the run meanwhile."""
+        if self._session is not None and self._session.lock is not None:
+            self._session.lock.release()
+            self._session.lock = None
 
     def _continue(self, total: int) -> None:
         """Rebuild the session for a new total from the run's last checkpoint (as ``--resume``)."""
@@ -189,7 +200,7 @@ class Model:
         assert self.run_dir is not None
         spec = _with_total(self.spec, total)
         self._close()
-        self._session = reopen_run(self.run_dir, spec, self.device, env=self._env, policy=self._net)
+        self._session = reopen_run(self.run_dir, spec, self.device, env=self._env, policy=self._net, lock=True)
         self.spec = spec
         write_run_config(self.run_dir, spec, self._session.algorithm.backend)
 
@@ -249,7 +260,7 @@ class Model:
                 place it would take).
         """
         from policygrad.checkpoint import checkpoint_path, save_checkpoint
-        from policygrad.rundir import CreatedPaths, check_new_run_dir, write_run_config
+        from policygrad.rundir import CreatedPaths, RunLock, check_new_run_dir, write_run_config
         from policygrad.training import checkpoint_state
 
         path = Path(path)
@@ -258,22 +269,40 @@ class Model:
         if own and self._loaded_from is not None:
             raise InputError(f"this model was loaded from {self._loaded_from}; saving it into its run {path} would "
                              f"replace the run's last checkpoint; save it as a new run elsewhere")
-        created = None
-        if not own:
+        created = lock = None
+        if own:
+            lock = RunLock(path).acquire()
+        else:
             check_new_run_dir(path)
             created = CreatedPaths(path)
         try:
             if created is not None:
-                created.create()
-                write_run_config(path, self.spec, session.algorithm.backend)
+                try:
+                    created.create()
+                except OSError as err:
+                    created.undo()
+                    raise InputError(f"cannot save to {path}: {err.strerror or err}") from None
+                lock = RunLock(path).acquire()
+                check_new_run_dir(path)
+                try:
+                    write_run_config(path, self.spec, session.algorithm.backend)
+                except OSError as err:
+                    created.undo()
+                    raise InputError(f"cannot save to {path}: {err.strerror or err}") from None
             tensors, meta = checkpoint_state(session)
-            save_checkpoint(checkpoint_path(path), tensors, meta)
-        except OSError as err:
-            if created is not None:
-                created.undo()
-            raise InputError(f"cannot save to {path}: {err}") from None
+            try:
+                save_checkpoint(checkpoint_path(path), tensors, meta)
+            except OSError as err:
+                if created is not None:
+                    created.undo()
+                raise InputError(f"cannot save to {path}: {err.strerror or err}") from None
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
         if self.run_dir is None:
             self.run_dir = path
+        lock.release()
         return path
 
     # --- internals ------------------------------------------------------------------------------

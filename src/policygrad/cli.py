@@ -222,7 +222,7 @@ def _resume(run_dir: Path, flags: dict[str, Any], device: str | None, quiet: boo
     changed = {k: v for k, v in flags.items() if v is not None}
     if changed:
         spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, **changed))
-    session = reopen_run(run_dir, spec, device)
+    session = reopen_run(run_dir, spec, device, lock=True)
     try:
         if changed:
             write_run_config(run_dir, spec, session.algorithm.backend)

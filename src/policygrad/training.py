@@ -133,14 +133,20 @@ class Session:
     """An evaluation-only session's acting backend (see :func:`acting_backend`)."""
     acting_policy: Any = None
     """The :class:`policygrad.policies.Policy` of :func:`policy_module`, once built."""
+    lock: Any = None
+    """The run directory's :class:`policygrad.rundir.RunLock` while this session writes it."""
 
     def close(self) -> None:
+        """Close the environments and give up the run directory's lock (if held)."""
         for envs in (self.envs, self.eval_envs):
             if envs is not None:
                 try:
                     envs.close()
                 except Exception:
                     pass
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
 
 def _device(name: str | None) -> Any:
