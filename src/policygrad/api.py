@@ -173,17 +173,33 @@ class Model:
                 raise InputError(f"this model trains in {self.run_dir}; save it there or load another run to train elsewhere")
             self._continue(self._session.step + total_steps if self._session is not None else total_steps)
             try:
-                train(self._session, self.run_dir, resumed=True, quiet=not progress_bar, callback=callback)
+                summary = train(self._session, self.run_dir, resumed=True, quiet=not progress_bar, callback=callback)
             finally:
                 self._unlock()
-            return self
+            return self._after(summary)
         path = Path(run_dir) if run_dir is not None else default_run_dir(self.spec.algo, self.spec.env)
         spec = _with_total(self.spec, total_steps)
         self._close()
-        self._session, _ = start_run(spec, path, self.device, quiet=not progress_bar, callback=callback,
-                                     env=self._env, policy=self._net)
+        self._session, summary = start_run(spec, path, self.device, quiet=not progress_bar, callback=callback,
+                                           env=self._env, policy=self._net)
         self._unlock()
         self.spec, self.run_dir = spec, path
+        return self._after(summary)
+
+    def _after(self, summary: dict[str, Any]) -> Model:
+        """The model; or, after a SIGINT or SIGTERM stopped training (its checkpoint saved), the
+        signal again, to the handler in place outside training (``KeyboardInterrupt`` for
+        SIGINT)."""
+        signum = summary.get("interrupted")
+        if signum:
+            import signal
+            import sys
+
+            from policygrad.errors import signal_name
+
+            print(f"policygrad: stopped by {signal_name(signum)} at step {summary['step']}; checkpoint saved in "
+                  f"{self.run_dir}/checkpoints/last", file=sys.stderr)
+            signal.raise_signal(signum)
         return self
 
     def _unlock(self) -> None:

@@ -16,11 +16,12 @@ import argparse
 import dataclasses
 import gc
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
-from policygrad.errors import InputError, PolicygradError
+from policygrad.errors import InputError, Interrupted, PolicygradError, signal_name
 
 DEFAULT_EVAL_STEPS = 10_000
 """Environment steps over which ``policygrad eval`` measures the reward per step of a continuing run."""
@@ -35,6 +36,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="policygrad", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, also print what caused it (e.g. an environment's own traceback)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     # --- verify ---------------------------------------------------------------------------
@@ -145,17 +148,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     enabled = gc.isenabled()
     gc.disable()  # re-enabled by _imported() after the command's imports
+    previous = _terminate_as_interrupt()
     try:
         return _dispatch(args)
     except PolicygradError as err:
+        if getattr(args, "debug", False) and err.detail:
+            print(err.detail.rstrip(), file=sys.stderr)
         print(f"policygrad: error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print("policygrad: interrupted", file=sys.stderr)
         return 130
+    except Interrupted as err:
+        print(f"policygrad: interrupted by {signal_name(err.signum)}", file=sys.stderr)
+        return err.exit_code
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         if enabled:
             gc.enable()
+
+
+def _terminate_as_interrupt() -> Any:
+    """SIGTERM raises :class:`Interrupted` (cleanup runs, one line, exit 143) instead of killing
+    the process silently; training handles it itself (it stops at the next safe point and saves).
+    Returns the previous handler (None where signals cannot be set: not the main thread)."""
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise Interrupted(signum)
+
+    try:
+        return signal.signal(signal.SIGTERM, terminate)
+    except ValueError:
+        return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -209,8 +234,7 @@ def main_train(args: argparse.Namespace) -> int:
     run_dir = Path(args.out) if args.out else default_run_dir(spec.algo, spec.env)
     session, summary = start_run(spec, run_dir, args.device, quiet=args.quiet)
     session.close()
-    _finish(run_dir, summary, args.quiet)
-    return 0
+    return _finish(run_dir, summary, args.quiet)
 
 
 def _resume(run_dir: Path, flags: dict[str, Any], device: str | None, quiet: bool) -> int:
@@ -233,14 +257,22 @@ def _resume(run_dir: Path, flags: dict[str, Any], device: str | None, quiet: boo
         summary = train(session, run_dir, resumed=True, quiet=quiet)
     finally:
         session.close()
-    _finish(run_dir, summary, quiet)
-    return 0
+    return _finish(run_dir, summary, quiet)
 
 
-def _finish(run_dir: Path, summary: dict[str, Any], quiet: bool) -> None:
+def _finish(run_dir: Path, summary: dict[str, Any], quiet: bool) -> int:
+    """The learning curve and the summary line of a finished run; the exit code (128 + the
+    signal's number for a run stopped by SIGINT or SIGTERM, which says where it stopped)."""
     import numpy as np
 
     from policygrad.plots import plot_learning_curve
+
+    if summary.get("interrupted"):
+        signum = summary["interrupted"]
+        print(f"policygrad: stopped by {signal_name(signum)} at step {summary['step']}; checkpoint saved in "
+              f"{run_dir / 'checkpoints' / 'last'}; continue with: policygrad train --resume {run_dir}",
+              file=sys.stderr)
+        return 128 + signum
 
     try:
         plot_learning_curve(run_dir)
@@ -248,13 +280,14 @@ def _finish(run_dir: Path, summary: dict[str, Any], quiet: bool) -> None:
         if not quiet:
             print(f"policygrad: note: no learning curve ({err})", file=sys.stderr)
     if quiet:
-        return
+        return 0
     returns = summary["eval_returns"]
     how = " (target return reached)" if summary["stopped_early"] else ""
     print(
         f"{run_dir}: {summary['step']} steps in {summary['seconds']:.1f} s{how}; deterministic evaluation "
         f"return {np.mean(returns):.2f} ± {np.std(returns):.2f} over {len(returns)} episodes"
     )
+    return 0
 
 
 def main_eval(args: argparse.Namespace) -> int:

@@ -373,9 +373,106 @@ def _from_spec(
 
 
 def _async(make_one: Callable[[], gym.Env], num_envs: int, worker_threads: tuple[int, int]) -> VectorEnv:
-    """``AsyncVectorEnv`` of ``num_envs`` workers, each limiting its threads before ``make_one()``."""
+    """``AsyncVectorEnv`` of ``num_envs`` workers, each limiting its threads before ``make_one()``
+    (see :class:`_Worker`)."""
     factory = ThreadLimited(make_one, *worker_threads)
-    return gym.vector.AsyncVectorEnv([factory] * num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
+    return gym.vector.AsyncVectorEnv([_Worker(factory, i) for i in range(num_envs)],
+                                     autoreset_mode=AutoresetMode.SAME_STEP)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Worker:
+    """Builds copy ``index`` of an environment inside an async worker process, which
+
+    * ignores SIGINT: a Ctrl-C reaches every process of the terminal's group, and the main
+      process stops training by itself, then closes its workers (SIGTERM ends a worker, as
+      ``close(terminate=True)`` expects);
+    * ends by itself within a second when the main process is gone (killed by SIGKILL, say),
+      instead of staying behind as an orphan;
+    * labels what its environment raises with ``index``, so that an error names the copy.
+
+    Picklable whenever ``factory`` is.
+    """
+
+    factory: Callable[[], gym.Env]
+    index: int
+
+    def __call__(self) -> gym.Env:
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for name in ("SIGTERM", "SIGALRM"):  # a forked worker inherits the main process's handlers
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
+        _watch_parent()
+        return _Labelled(self.factory(), self.index)
+
+
+def _watch_parent(poll: float = 0.5) -> None:
+    """Exit this process once its parent is gone (it is then re-parented, so its parent id
+    changes), and say nothing on the way out: the pipe errors of an orphaned worker are not news
+    on the terminal of a process that was killed."""
+    import threading
+    import time
+
+    parent = os.getppid()
+    sys.stderr = _OrphanQuiet(sys.stderr, parent)
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="policygrad-parent-watch", daemon=True).start()
+
+
+class _OrphanQuiet:
+    """A text stream that writes through while the process's parent is ``parent``, and drops
+    everything once it is gone."""
+
+    def __init__(self, stream: Any, parent: int) -> None:
+        self._stream, self._parent = stream, parent
+
+    def write(self, text: str) -> int:
+        if os.getppid() != self._parent:
+            return len(text)
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+class _Labelled(gym.Wrapper):
+    """Sets ``env_index`` on anything the environment raises (read by the error message)."""
+
+    def __init__(self, env: gym.Env, index: int) -> None:
+        super().__init__(env)
+        self._index = index
+
+    def step(self, action: Any) -> Any:
+        try:
+            return self.env.step(action)
+        except BaseException as err:
+            raise _labelled(err, self._index) from None
+
+    def reset(self, **kwargs: Any) -> Any:
+        try:
+            return self.env.reset(**kwargs)
+        except BaseException as err:
+            raise _labelled(err, self._index) from None
+
+
+def _labelled(err: BaseException, index: int) -> BaseException:
+    """An exception that survives the trip to the main process (Gymnasium re-raises
+    ``type(err)(str(err))`` there) and names the copy: a RuntimeError, or the original type when
+    its message says where it came from."""
+    text = str(err).strip().splitlines()
+    message = f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+    return EnvCopyError(f"[environment {index}] {message}")
+
+
+class EnvCopyError(RuntimeError):
+    """What a copy of an async environment raised, as ``"[environment i] Type: message"``."""
 
 
 def _make_from_spec(spec: gym.envs.registration.EnvSpec, kwargs: dict[str, Any]) -> gym.Env:

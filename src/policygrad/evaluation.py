@@ -105,6 +105,7 @@ def evaluate(
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
     max_episode_steps: int = 10_000,
+    step_timeout: float | None = None,
 ) -> Evaluation:
     """Run ``actor`` on ``envs`` for ``episodes`` episodes or ``steps`` environment steps.
 
@@ -121,6 +122,7 @@ def evaluate(
         generator: random-number generator of the sampled actions (None: torch's global one).
         device: where the actor lives.
         max_episode_steps: the longest an evaluated episode (or window) lasts.
+        step_timeout: seconds one vectorised step may take (None: unbounded).
 
     Returns:
         The :class:`Evaluation`.
@@ -140,7 +142,7 @@ def evaluate(
         from policygrad.policies import FlattenObservation
 
         encoder = FlattenObservation(envs.single_observation_space.shape)
-    io = EnvStepper(envs, encoder)
+    io = EnvStepper(envs, encoder, step_timeout)
     N = io.num_envs
     device = torch.device(device)
     next_step = io.mode == AutoresetMode.NEXT_STEP
