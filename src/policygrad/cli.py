@@ -1,4 +1,4 @@
-"""The ``policygrad`` command: ``train``, ``eval``, ``plot`` and ``verify``.
+"""The ``policygrad`` command: ``train``, ``eval``, ``export``, ``plot`` and ``verify``.
 
 Heavy modules (torch, gymnasium) are imported inside each command so that ``policygrad --help``
 stays instant. Every :class:`~policygrad.errors.PolicygradError` becomes one line on stderr and its
@@ -90,6 +90,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true",
                    help='print {"mean_return", "std_return", "episodes"} (+ "reward_per_step", "steps")')
 
+    p = sub.add_parser(
+        "export",
+        help="write a trained policy's deterministic actor, with its preprocessing, as ONNX or TorchScript",
+        description="Write the deterministic actor of RUN_DIR's last checkpoint as one graph: raw observations "
+                    "[n, *obs_shape] -> the actions predict(obs, deterministic=True) returns (encoding, frozen "
+                    "observation normaliser, mode, clipping to the action bounds).",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory, or a path inside one")
+    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx",
+                   help="onnx (default; needs pip install 'policygrad[export]') or torchscript (deprecated in "
+                        "PyTorch, still loads with torch.jit.load)")
+    p.add_argument("--out", metavar="FILE", required=True, help="the file to write (atomically)")
+    p.add_argument("--force", action="store_true", help="replace FILE if it exists")
+
     p = sub.add_parser("presets", help="list the (algorithm, environment) presets")
     p.add_argument("--algo", choices=["reinforce", "a2c", "ppo", "npg", "trpo"], default=None,
                    help="only this algorithm's presets")
@@ -128,6 +142,12 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         _imported()
         return main_eval(args)
+    if args.command == "export":
+        import policygrad.algorithms  # torch, gymnasium
+        import policygrad.training
+
+        _imported()
+        return main_export(args)
     if args.command == "presets":
         import policygrad.algorithms  # noqa: F401  (torch, gymnasium)
 
@@ -298,6 +318,22 @@ def main_eval(args: argparse.Namespace) -> int:
             row.update({"reward_per_step": rate[0], "steps": rate[1]})
         row["policy"] = "deterministic" if args.deterministic else "stochastic"
         print(format_table([row], list(row)))
+    return 0
+
+
+def main_export(args: argparse.Namespace) -> int:
+    """``policygrad export RUN_DIR --out FILE``: :meth:`policygrad.Model.export` of the run's last
+    checkpoint, and one line saying what the graph reads and writes."""
+    from policygrad.api import load
+    from policygrad.export import check_format, describe
+
+    check_format(args.format)  # a missing extra fails before the run is loaded
+    model = load(args.run_dir, device="cpu")
+    try:
+        path = model.export(args.out, args.format, overwrite=args.force)
+        print(f"{path}: {args.format}, {describe(model.observation_space, model.action_space)}")
+    finally:
+        model._close()
     return 0
 
 
