@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import gc
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
@@ -89,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "continuing run, time_limit=0)")
     p.add_argument("--json", action="store_true",
                    help='print {"mean_return", "std_return", "episodes"} (+ "reward_per_step", "steps")')
+    p.add_argument("--video", metavar="DIR", default=None,
+                   help="also record every episode as DIR/eval-episode-<i>.mp4 (one environment copy, episode "
+                        "after episode; needs pip install 'policygrad[video]')")
 
     p = sub.add_parser(
         "export",
@@ -281,6 +285,7 @@ def main_eval(args: argparse.Namespace) -> int:
     """``policygrad eval RUN_DIR``: a table, or one JSON object with ``--json``, of the policy in
     the run's last checkpoint, or in the checkpoint of a run that RUN_DIR names (``RUN/checkpoints/best``).
 
+    With ``--video DIR`` the episodes are recorded there (:func:`policygrad.training.evaluate_run`).
     On a continuing run (``time_limit = 0``) or with ``--steps K``, the reward per step over K
     environment steps (default :data:`DEFAULT_EVAL_STEPS`) is measured as well and reported as
     ``reward_per_step``: ``--episodes`` environment copies (at most 32) each run K / copies steps
@@ -295,7 +300,14 @@ def main_eval(args: argparse.Namespace) -> int:
     steps = getattr(args, "steps", None)
     if steps is not None and steps < 1:
         raise InputError(f"--steps must be a positive number of environment steps, got {steps}")
-    returns = evaluate_run(args.run_dir, args.episodes, deterministic=args.deterministic, seed=args.seed)
+    video = getattr(args, "video", None)
+    if video is not None:
+        # Frames are drawn off-screen (render_mode rgb_array): without this, SDL looks for a
+        # display and an audio device, and prints errors on a machine that has neither.
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+        os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+    returns = evaluate_run(args.run_dir, args.episodes, deterministic=args.deterministic, seed=args.seed,
+                           video=video)
     mean, std = float(np.mean(returns)), float(np.std(returns))
     rate: tuple[float, int] | None = None
     if steps is not None or read_run_config(locate_checkpoint(args.run_dir)[0]).train.time_limit == 0:
@@ -318,6 +330,8 @@ def main_eval(args: argparse.Namespace) -> int:
             row.update({"reward_per_step": rate[0], "steps": rate[1]})
         row["policy"] = "deterministic" if args.deterministic else "stochastic"
         print(format_table([row], list(row)))
+        if video is not None:
+            print(f"recorded {len(returns)} episodes in {video}")
     return 0
 
 
