@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import gymnasium as gym
+import imageio
 import numpy as np
 import pytest
 from gymnasium import spaces
@@ -79,10 +80,16 @@ def test_eval_records_one_video_per_episode(tmp_path: Path, capsys) -> None:
     for f in files:
         head = f.read_bytes()[:12]
         assert f.stat().st_size > 1000 and head[4:8] == b"ftyp"  # an MP4 container
-    # The same seed, the same episodes; their files are replaced.
+    # The same seed, the same episodes; their files are replaced. Each file holds its episode:
+    # the first frame and one per step (CartPole's return is its length), less the last one
+    # where moviepy rounds the clip's frame count (frames / fps · fps) down.
     again = evaluate_run(run_dir, 3, seed=1, video=videos)
     assert sorted(p.name for p in videos.iterdir()) == [f.name for f in files]
     assert len(again) == 3 and np.mean(again) == pytest.approx(result["mean_return"])
+    for f, episode_return in zip(files, again):
+        with imageio.get_reader(f) as reader:
+            frames = [frame.shape for frame in reader]
+        assert len(frames) in (episode_return, episode_return + 1) and frames[0] == (400, 600, 3)
 
 
 def test_a_missing_moviepy_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
