@@ -7,6 +7,7 @@
     action, _ = model.predict(obs, deterministic=True)           # raw observation(s) -> action(s)
     model.save("ppo_cartpole")                                   # a run directory: safetensors + JSON
     model = pg.load("ppo_cartpole")                              # predict works at once; learn continues
+    model.export("cartpole.onnx")                                # predict(obs) as one ONNX graph
 
 A model is a run: what it trains goes to a run directory that ``policygrad eval``, ``plot`` and
 ``train --resume`` read, as a run started from the command line.
@@ -122,6 +123,16 @@ class Model:
     def num_timesteps(self) -> int:
         """Environment steps trained so far."""
         return 0 if self._session is None else self._session.step
+
+    @property
+    def observation_space(self) -> Any:
+        """One environment's observation space (what :meth:`predict` takes one of)."""
+        return self._ensure_session().eval_envs.single_observation_space
+
+    @property
+    def action_space(self) -> Any:
+        """One environment's action space."""
+        return self._ensure_session().eval_envs.single_action_space
 
     @property
     def policy(self) -> Any:
@@ -262,6 +273,36 @@ class Model:
                                     deterministic=deterministic)
         actions = io.env_actions(np.asarray(actions), None)
         return (actions[0] if single else actions), None
+
+    def export(self, path: str | os.PathLike, format: str = "onnx", *, overwrite: bool = False) -> Path:
+        """Write the deterministic actor, with its preprocessing, as one graph to the file ``path``.
+
+        The graph maps raw observations ``[n, *obs_shape]`` (any n; the observation space's dtype,
+        int64 for Discrete) to what ``predict(obs, deterministic=True)`` returns for them:
+        actions ``[n]`` or ``[n, K]`` int64 (Discrete, MultiDiscrete), or ``[n, D]`` float32 clipped
+        to the Box bounds. It holds the observation encoding (flattening, one-hot), the observation
+        normaliser with its statistics frozen as they stand, the policy's mode (argmax, or the
+        Gaussian mean) and the clipping: :attr:`policy`'s forward, traced
+        (:class:`policygrad.export.DeterministicActor`).
+
+        Args:
+            path: the file to write; written atomically (a reader never sees part of it).
+            format: "onnx" (run it with onnxruntime; needs ``pip install 'policygrad[export]'``)
+                or "torchscript" (``torch.jit.load``; TorchScript is deprecated in PyTorch and
+                warns when loaded, but still loads).
+            overwrite: replace ``path`` if it exists (otherwise an existing file is refused).
+
+        Returns:
+            ``path``.
+
+        Raises:
+            InputError: an unknown format, a missing extra (named), ``path`` an existing file
+                without ``overwrite``, a directory, or in a missing directory.
+        """
+        from policygrad.export import DeterministicActor, check_format, export_actor
+
+        check_format(format)  # before the session is built
+        return export_actor(DeterministicActor.from_model(self), path, format, overwrite=overwrite)
 
     # --- saving ---------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""The ``policygrad`` command: ``train``, ``eval``, ``plot`` and ``verify``.
+"""The ``policygrad`` command: ``train``, ``eval``, ``export``, ``plot`` and ``verify``.
 
 Heavy modules (torch, gymnasium) are imported inside each command so that ``policygrad --help``
 stays instant. Every :class:`~policygrad.errors.PolicygradError` becomes one line on stderr and its
@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import gc
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -92,6 +93,23 @@ def build_parser() -> argparse.ArgumentParser:
                         "continuing run, time_limit=0)")
     p.add_argument("--json", action="store_true",
                    help='print {"mean_return", "std_return", "episodes"} (+ "reward_per_step", "steps")')
+    p.add_argument("--video", metavar="DIR", default=None,
+                   help="also record every episode as DIR/eval-episode-<i>.mp4 (one environment copy, episode "
+                        "after episode; needs pip install 'policygrad[video]')")
+
+    p = sub.add_parser(
+        "export",
+        help="write a trained policy's deterministic actor, with its preprocessing, as ONNX or TorchScript",
+        description="Write the deterministic actor of RUN_DIR's last checkpoint as one graph: raw observations "
+                    "[n, *obs_shape] -> the actions predict(obs, deterministic=True) returns (encoding, frozen "
+                    "observation normaliser, mode, clipping to the action bounds).",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory, or a path inside one")
+    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx",
+                   help="onnx (default; needs pip install 'policygrad[export]') or torchscript (deprecated in "
+                        "PyTorch, still loads with torch.jit.load)")
+    p.add_argument("--out", metavar="FILE", required=True, help="the file to write (atomically)")
+    p.add_argument("--force", action="store_true", help="replace FILE if it exists")
 
     p = sub.add_parser("presets", help="list the (algorithm, environment) presets")
     p.add_argument("--algo", choices=["reinforce", "a2c", "ppo", "npg", "trpo"], default=None,
@@ -131,6 +149,12 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         _imported()
         return main_eval(args)
+    if args.command == "export":
+        import policygrad.algorithms  # torch, gymnasium
+        import policygrad.training
+
+        _imported()
+        return main_export(args)
     if args.command == "presets":
         import policygrad.algorithms  # noqa: F401  (torch, gymnasium)
 
@@ -294,6 +318,7 @@ def main_eval(args: argparse.Namespace) -> int:
     """``policygrad eval RUN_DIR``: a table, or one JSON object with ``--json``, of the policy in
     the run's last checkpoint, or in the checkpoint of a run that RUN_DIR names (``RUN/checkpoints/best``).
 
+    With ``--video DIR`` the episodes are recorded there (:func:`policygrad.training.evaluate_run`).
     On a continuing run (``time_limit = 0``) or with ``--steps K``, the reward per step over K
     environment steps (default :data:`DEFAULT_EVAL_STEPS`) is measured as well and reported as
     ``reward_per_step``: ``--episodes`` environment copies (at most 32) each run K / copies steps
@@ -308,7 +333,14 @@ def main_eval(args: argparse.Namespace) -> int:
     steps = getattr(args, "steps", None)
     if steps is not None and steps < 1:
         raise InputError(f"--steps must be a positive number of environment steps, got {steps}")
-    returns = evaluate_run(args.run_dir, args.episodes, deterministic=args.deterministic, seed=args.seed)
+    video = getattr(args, "video", None)
+    if video is not None:
+        # Frames are drawn off-screen (render_mode rgb_array): without this, SDL looks for a
+        # display and an audio device, and prints errors on a machine that has neither.
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+        os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+    returns = evaluate_run(args.run_dir, args.episodes, deterministic=args.deterministic, seed=args.seed,
+                           video=video)
     mean, std = float(np.mean(returns)), float(np.std(returns))
     rate: tuple[float, int] | None = None
     if steps is not None or read_run_config(locate_checkpoint(args.run_dir)[0]).train.time_limit == 0:
@@ -331,6 +363,24 @@ def main_eval(args: argparse.Namespace) -> int:
             row.update({"reward_per_step": rate[0], "steps": rate[1]})
         row["policy"] = "deterministic" if args.deterministic else "stochastic"
         print(format_table([row], list(row)))
+        if video is not None:
+            print(f"recorded {len(returns)} episodes in {video}")
+    return 0
+
+
+def main_export(args: argparse.Namespace) -> int:
+    """``policygrad export RUN_DIR --out FILE``: :meth:`policygrad.Model.export` of the run's last
+    checkpoint, and one line saying what the graph reads and writes."""
+    from policygrad.api import load
+    from policygrad.export import check_format, describe
+
+    check_format(args.format)  # a missing extra fails before the run is loaded
+    model = load(args.run_dir, device="cpu")
+    try:
+        path = model.export(args.out, args.format, overwrite=args.force)
+        print(f"{path}: {args.format}, {describe(model.observation_space, model.action_space)}")
+    finally:
+        model._close()
     return 0
 
 

@@ -186,7 +186,7 @@ def _device(name: str | None) -> Any:
 
 
 def build_session(spec: RunSpec, device_name: str | None = None, *, training: bool = True,
-                  env: Any = None, policy: Any = None) -> Session:
+                  env: Any = None, policy: Any = None, recorder: Any = None) -> Session:
     """Limit the threads, seed, then build the environments, policy, algorithm and collector of ``spec``.
 
     Args:
@@ -198,6 +198,10 @@ def build_session(spec: RunSpec, device_name: str | None = None, *, training: bo
             ``spec.env``.
         policy: a user's own actor-critic network (:class:`policygrad.policies.ModuleActorCritic`
             states the protocol), for a ``spec`` whose ``policy`` names one; None: the built-in one.
+        recorder: evaluation only: a :class:`policygrad.evaluation.VideoRecorder`. The
+            evaluation environment is then one copy, stepped in this process, rendering RGB
+            frames, wrapped by the recorder and not reset here, so that the recorded episodes are
+            those the evaluation runs.
 
     Raises:
         InputError: an unknown environment, an unsupported space, a bad device, a run of a
@@ -222,10 +226,16 @@ def build_session(spec: RunSpec, device_name: str | None = None, *, training: bo
         # Seeding resets the environments once: one that fails there fails before any run
         # directory exists. Training reseeds them from (seed, step).
         source = spec.env if env is None else env
-        eval_envs = make_vec_env(
-            source, min(tcfg.eval_episodes, 32), spec.seed, time_limit=tcfg.time_limit,
-            vectorization=eval_vectorization, worker_threads=threads, env_kwargs=spec.env_kwargs,
-        )
+        if recorder is None:
+            eval_envs = make_vec_env(
+                source, min(tcfg.eval_episodes, 32), spec.seed, time_limit=tcfg.time_limit,
+                vectorization=eval_vectorization, worker_threads=threads, env_kwargs=spec.env_kwargs,
+            )
+        else:
+            if training:
+                raise InputError("a video recorder is for evaluation sessions (training=False)")
+            eval_envs = make_vec_env(source, 1, None, time_limit=tcfg.time_limit, vectorization="sync",
+                                     env_kwargs=spec.env_kwargs, render_mode="rgb_array", wrappers=[recorder])
         policy, encoder = _make_policy(spec, eval_envs, policy)
         policy.to(device)
         obs_normalizer = ObservationNormalizer(policy.obs_dim) if cfg.normalize_obs else None
@@ -771,14 +781,15 @@ def locate_checkpoint(path: str | os.PathLike) -> tuple[Path, Path]:
     return run_dir, checkpoint
 
 
-def _open_run(path: Path, copies: int) -> Session:
-    """An evaluation session (``copies`` environment copies, at most 32) with the policy and the
-    frozen observation normaliser of the checkpoint ``path`` names (:func:`locate_checkpoint`)."""
+def _open_run(path: Path, copies: int, recorder: Any = None) -> Session:
+    """An evaluation session (``copies`` environment copies, at most 32; one with a ``recorder``,
+    see :func:`build_session`) with the policy and the frozen observation normaliser of the
+    checkpoint ``path`` names (:func:`locate_checkpoint`)."""
     run_dir, checkpoint = locate_checkpoint(path)
     spec = read_run_config(run_dir)
     tensors, meta = load_run_checkpoint(checkpoint)
     spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, eval_episodes=copies))
-    session = build_session(spec, "cpu", training=False)
+    session = build_session(spec, "cpu", training=False, recorder=recorder)
     try:
         restore_policy(session, tensors, meta)
     except BaseException:
@@ -789,13 +800,23 @@ def _open_run(path: Path, copies: int) -> Session:
     return session
 
 
-def evaluate_run(path: str | os.PathLike, episodes: int = 20, *, deterministic: bool = False, seed: int | None = None) -> list[float]:
+def evaluate_run(path: str | os.PathLike, episodes: int = 20, *, deterministic: bool = False,
+                 seed: int | None = None, video: str | os.PathLike | None = None) -> list[float]:
     """Raw returns of ``episodes`` episodes of the policy in a run directory's last checkpoint, or
     in the checkpoint of a run that ``path`` names (``RUN/checkpoints/best``; see
-    :func:`locate_checkpoint`)."""
+    :func:`locate_checkpoint`).
+
+    With ``video`` (a folder), every episode is also recorded there as ``eval-episode-<i>.mp4``
+    (:class:`policygrad.evaluation.VideoRecorder`; needs moviepy). The episodes then run one after
+    another on one environment copy, where without video they run side by side on up to 32, so
+    the same seed gives other episodes.
+    """
+    from policygrad.evaluation import VideoRecorder
+
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise InputError(f"--episodes must be a positive int, got {episodes}")
-    session = _open_run(Path(path), episodes)
+    recorder = VideoRecorder(video, episodes) if video is not None else None
+    session = _open_run(Path(path), episodes, recorder)
     try:
         return evaluate_session(session, episodes, deterministic=deterministic, seed=seed)
     finally:
