@@ -311,8 +311,10 @@ def write_atomically(target: str | Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
-    except BaseException:  # a full disk, an interrupt: no temporary file stays behind
+    except BaseException as err:  # a full disk, an interrupt: no temporary file stays behind
         tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.filename is None:  # say which file (fsync does not)
+            raise OSError(err.errno, err.strerror, str(target)) from err
         raise
     _fsync_dir(target.parent)
 

@@ -293,6 +293,8 @@ def _finish(run_dir: Path, summary: dict[str, Any], quiet: bool) -> int:
 
     if summary.get("interrupted"):
         signum = summary["interrupted"]
+        for number in (signal.SIGINT, signal.SIGTERM):  # another signal now: leave at once, quietly
+            signal.signal(number, lambda n, frame: os._exit(128 + n))
         print(f"policygrad: stopped by {signal_name(signum)} at step {summary['step']}; checkpoint saved in "
               f"{run_dir / 'checkpoints' / 'last'}; continue with: policygrad train --resume {run_dir}",
               file=sys.stderr)

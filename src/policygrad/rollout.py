@@ -237,16 +237,17 @@ class EnvStepper:
         import traceback
 
         detail = "".join(traceback.format_exception(type(err), err, err.__traceback__))
-        dead = self._dead_worker()
-        if dead is not None:
-            index, code = dead
-            return TrainingError(f"environment worker {index} died at step {step} (exit code {code})", detail=detail)
         text = str(err).strip().splitlines()
         what = f"{type(err).__name__}: {_cut(text[0])}" if text else type(err).__name__
         index = _copy_index(err)
         labelled = re.match(r"\[environment (\d+)\] (.*)", text[0]) if text else None
         if labelled:  # raised in an async worker (policygrad.envs labels it there)
             index, what = int(labelled.group(1)), _cut(labelled.group(2))
+        else:
+            dead = self._dead_worker()
+            if dead is not None:
+                index, code = dead
+                return TrainingError(f"environment worker {index} died at step {step} (exit code {code})", detail=detail)
         where = f" (environment {index})" if index is not None else ""
         return TrainingError(f"the environment raised at step {step}{where}: {what}", detail=detail)
 
@@ -254,7 +255,7 @@ class EnvStepper:
         if not self._async:
             return None
         for i, process in enumerate(getattr(self.envs.unwrapped, "processes", [])):
-            if not process.is_alive():
+            if not process.is_alive() and process.exitcode != 0:  # 0: it reported an error and returned
                 return i, process.exitcode
         return None
 

@@ -97,6 +97,27 @@ class RunLock:
         _HELD[key] = self
         return self
 
+    @staticmethod
+    def holder(run_dir: Path) -> str | None:
+        """The id of another process that holds ``run_dir``'s lock now (as its lock file says), or
+        None (no one, or this process)."""
+        if os.path.realpath(run_dir) in _HELD:
+            return None
+        path = Path(run_dir) / LOCK_FILE
+        try:
+            import fcntl
+
+            fd = os.open(path, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+        except (ImportError, OSError):
+            return None
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        finally:
+            os.close(fd)  # not held by this process (checked above), so closing drops only the probe
+        return None
+
     def release(self) -> None:
         """Give the lock up (the file stays; it names no holder once released)."""
         _HELD.pop(os.path.realpath(self.run_dir), None)
@@ -125,6 +146,9 @@ def check_new_run_dir(path: Path) -> None:
     if path.exists():
         if not path.is_dir():
             raise InputError(f"--out {path} exists and is not a directory")
+        holder = RunLock.holder(path)
+        if holder is not None:
+            raise InputError(f"run directory {path} is in use by process {holder} (one process writes a run at a time)")
         if any(e.name != LOCK_FILE for e in path.iterdir()):
             raise InputError(f"--out {path} already exists and is not empty; continue it with --resume {path} or choose another --out")
 
