@@ -21,7 +21,7 @@ from policygrad.rundir import RunLock
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
-SMALL = ["--set", "num_envs=2", "--set", "num_steps=64", "--set", "tensorboard=false"]
+SMALL = ["--set", "num_envs=2", "--set", "num_steps=64", "--set", "minibatch_size=64", "--set", "tensorboard=false"]
 
 BAD_ENVS = '''
 import os, sys, time
@@ -310,3 +310,34 @@ def test_async_workers_end_with_a_killed_main_process(tmp_path: Path) -> None:
         time.sleep(0.1)
     assert not any(_alive(w) for w in workers)
     assert "Traceback" not in err
+
+
+# --- code is imported only when the user names it -------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_run_directory_imports_nothing_the_user_did_not_name(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    (tmp_path / "mine.py").write_text("import gymnasium as gym\n\ndef make():\n    return gym.make('CartPole-v1')\n")
+    proc = _start(tmp_path, "train", "--env", "mine:make", "--steps", "256", "--out", str(out), "--quiet", *SMALL)
+    assert proc.communicate(timeout=120)[0] == "" and proc.returncode == 0
+    # A received run directory whose config.json names a module: nothing is imported unasked.
+    (tmp_path / "mine.py").write_text("raise SystemExit('imported')\n")
+    refused = "would import module 'mine', named by the run directory and not by you; pass --env mine:make " \
+              "(or --trust-run-code) to run it"
+    for argv in (["eval", str(out)], ["train", "--resume", str(out), "--steps", "512"],
+                 ["export", str(out), "--out", str(tmp_path / "a.pt"), "--format", "torchscript"]):
+        proc = _start(tmp_path, *argv)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2 and err.count("\n") == 1 and refused in err, err
+    proc = _start(tmp_path, "train", "--resume", str(out), "--env", "CartPole-v1")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "--env may only name that one" in err
+    # Named again, or trusted, it is imported (and here, it says so).
+    for argv in (["eval", str(out), "--env", "mine:make"], ["eval", str(out), "--trust-run-code"]):
+        proc = _start(tmp_path, *argv)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2 and "imported" in err, err
+    proc = _start(tmp_path, "eval", str(out), "--env", "CartPole-v1", "--episodes", "2", "--json")
+    out_text, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and json.loads(out_text)["episodes"] == 2, err

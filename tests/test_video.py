@@ -112,7 +112,7 @@ def test_a_missing_pygame_names_the_extra(tmp_path: Path, monkeypatch: pytest.Mo
 ])
 def test_an_environment_without_rgb_frames_is_one_line(env: str, pattern: str, tmp_path: Path, capsys) -> None:
     run_dir = _saved(f"{__name__}:{env}", tmp_path / "run")
-    _fails(capsys, ["eval", str(run_dir), "--video", str(tmp_path / "v"), "--episodes", "2"], pattern)
+    _fails(capsys, ["eval", str(run_dir), "--video", str(tmp_path / "v"), "--episodes", "2", "--trust-run-code"], pattern)
     assert not any((tmp_path / "v").glob("*.mp4"))
 
 

@@ -421,7 +421,8 @@ class TRPO(Model):
 _MODELS: dict[str, type[Model]] = {cls.algo: cls for cls in (PPO, A2C, REINFORCE, NPG, TRPO)}
 
 
-def load(path: str | os.PathLike, device: str | None = None, *, env: Any = None, policy: Any = None) -> Model:
+def load(path: str | os.PathLike, device: str | None = None, *, env: Any = None, policy: Any = None,
+         trust_run_code: bool = False) -> Model:
     """The model saved in the run directory ``path``, from its last checkpoint, or in a checkpoint
     of a run (``RUN/checkpoints/best``, ``RUN/checkpoints/step_N``, or a file in one), from that
     checkpoint: algorithm, config, policy, normaliser, optimiser and counters restored, so that
@@ -438,19 +439,24 @@ def load(path: str | os.PathLike, device: str | None = None, *, env: Any = None,
             replace a recorded one with the same spaces. None: the recorded one.
         policy: the network, for a run that trained its own (config.json's ``"policy"``): a new
             instance of the same architecture, whose weights are then loaded.
+        trust_run_code: build a recorded ``"module:attr"`` environment (which imports
+            ``module``) without naming it again with ``env``.
 
     Raises:
         InputError: a missing path, or one that holds no run (config.json and a checkpoint) of
-            this library; a run that needs ``env`` or ``policy``. Nothing in it is executed.
+            this library; a run that needs ``env`` or ``policy``; a run whose environment would
+            import a module that neither ``env`` nor ``trust_run_code`` allows. Nothing in a run
+            directory is executed unless so allowed.
     """
     from policygrad.checkpoint import latest_checkpoint
     from policygrad.envs import describe_env
-    from policygrad.runconfig import read_run_config
+    from policygrad.runconfig import check_run_code, read_run_config
     from policygrad.rundir import reopen_run
     from policygrad.training import locate_checkpoint
 
     run_dir, checkpoint = locate_checkpoint(path)
     spec = read_run_config(run_dir)
+    check_run_code(spec, env, trust_run_code, how="api")
     model = _MODELS[spec.algo].__new__(_MODELS[spec.algo])
     model.spec, model.device, model.run_dir = spec, device, run_dir
     model._env = None if env is None else describe_env(env, spec.env_kwargs if isinstance(env, str) else None).source

@@ -313,7 +313,7 @@ def write_atomically(target: str | Path, data: bytes) -> None:
         os.replace(tmp, target)
     except BaseException as err:  # a full disk, an interrupt: no temporary file stays behind
         tmp.unlink(missing_ok=True)
-        if isinstance(err, OSError) and err.filename is None:  # say which file (fsync does not)
+        if isinstance(err, OSError) and err.errno is not None and err.filename is None:  # say which file (fsync does not)
             raise OSError(err.errno, err.strerror, str(target)) from err
         raise
     _fsync_dir(target.parent)

@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate the deterministic policy every N environment steps: metrics.csv's eval_return "
                         "column and checkpoints/best (as --set eval_every=N)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    p.add_argument("--trust-run-code", action="store_true",
+                   help="with --resume: import what the run's config.json names (a module:attr environment) "
+                        "without naming it again with --env")
     p.add_argument("--device", default=None, help="cpu (default), cuda, cuda:1, ...")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     p.add_argument("--print-config", action="store_true",
@@ -85,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a trained policy")
     p.add_argument("run_dir", metavar="RUN_DIR",
                    help="a run directory (its last checkpoint) or a checkpoint in one, e.g. RUN_DIR/checkpoints/best")
+    _run_code_flags(p, "evaluate on this environment instead of the recorded one (same spaces)")
     p.add_argument("--episodes", type=int, default=20, help="episodes to run (default 20)")
     p.add_argument("--deterministic", action="store_true", help="take the most likely action instead of sampling")
     p.add_argument("--seed", type=int, default=None, help="seed of the environments and the sampling")
@@ -105,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "observation normaliser, mode, clipping to the action bounds).",
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory, or a path inside one")
+    _run_code_flags(p, "build the environment from this instead of the recorded one (same spaces)")
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx",
                    help="onnx (default; needs pip install 'policygrad[export]') or torchscript (deprecated in "
                         "PyTorch, still loads with torch.jit.load)")
@@ -120,6 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dirs", metavar="RUN_DIR", nargs="+")
     p.add_argument("--out", metavar="FILE.png", default=None)
     return parser
+
+
+def _run_code_flags(p: argparse.ArgumentParser, env_help: str) -> None:
+    """``--env`` and ``--trust-run-code`` of the commands that read a run directory: a run whose
+    environment imports a module (``module:attr``) runs only if the user names it again or
+    trusts the run (:func:`policygrad.runconfig.check_run_code`)."""
+    p.add_argument("--env", default=None, help=env_help)
+    p.add_argument("--trust-run-code", action="store_true",
+                   help="import what the run's config.json names (a module:attr environment) without naming it again")
 
 
 def _imported() -> None:
@@ -225,7 +239,7 @@ def main_train(args: argparse.Namespace) -> int:
     if args.resume is not None:
         conflicting = [
             name
-            for name, value in (("--algo", args.algo), ("--env", args.env), ("--config", args.config),
+            for name, value in (("--algo", args.algo), ("--config", args.config),
                                 ("--set", args.overrides), ("--seed", args.seed), ("--out", args.out),
                                 ("--env-kwargs", args.env_kwargs))
             if value
@@ -240,7 +254,7 @@ def main_train(args: argparse.Namespace) -> int:
             data.pop("versions", None)
             print(json.dumps(data, indent=2))
             return 0
-        return _resume(Path(args.resume), flags, args.device, args.quiet)
+        return _resume(Path(args.resume), flags, args.device, args.quiet, args.env, args.trust_run_code)
 
     spec = resolve_run(
         args.algo,
@@ -261,12 +275,16 @@ def main_train(args: argparse.Namespace) -> int:
     return _finish(run_dir, summary, args.quiet)
 
 
-def _resume(run_dir: Path, flags: dict[str, Any], device: str | None, quiet: bool) -> int:
+def _resume(run_dir: Path, flags: dict[str, Any], device: str | None, quiet: bool, env: str | None = None,
+            trust: bool = False) -> int:
     from policygrad.rundir import reopen_run, write_run_config
-    from policygrad.runconfig import read_run_config
+    from policygrad.runconfig import check_run_code, read_run_config
     from policygrad.training import train
 
     spec = read_run_config(run_dir)
+    if env is not None and env != spec.env:
+        raise InputError(f"--resume continues the run on its environment {spec.env!r}; --env may only name that one")
+    check_run_code(spec, env, trust)
     changed = {k: v for k, v in flags.items() if v is not None}
     if changed:
         spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, **changed))
@@ -342,12 +360,13 @@ def main_eval(args: argparse.Namespace) -> int:
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
         os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
     returns = evaluate_run(args.run_dir, args.episodes, deterministic=args.deterministic, seed=args.seed,
-                           video=video)
+                           video=video, env=args.env, trust=args.trust_run_code)
     mean, std = float(np.mean(returns)), float(np.std(returns))
     rate: tuple[float, int] | None = None
     if steps is not None or read_run_config(locate_checkpoint(args.run_dir)[0]).train.time_limit == 0:
         rate = evaluate_run_steps(args.run_dir, steps or DEFAULT_EVAL_STEPS, min(args.episodes, 32),
-                                  deterministic=args.deterministic, seed=args.seed)
+                                  deterministic=args.deterministic, seed=args.seed, env=args.env,
+                                  trust=args.trust_run_code)
     if args.json:
         payload: dict[str, Any] = {"mean_return": mean, "std_return": std, "episodes": len(returns)}
         if rate is not None:
@@ -376,8 +395,12 @@ def main_export(args: argparse.Namespace) -> int:
     from policygrad.api import load
     from policygrad.export import check_format, describe
 
+    from policygrad.runconfig import check_run_code, read_run_config
+    from policygrad.training import locate_checkpoint
+
     check_format(args.format)  # a missing extra fails before the run is loaded
-    model = load(args.run_dir, device="cpu")
+    check_run_code(read_run_config(locate_checkpoint(args.run_dir)[0]), args.env, args.trust_run_code)
+    model = load(args.run_dir, device="cpu", env=args.env, trust_run_code=True)
     try:
         path = model.export(args.out, args.format, overwrite=args.force)
         print(f"{path}: {args.format}, {describe(model.observation_space, model.action_space)}")

@@ -40,6 +40,7 @@ __all__ = [
     "read_toml",
     "spec_from_json",
     "read_run_config",
+    "check_run_code",
     "derive_seed",
     "seed_everything",
     "library_versions",
@@ -351,6 +352,26 @@ def spec_from_json(data: Any, where: str) -> RunSpec:
         raise InputError(f"{where}: policy must be a string")
     return RunSpec(algo=data["algo"], env=data["env"], seed=int(config.seed), config=config, train=train_config,
                    env_kwargs=env_kwargs, policy=policy)
+
+
+def check_run_code(spec: RunSpec, env: Any = None, trust: bool = False, *, how: str = "cli") -> None:
+    """InputError unless the run ``spec``, read from a run directory, is safe to build: a run
+    directory is data, and what it names is imported only when the user names it too.
+
+    An environment ``"module:attr"`` (or Gymnasium's ``"module:EnvId"``) imports ``module``.
+    A recorded one is built only if the user passes an environment again (``env``, which is then
+    built instead) or trusts the run (``trust``).
+
+    Args:
+        how: "cli" or "api", for the message (which flags or arguments to pass).
+    """
+    if env is not None or trust or ":" not in spec.env:
+        return
+    module = spec.env.partition(":")[0]
+    remedy = (f"pass --env {spec.env} (or --trust-run-code) to run it" if how == "cli"
+              else f"pass env={spec.env!r} (or trust_run_code=True) to run it")
+    raise InputError(f"this run's environment {spec.env!r} would import module {module!r}, named by the run "
+                     f"directory and not by you; {remedy}")
 
 
 def read_run_config(run_dir: Path) -> RunSpec:

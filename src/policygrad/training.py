@@ -781,15 +781,20 @@ def locate_checkpoint(path: str | os.PathLike) -> tuple[Path, Path]:
     return run_dir, checkpoint
 
 
-def _open_run(path: Path, copies: int, recorder: Any = None) -> Session:
+def _open_run(path: Path, copies: int, recorder: Any = None, env: str | None = None, trust: bool = False) -> Session:
     """An evaluation session (``copies`` environment copies, at most 32; one with a ``recorder``,
     see :func:`build_session`) with the policy and the frozen observation normaliser of the
-    checkpoint ``path`` names (:func:`locate_checkpoint`)."""
+    checkpoint ``path`` names (:func:`locate_checkpoint`). ``env`` replaces the recorded
+    environment; a recorded one that imports a module needs ``env`` or ``trust``
+    (:func:`policygrad.runconfig.guard_run_code`)."""
+    from policygrad.runconfig import check_run_code
+
     run_dir, checkpoint = locate_checkpoint(path)
     spec = read_run_config(run_dir)
+    check_run_code(spec, env, trust)
     tensors, meta = load_run_checkpoint(checkpoint)
     spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, eval_episodes=copies))
-    session = build_session(spec, "cpu", training=False, recorder=recorder)
+    session = build_session(spec, "cpu", training=False, recorder=recorder, env=env)
     try:
         restore_policy(session, tensors, meta)
     except BaseException:
@@ -801,7 +806,8 @@ def _open_run(path: Path, copies: int, recorder: Any = None) -> Session:
 
 
 def evaluate_run(path: str | os.PathLike, episodes: int = 20, *, deterministic: bool = False,
-                 seed: int | None = None, video: str | os.PathLike | None = None) -> list[float]:
+                 seed: int | None = None, video: str | os.PathLike | None = None, env: str | None = None,
+                 trust: bool = False) -> list[float]:
     """Raw returns of ``episodes`` episodes of the policy in a run directory's last checkpoint, or
     in the checkpoint of a run that ``path`` names (``RUN/checkpoints/best``; see
     :func:`locate_checkpoint`).
@@ -816,7 +822,7 @@ def evaluate_run(path: str | os.PathLike, episodes: int = 20, *, deterministic: 
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise InputError(f"--episodes must be a positive int, got {episodes}")
     recorder = VideoRecorder(video, episodes) if video is not None else None
-    session = _open_run(Path(path), episodes, recorder)
+    session = _open_run(Path(path), episodes, recorder, env=env, trust=trust)
     try:
         return evaluate_session(session, episodes, deterministic=deterministic, seed=seed)
     finally:
@@ -825,12 +831,12 @@ def evaluate_run(path: str | os.PathLike, episodes: int = 20, *, deterministic: 
 
 def evaluate_run_steps(
     path: str | os.PathLike, steps: int, copies: int = 1, *, deterministic: bool = False,
-    seed: int | None = None,
+    seed: int | None = None, env: str | None = None, trust: bool = False,
 ) -> tuple[float, int]:
     """:func:`measure_reward_per_step` of the policy in the checkpoint ``path`` names (as for
     :func:`evaluate_run`), over ``copies`` (at most 32) environment copies that each take
     ⌈steps / copies⌉ steps."""
-    session = _open_run(Path(path), copies)
+    session = _open_run(Path(path), copies, env=env, trust=trust)
     try:
         return measure_reward_per_step(session, steps, deterministic=deterministic, seed=seed)
     finally:
