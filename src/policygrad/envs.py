@@ -205,7 +205,7 @@ def resolve_env(env: str | EnvSource) -> EnvSource:
         module_name, _, attr = env.partition(":")
         try:
             module = _import_user_module(module_name)
-        except Exception as err:  # ImportError, or anything the module raises while importing
+        except (Exception, SystemExit) as err:  # ImportError, or anything the module raises while importing
             raise InputError(f"cannot import module {module_name!r} named by environment {env!r} ({_one_line(err)})") from None
         target: Any = module
         if all(part.isidentifier() for part in attr.split(".")):
