@@ -132,12 +132,13 @@ def reopen_run(run_dir: Path, spec: RunSpec, device: str | None = None, *, env: 
         InputError: no checkpoint, or one that does not load into ``spec``'s session.
     """
     from policygrad.checkpoint import latest_checkpoint
-    from policygrad.training import build_session, load_run_checkpoint, restore_session
+    from policygrad.training import build_session, check_fits_run, load_run_checkpoint, restore_session
 
     path = latest_checkpoint(run_dir) if checkpoint is None else checkpoint
     if path is None:
         raise InputError(f"{run_dir} has no checkpoint to resume from")
-    tensors, meta = load_run_checkpoint(path)
+    tensors, meta = load_run_checkpoint(path, run_dir)
+    check_fits_run(spec, tensors, meta)  # before the session (and its network) is built
     session = build_session(spec, device, env=env, policy=policy)
     try:
         restore_session(session, tensors, meta)
