@@ -238,8 +238,9 @@ def best_checkpoint_path(run_dir: str | Path) -> Path:
 
 
 def is_checkpoint(path: str | Path) -> bool:
-    """Whether ``path`` is a checkpoint directory (it has a ``meta.json``; nothing is verified)."""
-    return (Path(path) / _META_FILE).is_file()
+    """Whether ``path`` is a checkpoint directory (it has a ``meta.json``, of whatever kind: a
+    damaged one is then reported by :func:`load_checkpoint`, not skipped; nothing is verified)."""
+    return os.path.lexists(Path(path) / _META_FILE)
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
@@ -247,19 +248,19 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
     ``checkpoints/last`` wins when it holds a committed checkpoint (it is rewritten at every save);
     otherwise the ``checkpoints/step_<N>`` with the largest N. A directory counts when it has a
-    ``meta.json``; leftovers of interrupted saves (``*.tmp-*``) never count. Nothing is verified
+    ``meta.json`` (:func:`is_checkpoint`); leftovers of interrupted saves (``*.tmp-*``) never count. Nothing is verified
     here: :func:`load_checkpoint` does that.
     """
     base = Path(run_dir) / "checkpoints"
     if not base.is_dir():
         return None
     last = base / "last"
-    if (last / _META_FILE).is_file():
+    if is_checkpoint(last):
         return last
     best: tuple[int, Path] | None = None
     for entry in base.iterdir():
         match = _STEP_RE.fullmatch(entry.name)
-        if match and (entry / _META_FILE).is_file():
+        if match and is_checkpoint(entry):
             step = int(match.group(1))
             if best is None or step > best[0]:
                 best = (step, entry)

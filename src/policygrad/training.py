@@ -758,7 +758,7 @@ def locate_checkpoint(path: str | os.PathLike) -> tuple[Path, Path]:
         raise InputError(f"{path} does not exist")
     checkpoint: Path | None = None
     for run_dir in (path, *path.parents[:3]):  # RUN/checkpoints/best/meta.json lies 3 below RUN
-        if (run_dir / CONFIG_FILE).is_file():
+        if os.path.lexists(run_dir / CONFIG_FILE):  # whatever it is: read_run_config says what is wrong
             break
         if checkpoint is None and is_checkpoint(run_dir):
             checkpoint = run_dir
