@@ -527,6 +527,20 @@ def test_resume_writes_through_no_planted_symlink(runs: Path, tmp_path: Path) ->
     assert _record(run)["meta"]["step"] == 512
 
 
+def test_a_directory_where_the_learning_curve_goes_is_a_note(runs: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(runs / "run", run)
+    (run / "learning_curve.png").unlink()
+    (run / "learning_curve.png").mkdir()
+    capsys.readouterr()
+    with _deadline():
+        assert main(["train", "--resume", str(run), "--steps", "512", "--quiet"]) == 0
+    assert main(["plot", str(run), "--out", str(run / "learning_curve.png")]) == 2
+    err = capsys.readouterr().err.splitlines()  # --quiet: the resume's note about the curve is not printed
+    assert len(err) == 1 and err[0].startswith("policygrad: error: cannot write image"), err
+
+
 def test_resume_refuses_a_planted_checkpoint_symlink(runs: Path, tmp_path: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     """A symlink where a later kept checkpoint goes, to a checkpoint elsewhere: the run stops
