@@ -31,11 +31,12 @@ LAYERS: list[list[str]] = [
     ["losses", "policies", "tabular", "plots"],
     ["backends", "verify", "tasks", "checkpoint"],
     ["rollout", "envs"],
-    ["algorithms", "evaluation"],
+    ["algorithms", "evaluation", "export"],
     ["runconfig"],
     ["training"],
     ["rundir"],
-    ["cli", "api"],
+    ["api"],
+    ["cli"],  # commands may go through the Python API (policygrad export loads a run as pg.load does)
     [""],  # the package itself (what `import policygrad` gives)
 ]
 

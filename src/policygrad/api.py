@@ -7,6 +7,7 @@
     action, _ = model.predict(obs, deterministic=True)           # raw observation(s) -> action(s)
     model.save("ppo_cartpole")                                   # a run directory: safetensors + JSON
     model = pg.load("ppo_cartpole")                              # predict works at once; learn continues
+    model.export("cartpole.onnx")                                # predict(obs) as one ONNX graph
 
 A model is a run: what it trains goes to a run directory that ``policygrad eval``, ``plot`` and
 ``train --resume`` read, as a run started from the command line.
@@ -124,6 +125,16 @@ class Model:
         return 0 if self._session is None else self._session.step
 
     @property
+    def observation_space(self) -> Any:
+        """One environment's observation space (what :meth:`predict` takes one of)."""
+        return self._ensure_session().eval_envs.single_observation_space
+
+    @property
+    def action_space(self) -> Any:
+        """One environment's action space."""
+        return self._ensure_session().eval_envs.single_action_space
+
+    @property
     def policy(self) -> Any:
         """The policy as one torch module (:class:`policygrad.policies.Policy`): ``policy(obs)``
         encodes and normalises raw observations and returns the deterministic actions;
@@ -172,15 +183,42 @@ class Model:
             if run_dir is not None and Path(run_dir).resolve() != self.run_dir.resolve():
                 raise InputError(f"this model trains in {self.run_dir}; save it there or load another run to train elsewhere")
             self._continue(self._session.step + total_steps if self._session is not None else total_steps)
-            train(self._session, self.run_dir, resumed=True, quiet=not progress_bar, callback=callback)
-            return self
+            try:
+                summary = train(self._session, self.run_dir, resumed=True, quiet=not progress_bar, callback=callback)
+            finally:
+                self._unlock()
+            return self._after(summary)
         path = Path(run_dir) if run_dir is not None else default_run_dir(self.spec.algo, self.spec.env)
         spec = _with_total(self.spec, total_steps)
         self._close()
-        self._session, _ = start_run(spec, path, self.device, quiet=not progress_bar, callback=callback,
-                                     env=self._env, policy=self._net)
+        self._session, summary = start_run(spec, path, self.device, quiet=not progress_bar, callback=callback,
+                                           env=self._env, policy=self._net)
+        self._unlock()
         self.spec, self.run_dir = spec, path
+        return self._after(summary)
+
+    def _after(self, summary: dict[str, Any]) -> Model:
+        """The model; or, after a SIGINT or SIGTERM stopped training (its checkpoint saved), the
+        signal again, to the handler in place outside training (``KeyboardInterrupt`` for
+        SIGINT)."""
+        signum = summary.get("interrupted")
+        if signum:
+            import signal
+            import sys
+
+            from policygrad.errors import signal_name
+
+            print(f"policygrad: stopped by {signal_name(signum)} at step {summary['step']}; checkpoint saved in "
+                  f"{self.run_dir}/checkpoints/last", file=sys.stderr)
+            signal.raise_signal(signum)
         return self
+
+    def _unlock(self) -> None:
+        """Give up the run directory's lock between calls: the next ``learn`` re-reads the run's
+        newest checkpoint anyway, so another process may continue the run meanwhile."""
+        if self._session is not None and self._session.lock is not None:
+            self._session.lock.release()
+            self._session.lock = None
 
     def _continue(self, total: int) -> None:
         """Rebuild the session for a new total from the run's last checkpoint (as ``--resume``)."""
@@ -189,7 +227,7 @@ class Model:
         assert self.run_dir is not None
         spec = _with_total(self.spec, total)
         self._close()
-        self._session = reopen_run(self.run_dir, spec, self.device, env=self._env, policy=self._net)
+        self._session = reopen_run(self.run_dir, spec, self.device, env=self._env, policy=self._net, lock=True)
         self.spec = spec
         write_run_config(self.run_dir, spec, self._session.algorithm.backend)
 
@@ -236,6 +274,36 @@ class Model:
         actions = io.env_actions(np.asarray(actions), None)
         return (actions[0] if single else actions), None
 
+    def export(self, path: str | os.PathLike, format: str = "onnx", *, overwrite: bool = False) -> Path:
+        """Write the deterministic actor, with its preprocessing, as one graph to the file ``path``.
+
+        The graph maps raw observations ``[n, *obs_shape]`` (any n; the observation space's dtype,
+        int64 for Discrete) to what ``predict(obs, deterministic=True)`` returns for them:
+        actions ``[n]`` or ``[n, K]`` int64 (Discrete, MultiDiscrete), or ``[n, D]`` float32 clipped
+        to the Box bounds. It holds the observation encoding (flattening, one-hot), the observation
+        normaliser with its statistics frozen as they stand, the policy's mode (argmax, or the
+        Gaussian mean) and the clipping: :attr:`policy`'s forward, traced
+        (:class:`policygrad.export.DeterministicActor`).
+
+        Args:
+            path: the file to write; written atomically (a reader never sees part of it).
+            format: "onnx" (run it with onnxruntime; needs ``pip install 'policygrad[export]'``)
+                or "torchscript" (``torch.jit.load``; TorchScript is deprecated in PyTorch and
+                warns when loaded, but still loads).
+            overwrite: replace ``path`` if it exists (otherwise an existing file is refused).
+
+        Returns:
+            ``path``.
+
+        Raises:
+            InputError: an unknown format, a missing extra (named), ``path`` an existing file
+                without ``overwrite``, a directory, or in a missing directory.
+        """
+        from policygrad.export import DeterministicActor, check_format, export_actor
+
+        check_format(format)  # before the session is built
+        return export_actor(DeterministicActor.from_model(self), path, format, overwrite=overwrite)
+
     # --- saving ---------------------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -249,7 +317,7 @@ class Model:
                 place it would take).
         """
         from policygrad.checkpoint import checkpoint_path, save_checkpoint
-        from policygrad.rundir import CreatedPaths, check_new_run_dir, write_run_config
+        from policygrad.rundir import CreatedPaths, RunLock, check_new_run_dir, write_run_config
         from policygrad.training import checkpoint_state
 
         path = Path(path)
@@ -258,22 +326,40 @@ class Model:
         if own and self._loaded_from is not None:
             raise InputError(f"this model was loaded from {self._loaded_from}; saving it into its run {path} would "
                              f"replace the run's last checkpoint; save it as a new run elsewhere")
-        created = None
-        if not own:
+        created = lock = None
+        if own:
+            lock = RunLock(path).acquire()
+        else:
             check_new_run_dir(path)
             created = CreatedPaths(path)
         try:
             if created is not None:
-                created.create()
-                write_run_config(path, self.spec, session.algorithm.backend)
+                try:
+                    created.create()
+                except OSError as err:
+                    created.undo()
+                    raise InputError(f"cannot save to {path}: {err.strerror or err}") from None
+                lock = RunLock(path).acquire()
+                check_new_run_dir(path)
+                try:
+                    write_run_config(path, self.spec, session.algorithm.backend)
+                except OSError as err:
+                    created.undo()
+                    raise InputError(f"cannot save to {path}: {err.strerror or err}") from None
             tensors, meta = checkpoint_state(session)
-            save_checkpoint(checkpoint_path(path), tensors, meta)
-        except OSError as err:
-            if created is not None:
-                created.undo()
-            raise InputError(f"cannot save to {path}: {err}") from None
+            try:
+                save_checkpoint(checkpoint_path(path), tensors, meta)
+            except OSError as err:
+                if created is not None:
+                    created.undo()
+                raise InputError(f"cannot save to {path}: {err.strerror or err}") from None
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
         if self.run_dir is None:
             self.run_dir = path
+        lock.release()
         return path
 
     # --- internals ------------------------------------------------------------------------------

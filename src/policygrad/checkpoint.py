@@ -171,8 +171,14 @@ def save_checkpoint(path: str | Path, tensors: dict[str, Tensor], meta: dict) ->
         raise InputError(f"checkpoint meta is not JSON-serialisable: {err}") from None
 
     path.mkdir(parents=True, exist_ok=True)
-    write_atomically(path / tensors_file, blob)
-    write_atomically(path / _META_FILE, record_text.encode("utf-8"))  # the commit point
+    had_file = (path / tensors_file).exists()
+    try:
+        write_atomically(path / tensors_file, blob)
+        write_atomically(path / _META_FILE, record_text.encode("utf-8"))  # the commit point
+    except BaseException:
+        if not had_file and _named_tensors_file(path) != tensors_file:
+            (path / tensors_file).unlink(missing_ok=True)  # uncommitted: the old checkpoint stands
+        raise
     _remove_leftovers(path, keep=tensors_file)
 
 
@@ -353,11 +359,15 @@ def write_atomically(target: str | Path, data: bytes) -> None:
     """
     target = Path(target)
     tmp = target.with_name(f"{target.name}{_TMP_MARK}{os.getpid()}")
-    with open(open_new(tmp), "wb") as f:  # a fresh file, even where a symlink was planted under its name
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, target)
+    try:
+        with open(open_new(tmp), "wb") as f:  # a fresh file, even where a symlink was planted under its name
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:  # a full disk, an interrupt: no temporary file stays behind
+        tmp.unlink(missing_ok=True)
+        raise
     _fsync_dir(target.parent)
 
 
@@ -373,6 +383,14 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _named_tensors_file(path: Path) -> str | None:
+    """The tensors file ``path``'s meta.json names, or None (no readable meta.json)."""
+    try:
+        return json.loads((path / _META_FILE).read_text(encoding="utf-8")).get("tensors_file")
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return None
 
 
 def _remove_leftovers(path: Path, keep: str) -> None:

@@ -1,4 +1,4 @@
-"""The ``policygrad`` command: ``train``, ``eval``, ``plot`` and ``verify``.
+"""The ``policygrad`` command: ``train``, ``eval``, ``export``, ``plot`` and ``verify``.
 
 Heavy modules (torch, gymnasium) are imported inside each command so that ``policygrad --help``
 stays instant. Every :class:`~policygrad.errors.PolicygradError` becomes one line on stderr and its
@@ -16,11 +16,13 @@ import argparse
 import dataclasses
 import gc
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
-from policygrad.errors import InputError, PolicygradError
+from policygrad.errors import InputError, Interrupted, PolicygradError, signal_name
 
 DEFAULT_EVAL_STEPS = 10_000
 """Environment steps over which ``policygrad eval`` measures the reward per step of a continuing run."""
@@ -35,6 +37,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="policygrad", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, also print what caused it (e.g. an environment's own traceback)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     # --- verify ---------------------------------------------------------------------------
@@ -89,6 +93,23 @@ def build_parser() -> argparse.ArgumentParser:
                         "continuing run, time_limit=0)")
     p.add_argument("--json", action="store_true",
                    help='print {"mean_return", "std_return", "episodes"} (+ "reward_per_step", "steps")')
+    p.add_argument("--video", metavar="DIR", default=None,
+                   help="also record every episode as DIR/eval-episode-<i>.mp4 (one environment copy, episode "
+                        "after episode; needs pip install 'policygrad[video]')")
+
+    p = sub.add_parser(
+        "export",
+        help="write a trained policy's deterministic actor, with its preprocessing, as ONNX or TorchScript",
+        description="Write the deterministic actor of RUN_DIR's last checkpoint as one graph: raw observations "
+                    "[n, *obs_shape] -> the actions predict(obs, deterministic=True) returns (encoding, frozen "
+                    "observation normaliser, mode, clipping to the action bounds).",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory, or a path inside one")
+    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx",
+                   help="onnx (default; needs pip install 'policygrad[export]') or torchscript (deprecated in "
+                        "PyTorch, still loads with torch.jit.load)")
+    p.add_argument("--out", metavar="FILE", required=True, help="the file to write (atomically)")
+    p.add_argument("--force", action="store_true", help="replace FILE if it exists")
 
     p = sub.add_parser("presets", help="list the (algorithm, environment) presets")
     p.add_argument("--algo", choices=["reinforce", "a2c", "ppo", "npg", "trpo"], default=None,
@@ -128,6 +149,12 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         _imported()
         return main_eval(args)
+    if args.command == "export":
+        import policygrad.algorithms  # torch, gymnasium
+        import policygrad.training
+
+        _imported()
+        return main_export(args)
     if args.command == "presets":
         import policygrad.algorithms  # noqa: F401  (torch, gymnasium)
 
@@ -145,17 +172,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     enabled = gc.isenabled()
     gc.disable()  # re-enabled by _imported() after the command's imports
+    previous = _terminate_as_interrupt()
     try:
         return _dispatch(args)
     except PolicygradError as err:
+        if getattr(args, "debug", False) and err.detail:
+            print(err.detail.rstrip(), file=sys.stderr)
         print(f"policygrad: error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print("policygrad: interrupted", file=sys.stderr)
         return 130
+    except Interrupted as err:
+        print(f"policygrad: interrupted by {signal_name(err.signum)}", file=sys.stderr)
+        return err.exit_code
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         if enabled:
             gc.enable()
+
+
+def _terminate_as_interrupt() -> Any:
+    """SIGTERM raises :class:`Interrupted` (cleanup runs, one line, exit 143) instead of killing
+    the process silently; training handles it itself (it stops at the next safe point and saves).
+    Returns the previous handler (None where signals cannot be set: not the main thread)."""
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise Interrupted(signum)
+
+    try:
+        return signal.signal(signal.SIGTERM, terminate)
+    except ValueError:
+        return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -209,8 +258,7 @@ def main_train(args: argparse.Namespace) -> int:
     run_dir = Path(args.out) if args.out else default_run_dir(spec.algo, spec.env)
     session, summary = start_run(spec, run_dir, args.device, quiet=args.quiet)
     session.close()
-    _finish(run_dir, summary, args.quiet)
-    return 0
+    return _finish(run_dir, summary, args.quiet)
 
 
 def _resume(run_dir: Path, flags: dict[str, Any], device: str | None, quiet: bool) -> int:
@@ -222,7 +270,7 @@ def _resume(run_dir: Path, flags: dict[str, Any], device: str | None, quiet: boo
     changed = {k: v for k, v in flags.items() if v is not None}
     if changed:
         spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, **changed))
-    session = reopen_run(run_dir, spec, device)
+    session = reopen_run(run_dir, spec, device, lock=True)
     try:
         if changed:
             write_run_config(run_dir, spec, session.algorithm.backend)
@@ -233,14 +281,22 @@ def _resume(run_dir: Path, flags: dict[str, Any], device: str | None, quiet: boo
         summary = train(session, run_dir, resumed=True, quiet=quiet)
     finally:
         session.close()
-    _finish(run_dir, summary, quiet)
-    return 0
+    return _finish(run_dir, summary, quiet)
 
 
-def _finish(run_dir: Path, summary: dict[str, Any], quiet: bool) -> None:
+def _finish(run_dir: Path, summary: dict[str, Any], quiet: bool) -> int:
+    """The learning curve and the summary line of a finished run; the exit code (128 + the
+    signal's number for a run stopped by SIGINT or SIGTERM, which says where it stopped)."""
     import numpy as np
 
     from policygrad.plots import plot_learning_curve
+
+    if summary.get("interrupted"):
+        signum = summary["interrupted"]
+        print(f"policygrad: stopped by {signal_name(signum)} at step {summary['step']}; checkpoint saved in "
+              f"{run_dir / 'checkpoints' / 'last'}; continue with: policygrad train --resume {run_dir}",
+              file=sys.stderr)
+        return 128 + signum
 
     try:
         plot_learning_curve(run_dir)
@@ -248,19 +304,21 @@ def _finish(run_dir: Path, summary: dict[str, Any], quiet: bool) -> None:
         if not quiet:
             print(f"policygrad: note: no learning curve ({err})", file=sys.stderr)
     if quiet:
-        return
+        return 0
     returns = summary["eval_returns"]
     how = " (target return reached)" if summary["stopped_early"] else ""
     print(
         f"{run_dir}: {summary['step']} steps in {summary['seconds']:.1f} s{how}; deterministic evaluation "
         f"return {np.mean(returns):.2f} ± {np.std(returns):.2f} over {len(returns)} episodes"
     )
+    return 0
 
 
 def main_eval(args: argparse.Namespace) -> int:
     """``policygrad eval RUN_DIR``: a table, or one JSON object with ``--json``, of the policy in
     the run's last checkpoint, or in the checkpoint of a run that RUN_DIR names (``RUN/checkpoints/best``).
 
+    With ``--video DIR`` the episodes are recorded there (:func:`policygrad.training.evaluate_run`).
     On a continuing run (``time_limit = 0``) or with ``--steps K``, the reward per step over K
     environment steps (default :data:`DEFAULT_EVAL_STEPS`) is measured as well and reported as
     ``reward_per_step``: ``--episodes`` environment copies (at most 32) each run K / copies steps
@@ -275,7 +333,14 @@ def main_eval(args: argparse.Namespace) -> int:
     steps = getattr(args, "steps", None)
     if steps is not None and steps < 1:
         raise InputError(f"--steps must be a positive number of environment steps, got {steps}")
-    returns = evaluate_run(args.run_dir, args.episodes, deterministic=args.deterministic, seed=args.seed)
+    video = getattr(args, "video", None)
+    if video is not None:
+        # Frames are drawn off-screen (render_mode rgb_array): without this, SDL looks for a
+        # display and an audio device, and prints errors on a machine that has neither.
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+        os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+    returns = evaluate_run(args.run_dir, args.episodes, deterministic=args.deterministic, seed=args.seed,
+                           video=video)
     mean, std = float(np.mean(returns)), float(np.std(returns))
     rate: tuple[float, int] | None = None
     if steps is not None or read_run_config(locate_checkpoint(args.run_dir)[0]).train.time_limit == 0:
@@ -298,6 +363,24 @@ def main_eval(args: argparse.Namespace) -> int:
             row.update({"reward_per_step": rate[0], "steps": rate[1]})
         row["policy"] = "deterministic" if args.deterministic else "stochastic"
         print(format_table([row], list(row)))
+        if video is not None:
+            print(f"recorded {len(returns)} episodes in {video}")
+    return 0
+
+
+def main_export(args: argparse.Namespace) -> int:
+    """``policygrad export RUN_DIR --out FILE``: :meth:`policygrad.Model.export` of the run's last
+    checkpoint, and one line saying what the graph reads and writes."""
+    from policygrad.api import load
+    from policygrad.export import check_format, describe
+
+    check_format(args.format)  # a missing extra fails before the run is loaded
+    model = load(args.run_dir, device="cpu")
+    try:
+        path = model.export(args.out, args.format, overwrite=args.force)
+        print(f"{path}: {args.format}, {describe(model.observation_space, model.action_space)}")
+    finally:
+        model._close()
     return 0
 
 

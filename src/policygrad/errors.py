@@ -12,9 +12,18 @@ from __future__ import annotations
 
 
 class PolicygradError(Exception):
-    """Base class of the errors the command line reports without a traceback."""
+    """Base class of the errors the command line reports without a traceback.
+
+    Args:
+        detail: more than the one line, e.g. an environment's own traceback (printed by the
+            command line's ``--debug``).
+    """
 
     exit_code: int = 1
+
+    def __init__(self, *args: object, detail: str | None = None) -> None:
+        super().__init__(*args)
+        self.detail = detail
 
     def __str__(self) -> str:
         text = super().__str__()
@@ -33,3 +42,32 @@ class TrainingError(PolicygradError, RuntimeError):
     """Training had to stop (non-finite values, an environment that raised). Exit code 1."""
 
     exit_code = 1
+
+
+class Interrupted(BaseException):
+    """A signal that stops the command at once (a second SIGINT or SIGTERM during training, or
+    one outside it). Exit code 128 + the signal's number, as a shell reports a killed process.
+
+    Like ``KeyboardInterrupt``, a ``BaseException``: nothing catches it by accident.
+
+    Args:
+        signum: the signal's number.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = int(signum)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def signal_name(signum: int) -> str:
+    """``"SIGTERM"`` for 15, ``"SIGINT"`` for 2, ..."""
+    import signal
+
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"

@@ -84,6 +84,9 @@ class TrainConfig:
     blas_threads: int = 1
     """CPU threads of NumPy's BLAS library and of OpenMP runtimes (the NumPy update path's matrix
     products); also in each async environment worker."""
+    env_step_timeout: float = 60.0
+    """Seconds one vectorised environment step may take before training stops with an error
+    naming the step (0: no bound). Async workers that overrun are shut down."""
     tensorboard: bool = True
     """Also write the metrics as TensorBoard scalars under tb/."""
     tensorboard_every: int = 1000
@@ -99,6 +102,8 @@ class TrainConfig:
         for name in ("total_steps", "eval_episodes", "eval_max_episode_steps", "torch_threads", "blas_threads"):
             if not getattr(self, name) > 0:
                 raise InputError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not self.env_step_timeout >= 0:
+            raise InputError(f"env_step_timeout must be >= 0 (0: no bound), got {self.env_step_timeout}")
         if not self.tensorboard_every >= 0:
             raise InputError(f"tensorboard_every must be >= 0, got {self.tensorboard_every}")
         if self.eval_every is not None and not self.eval_every > 0:

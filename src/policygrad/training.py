@@ -38,6 +38,7 @@ values, an environment that raises) stops the run with a
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import time
@@ -47,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from policygrad.errors import InputError, TrainingError
+from policygrad.errors import InputError, Interrupted, TrainingError
 from policygrad.runconfig import RunSpec, derive_seed, read_run_config, seed_everything
 
 if TYPE_CHECKING:
@@ -134,14 +135,41 @@ class Session:
     """An evaluation-only session's acting backend (see :func:`acting_backend`)."""
     acting_policy: Any = None
     """The :class:`policygrad.policies.Policy` of :func:`policy_module`, once built."""
+    lock: Any = None
+    """The run directory's :class:`policygrad.rundir.RunLock` while this session writes it."""
 
     def close(self) -> None:
+        """Close the environments and give up the run directory's lock (if held)."""
         for envs in (self.envs, self.eval_envs):
             if envs is not None:
-                try:
-                    envs.close()
-                except Exception:
-                    pass
+                _close_envs(envs)
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+
+def _close_envs(envs: Any) -> None:
+    """Close a vector environment, at once and quietly when a step failed under way (async
+    workers that raised, died or hang are terminated instead of awaited)."""
+    import warnings
+
+    from gymnasium.vector import AsyncVectorEnv
+    from gymnasium.vector.async_vector_env import AsyncState
+
+    try:
+        inner = envs.unwrapped
+        broken = isinstance(inner, AsyncVectorEnv) and (
+            inner._state != AsyncState.DEFAULT or any(p is None for p in inner.parent_pipes)
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if broken:
+                inner._state = AsyncState.DEFAULT  # do not wait for the step that failed
+                inner.close(terminate=True)
+            else:
+                envs.close()
+    except Exception:
+        pass
 
 
 def _device(name: str | None) -> Any:
@@ -159,7 +187,7 @@ def _device(name: str | None) -> Any:
 
 
 def build_session(spec: RunSpec, device_name: str | None = None, *, training: bool = True,
-                  env: Any = None, policy: Any = None) -> Session:
+                  env: Any = None, policy: Any = None, recorder: Any = None) -> Session:
     """Limit the threads, seed, then build the environments, policy, algorithm and collector of ``spec``.
 
     Args:
@@ -171,6 +199,10 @@ def build_session(spec: RunSpec, device_name: str | None = None, *, training: bo
             ``spec.env``.
         policy: a user's own actor-critic network (:class:`policygrad.policies.ModuleActorCritic`
             states the protocol), for a ``spec`` whose ``policy`` names one; None: the built-in one.
+        recorder: evaluation only: a :class:`policygrad.evaluation.VideoRecorder`. The
+            evaluation environment is then one copy, stepped in this process, rendering RGB
+            frames, wrapped by the recorder and not reset here, so that the recorded episodes are
+            those the evaluation runs.
 
     Raises:
         InputError: an unknown environment, an unsupported space, a bad device, a run of a
@@ -195,10 +227,16 @@ def build_session(spec: RunSpec, device_name: str | None = None, *, training: bo
         # Seeding resets the environments once: one that fails there fails before any run
         # directory exists. Training reseeds them from (seed, step).
         source = spec.env if env is None else env
-        eval_envs = make_vec_env(
-            source, min(tcfg.eval_episodes, 32), spec.seed, time_limit=tcfg.time_limit,
-            vectorization=eval_vectorization, worker_threads=threads, env_kwargs=spec.env_kwargs,
-        )
+        if recorder is None:
+            eval_envs = make_vec_env(
+                source, min(tcfg.eval_episodes, 32), spec.seed, time_limit=tcfg.time_limit,
+                vectorization=eval_vectorization, worker_threads=threads, env_kwargs=spec.env_kwargs,
+            )
+        else:
+            if training:
+                raise InputError("a video recorder is for evaluation sessions (training=False)")
+            eval_envs = make_vec_env(source, 1, None, time_limit=tcfg.time_limit, vectorization="sync",
+                                     env_kwargs=spec.env_kwargs, render_mode="rgb_array", wrappers=[recorder])
         policy, encoder = _make_policy(spec, eval_envs, policy)
         policy.to(device)
         obs_normalizer = ObservationNormalizer(policy.obs_dim) if cfg.normalize_obs else None
@@ -221,6 +259,7 @@ def build_session(spec: RunSpec, device_name: str | None = None, *, training: bo
             device=device,
             sde_sample_freq=cfg.sde_sample_freq,
             actor=algorithm.backend,
+            step_timeout=tcfg.env_step_timeout or None,
         )
     except BaseException:
         for e in (envs, eval_envs):
@@ -536,6 +575,7 @@ def _evaluate(session: Session, deterministic: bool, seed: int | None, **how: An
         seed=seed,
         generator=generator,
         device=session.device,
+        step_timeout=session.spec.train.env_step_timeout or None,
         **how,
     )
 
@@ -557,6 +597,46 @@ def _finite_or_none(value: Any) -> float | None:
 def _is_function(callback: Any) -> bool:
     """A plain callable (called after every update), not a callback object with ``on_*`` methods."""
     return callable(callback) and not any(hasattr(callback, name) for name in ("on_rollout_end", "on_update", "on_eval"))
+
+
+class StopSignals:
+    """While active, SIGINT and SIGTERM ask the training loop to stop at its next safe point
+    instead of killing it: the collector stops before its next step, an update under way
+    finishes, a checkpoint is written. A second signal stops at once (:class:`Interrupted`),
+    leaving the previous checkpoint as it was. Only the main thread can receive signals; elsewhere
+    this does nothing.
+
+    Attributes:
+        signum: the first signal received, or None.
+    """
+
+    SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                number = getattr(signal, name)
+                self._previous[number] = signal.signal(number, self._receive)
+        return self
+
+    def _receive(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            raise Interrupted(signum)
+        self.signum = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        import signal
+
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous.clear()
 
 
 def _next_multiple(step: int, every: int) -> int:
@@ -592,14 +672,20 @@ def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool
     ``checkpoints/best`` is up to date). Any of them returning ``False`` stops the run there; a
     checkpoint is saved, as at the end.
 
+    SIGINT and SIGTERM stop the loop at its next safe point (:class:`StopSignals`): a
+    checkpoint of the last complete update is written, and the summary's ``interrupted`` names the
+    signal; a second signal raises :class:`~policygrad.errors.Interrupted` at once.
+
     Returns:
         A summary: ``step``, ``seconds``, ``stopped_early``, ``eval_returns`` (of the final
-        policy, deterministic).
+        policy, deterministic; empty after a signal), ``interrupted`` (the signal's number, or
+        None).
 
     Raises:
         InputError: setting up the logs failed (nothing was trained).
-        TrainingError: non-finite values or an environment that raised; the last checkpoint
-            is left as it was.
+        TrainingError: non-finite values, an environment that raised, a write that failed (a
+            full disk: the message names the path and the newest intact checkpoint); the last
+            checkpoint is left as it was.
     """
     from policygrad.checkpoint import (
         best_checkpoint_path,
@@ -607,6 +693,7 @@ def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool
         save_checkpoint,
     )
     from policygrad.logging import MetricsLogger, ProgressBar
+    from policygrad.rollout import CollectionStopped
 
     spec, tcfg = session.spec, session.spec.train
     continuing = spec.config.criterion == "average"
@@ -652,11 +739,17 @@ def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool
     stopped_early = False
     t0 = time.perf_counter()
     wall0 = session.wall_time
+    signals = StopSignals()
     try:
+        signals.__enter__()
+        collector.stop = signals
         collector.reset(seed=derive_seed(spec.seed, start_step))
         collector.steps = start_step
-        while session.step < total:
-            rollout = collector.collect()
+        while session.step < total and signals.signum is None:
+            try:
+                rollout = collector.collect()
+            except CollectionStopped:
+                break
             if on_rollout_end is not None and on_rollout_end(collector.steps) is False:
                 stopped_early = True
                 break
@@ -714,26 +807,50 @@ def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool
             if on_update is not None and on_update(row) is False:
                 stopped_early = True
                 break
-            if session.step >= next_checkpoint and session.step < total:
+            if session.step >= next_checkpoint and session.step < total and signals.signum is None:
                 next_checkpoint = _next_multiple(session.step, checkpoint_every)
                 save(kept=True)
         save(kept=False)
-        eval_returns = evaluate_session(session, tcfg.eval_episodes)
+        # After a signal, the checkpoint is what matters: no final evaluation.
+        eval_returns = evaluate_session(session, tcfg.eval_episodes) if signals.signum is None else []
     except InputError as err:  # raised by something the environment produced (e.g. an action mask)
         if not resumed and not saved:
             # Nothing of this run exists yet (e.g. criterion='average' on an episodic task, seen
             # at its first termination): bad input, so the caller removes the run directory.
             raise
         raise TrainingError(f"training stopped at step {session.step}: {err}") from None
+    except OSError as err:  # a full disk, a vanished directory: one line, and where to go on from
+        raise TrainingError(_write_failure(run_dir, err)) from None
     finally:
+        collector.stop = None
+        signals.__exit__()
         bar.close()
-        logger.close()
+        try:
+            logger.close()
+        except OSError:
+            pass
     return {
         "step": session.step,
         "seconds": time.perf_counter() - t0,
-        "stopped_early": stopped_early,
+        "stopped_early": stopped_early or signals.signum is not None,
         "eval_returns": eval_returns,
+        "interrupted": signals.signum,
     }
+
+
+def _write_failure(run_dir: Path, err: OSError) -> str:
+    """``cannot write <path>: <cause>; the newest intact checkpoint is <path> (step N)``."""
+    from policygrad.checkpoint import latest_checkpoint
+
+    where = err.filename or run_dir
+    cause = err.strerror or str(err)
+    try:
+        newest = latest_checkpoint(run_dir)
+        step = json.loads((newest / "meta.json").read_text(encoding="utf-8"))["meta"]["step"] if newest else None
+    except (OSError, ValueError, KeyError, TypeError):
+        newest, step = None, None
+    kept = f"the newest intact checkpoint is {newest} (step {step})" if newest is not None else "no checkpoint was written"
+    return f"cannot write {where}: {cause}; {kept}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -773,15 +890,16 @@ def locate_checkpoint(path: str | os.PathLike) -> tuple[Path, Path]:
     return run_dir, checkpoint
 
 
-def _open_run(path: Path, copies: int) -> Session:
-    """An evaluation session (``copies`` environment copies, at most 32) with the policy and the
-    frozen observation normaliser of the checkpoint ``path`` names (:func:`locate_checkpoint`)."""
+def _open_run(path: Path, copies: int, recorder: Any = None) -> Session:
+    """An evaluation session (``copies`` environment copies, at most 32; one with a ``recorder``,
+    see :func:`build_session`) with the policy and the frozen observation normaliser of the
+    checkpoint ``path`` names (:func:`locate_checkpoint`)."""
     run_dir, checkpoint = locate_checkpoint(path)
     spec = read_run_config(run_dir)
     tensors, meta = load_run_checkpoint(checkpoint, run_dir)
     check_fits_run(spec, tensors, meta)
     spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, eval_episodes=copies))
-    session = build_session(spec, "cpu", training=False)
+    session = build_session(spec, "cpu", training=False, recorder=recorder)
     try:
         restore_policy(session, tensors, meta)
     except BaseException:
@@ -792,13 +910,23 @@ def _open_run(path: Path, copies: int) -> Session:
     return session
 
 
-def evaluate_run(path: str | os.PathLike, episodes: int = 20, *, deterministic: bool = False, seed: int | None = None) -> list[float]:
+def evaluate_run(path: str | os.PathLike, episodes: int = 20, *, deterministic: bool = False,
+                 seed: int | None = None, video: str | os.PathLike | None = None) -> list[float]:
     """Raw returns of ``episodes`` episodes of the policy in a run directory's last checkpoint, or
     in the checkpoint of a run that ``path`` names (``RUN/checkpoints/best``; see
-    :func:`locate_checkpoint`)."""
+    :func:`locate_checkpoint`).
+
+    With ``video`` (a folder), every episode is also recorded there as ``eval-episode-<i>.mp4``
+    (:class:`policygrad.evaluation.VideoRecorder`; needs moviepy). The episodes then run one after
+    another on one environment copy, where without video they run side by side on up to 32, so
+    the same seed gives other episodes.
+    """
+    from policygrad.evaluation import VideoRecorder
+
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise InputError(f"--episodes must be a positive int, got {episodes}")
-    session = _open_run(Path(path), episodes)
+    recorder = VideoRecorder(video, episodes) if video is not None else None
+    session = _open_run(Path(path), episodes, recorder)
     try:
         return evaluate_session(session, episodes, deterministic=deterministic, seed=seed)
     finally:
