@@ -364,6 +364,7 @@ CASES = [
     Case("config-directory", _replace("config.json", _directory), "is a directory"),
     Case("metrics-directory", _replace("metrics.csv", _directory), "is a directory", METRICS),
     Case("checkpoint-symlink-outside", _last_symlink_outside, "lies outside"),
+    Case("lock-fifo", _replace(".lock", _fifo), ".lock is not a regular file", ("resume",)),
     # sizes
     Case("meta-300MB", _replace("meta.json", _sparse(SPARSE)), "too large", capped=True),
     Case("config-300MB", _replace("config.json", _sparse(SPARSE)), "too large", (*ALL, "plot"), capped=True),

@@ -388,8 +388,8 @@ def _fsync_dir(directory: Path) -> None:
 def _named_tensors_file(path: Path) -> str | None:
     """The tensors file ``path``'s meta.json names, or None (no readable meta.json)."""
     try:
-        return json.loads((path / _META_FILE).read_text(encoding="utf-8")).get("tensors_file")
-    except (OSError, ValueError, AttributeError, RecursionError):
+        return read_json(path / _META_FILE, "checkpoint").get("tensors_file")
+    except (OSError, ValueError, AttributeError):  # InputError is a ValueError
         return None
 
 

@@ -33,6 +33,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -78,11 +79,15 @@ class RunLock:
         except ImportError:  # no POSIX locks (Windows): one writer is the user's responsibility
             _HELD[key] = self
             return self
-        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) \
+            | getattr(os, "O_NONBLOCK", 0)
         try:
             fd = os.open(self.path, flags, 0o644)
         except OSError as err:
             raise InputError(f"cannot lock run directory {self.run_dir}: {err.strerror or err}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or device received with the directory
+            os.close(fd)
+            raise InputError(f"cannot lock run directory {self.run_dir}: {self.path} is not a regular file")
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

@@ -38,7 +38,6 @@ values, an environment that raises) stops the run with a
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -841,13 +840,14 @@ def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool
 def _write_failure(run_dir: Path, err: OSError) -> str:
     """``cannot write <path>: <cause>; the newest intact checkpoint is <path> (step N)``."""
     from policygrad.checkpoint import latest_checkpoint
+    from policygrad.files import read_json
 
     where = err.filename or run_dir
     cause = err.strerror or str(err)
     try:
         newest = latest_checkpoint(run_dir)
-        step = json.loads((newest / "meta.json").read_text(encoding="utf-8"))["meta"]["step"] if newest else None
-    except (OSError, ValueError, KeyError, TypeError):
+        step = read_json(newest / "meta.json", "checkpoint")["meta"]["step"] if newest else None
+    except (OSError, ValueError, KeyError, TypeError):  # InputError is a ValueError
         newest, step = None, None
     kept = f"the newest intact checkpoint is {newest} (step {step})" if newest is not None else "no checkpoint was written"
     return f"cannot write {where}: {cause}; {kept}"
