@@ -561,6 +561,35 @@ def test_resume_refuses_a_planted_checkpoint_symlink(runs: Path, tmp_path: Path,
     assert {p.name: p.read_bytes() for p in elsewhere.iterdir()} == before
 
 
+def test_resume_reads_the_newest_checkpoint_that_loads_and_no_other(runs: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checkpoints are tried newest first by the step their meta.json names: a damaged newer one
+    is skipped, and older ones are not read at all."""
+    import policygrad.training
+
+    run = tmp_path / "run"
+    shutil.copytree(runs / "run", run)
+    for step in (64, 128, 192):
+        tensors, meta = load_checkpoint(_last(run))
+        save_checkpoint(run / "checkpoints" / f"step_{step}", tensors, {**meta, "step": step})
+    tensors, meta = load_checkpoint(_last(run))
+    save_checkpoint(run / "checkpoints" / "step_999", tensors, {**meta, "step": 999})
+    damaged = run / "checkpoints" / "step_999"
+    name = json.loads((damaged / "meta.json").read_text())["tensors_file"]
+    (damaged / name).write_bytes((damaged / name).read_bytes()[:100])
+    loaded: list[str] = []
+    real = policygrad.training.load_run_checkpoint
+
+    def counting(path: Path, run_dir: Path | None = None) -> Any:
+        loaded.append(Path(path).name)
+        return real(path, run_dir)
+
+    monkeypatch.setattr(policygrad.training, "load_run_checkpoint", counting)
+    with _deadline():
+        assert main(["train", "--resume", str(run), "--steps", "256", "--quiet"]) == 0  # trained already
+    assert loaded == ["step_999", "last"]
+
+
 def test_event_files_from_the_future_do_not_stall_a_resume(tmp_path: Path) -> None:
     (tmp_path / "tb").mkdir()
     (tmp_path / "tb" / f"events.out.tfevents.{int(time.time()) + 10**6}.host.1.0").write_bytes(b"")

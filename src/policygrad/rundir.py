@@ -265,28 +265,35 @@ def newest_checkpoint(run_dir: Path) -> tuple[dict, dict] | None:
     (``checkpoints/last`` or a ``step_N``; ``best`` is not a point to resume from), verified; None
     if there is none.
 
+    Only the ``meta.json`` of each is read to order them by step, newest first; then they are
+    loaded in that order until one loads completely. So a resume reads one checkpoint's tensors
+    (more only if the newest are damaged), however many a run kept or a received directory holds.
+
     Raises:
-        InputError: checkpoints exist but none of them loads (the first one's error).
+        InputError: checkpoints exist but none of them loads (the newest one's error).
     """
     from policygrad.checkpoint import is_checkpoint
+    from policygrad.files import read_json
     from policygrad.training import load_run_checkpoint
 
     base = Path(run_dir) / "checkpoints"
     if not base.is_dir():
         return None
-    candidates = [e for e in sorted(base.iterdir()) if e.name == "last" or re.fullmatch(r"step_\d+", e.name)]
-    newest: tuple[dict, dict] | None = None
-    first_error: InputError | None = None
-    for path in candidates:
-        if not is_checkpoint(path):
-            continue  # a save that never committed
+    ordered: list[tuple[int, str, Path]] = []
+    for path in base.iterdir():
+        if not (path.name == "last" or re.fullmatch(r"step_\d+", path.name)) or not is_checkpoint(path):
+            continue  # not a point to resume from, or a save that never committed
         try:
-            tensors, meta = load_run_checkpoint(path, run_dir)
+            step = read_json(path / "meta.json", "checkpoint")["meta"]["step"]
+        except (OSError, ValueError, KeyError, TypeError):  # InputError is a ValueError; loading says what is wrong
+            step = -1
+        ordered.append((step if isinstance(step, int) and not isinstance(step, bool) else -1, path.name, path))
+    first_error: InputError | None = None
+    for _, _, path in sorted(ordered, key=lambda entry: (-entry[0], entry[1])):
+        try:
+            return load_run_checkpoint(path, run_dir)
         except InputError as err:
             first_error = first_error or err
-            continue
-        if newest is None or meta["step"] > newest[1]["step"]:
-            newest = (tensors, meta)
-    if newest is None and first_error is not None:
+    if first_error is not None:
         raise first_error
-    return newest
+    return None
