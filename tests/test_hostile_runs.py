@@ -36,6 +36,9 @@ from policygrad.errors import InputError
 from policygrad.files import MAX_JSON_DEPTH, json_depth, parse_json
 from policygrad.logging import METRICS_MAX_BYTES, MetricsLogger
 
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="FIFOs, /dev/zero and /proc/self/status as on Linux")
+
 TINY = ["--steps", "256", "--set", "num_envs=2", "--set", "num_steps=64", "--set", "tensorboard=false", "--quiet"]
 HANG_SECONDS = 60  # far above the fraction of a second each case takes: a hang detector, not a speed test
 SPARSE = 300 * 2**20  # a 300 MB file that takes no disk space
