@@ -26,6 +26,7 @@ KNOWN_PRIVATE_IMPORTS: list[tuple[str, str, str]] = []
 # draws the same picture.
 LAYERS: list[list[str]] = [
     ["version", "errors", "numeric"],  # foundations
+    ["files"],  # reading files that may come from someone else
     ["types", "returns", "trust_region", "distributions", "normalize", "logging", "threads"],  # data, pure math, state
     ["losses", "policies", "tabular", "plots"],
     ["backends", "verify", "tasks", "checkpoint"],

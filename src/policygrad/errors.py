@@ -2,6 +2,10 @@
 
 Library code raises these for bad input instead of letting a traceback escape; ``policygrad.cli``
 prints ``policygrad: error: <message>`` and exits with :attr:`PolicygradError.exit_code`.
+
+A message is one line whatever it quotes: a name read from a file (a run directory received from
+someone else may hold any text) cannot add lines or terminal control sequences, since ``str()`` of
+an error escapes every character that is not printable (``\\n``, ``\\x1b``, ``\\u202e``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,12 @@ class PolicygradError(Exception):
     def __init__(self, *args: object, detail: str | None = None) -> None:
         super().__init__(*args)
         self.detail = detail
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if text.isprintable():
+            return text
+        return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class InputError(PolicygradError, ValueError):

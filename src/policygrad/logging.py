@@ -5,6 +5,12 @@ created) and one line per :meth:`MetricsLogger.log` call, flushed at once so tha
 most the line being written. A blank field means "no value in this row" (for instance no episode
 finished during that update).
 
+Reading an existing ``metrics.csv`` (a resumed run keeps its rows; ``policygrad plot`` reads it
+through :func:`policygrad.plots.read_metrics`) goes through :func:`policygrad.files.read_lines`: a
+regular file only, at most :data:`METRICS_MAX_BYTES`, lines of at most :data:`METRICS_MAX_LINE`
+bytes, UTF-8, read line by line, so a run directory received from someone else cannot make it
+hang or fill the memory.
+
 TensorBoard scalars go to ``<run_dir>/tb/`` through ``torch.utils.tensorboard.SummaryWriter``, with
 the ``step`` column as the global step and the tags of :data:`TENSORBOARD_TAGS` (``train/…``,
 ``rollout/…``, ``time/…``, ``eval/…``). The writer is imported only by a logger that writes events,
@@ -23,6 +29,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from policygrad.errors import InputError
+from policygrad.files import open_new, read_lines
 
 __all__ = [
     "MetricsLogger",
@@ -30,12 +37,23 @@ __all__ = [
     "format_table",
     "tensorboard_tag",
     "METRICS_FILE",
+    "METRICS_MAX_BYTES",
+    "METRICS_MAX_LINE",
     "STEP_COLUMN",
     "TENSORBOARD_TAGS",
 ]
 
 METRICS_FILE = "metrics.csv"
 """Name of the metrics file inside a run directory."""
+
+METRICS_MAX_BYTES = 256 * 2**20
+"""The largest ``metrics.csv`` read (256 MiB). A row of the training columns takes about 200 bytes,
+so this is some 1.3 million updates: A2C's CartPole preset (a row every 40 steps) for 50 million
+environment steps."""
+
+METRICS_MAX_LINE = 64 * 2**10
+"""The longest line of ``metrics.csv`` read (64 KiB; a row of the training columns takes about
+200 bytes)."""
 
 STEP_COLUMN = "step"
 """The column holding the environment-step count: TensorBoard's global step and the resume key."""
@@ -135,7 +153,7 @@ class MetricsLogger:
         self._closed = False
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
-        if resume and self.path.exists():
+        if resume and os.path.lexists(self.path):  # lexists: a symlink there is refused, not written through
             self._rows_logged = self._truncate_existing(resume_step)
             self._file = open(self.path, "a", newline="", encoding="utf-8")
         else:
@@ -164,37 +182,46 @@ class MetricsLogger:
 
     def _truncate_existing(self, resume_step: int | None) -> int:
         """Keep the rows up to ``resume_step`` and rewrite the file atomically, with the header
-        ``columns`` (see ``resume``); returns the rows' count."""
-        text = self.path.read_text(encoding="utf-8")
-        lines = list(csv.reader(io.StringIO(text)))
-        if not lines:
-            raise InputError(f"cannot resume: {self.path} is empty")
-        header = lines[0]
-        if (len(set(header)) != len(header) or not set(header) <= self._known
-                or (STEP_COLUMN in self._known and STEP_COLUMN not in header)):
-            raise InputError(
-                f"cannot resume: {self.path} has columns {header}, this run logs {self.columns}"
-            )
-        rows = lines[1:]
-        if rows and not text.endswith("\n"):
-            rows.pop()  # a line cut short by a crash
-        if resume_step is not None or header != self.columns:
-            rows = [r for r in rows if len(r) == len(header)]
-        if resume_step is not None:
-            at = header.index(STEP_COLUMN)
-            rows = [r for r in rows if _step_of(r[at]) <= resume_step]
-        if header != self.columns:  # an earlier version's file: the columns added since are blank
-            where = {name: i for i, name in enumerate(header)}
-            rows = [[r[where[c]] if c in where else "" for c in self.columns] for r in rows]
+        ``columns`` (see ``resume``); returns the rows' count. Read line by line (see the module
+        docstring), so the memory taken does not grow with the file."""
+        lines = read_lines(self.path, "metrics file", METRICS_MAX_BYTES, METRICS_MAX_LINE)
         tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            f.write(_csv_line(self.columns))
-            for r in rows:
-                f.write(_csv_line(r))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        return len(rows)
+        kept = 0
+        try:
+            header = _csv_row(next(lines, ""))
+            if not header:
+                raise InputError(f"cannot resume: {self.path} is empty")
+            if (len(set(header)) != len(header) or not set(header) <= self._known
+                    or (STEP_COLUMN in self._known and STEP_COLUMN not in header)):
+                raise InputError(
+                    f"cannot resume: {self.path} has columns {header}, this run logs {self.columns}"
+                )
+            strict = resume_step is not None or header != self.columns
+            at = header.index(STEP_COLUMN) if resume_step is not None else -1
+            where = {name: i for i, name in enumerate(header)}
+            with open(open_new(tmp), "w", newline="", encoding="utf-8") as f:
+                f.write(_csv_line(self.columns))
+                for line in lines:
+                    if not line.endswith("\n"):
+                        break  # the last line, cut short by a crash
+                    row = _csv_row(line)
+                    if not row or (strict and len(row) != len(header)):
+                        continue
+                    if resume_step is not None and _step_of(row[at]) > resume_step:
+                        continue
+                    if header != self.columns:  # an earlier version's file: the columns added since are blank
+                        row = [row[where[c]] if c in where else "" for c in self.columns]
+                    f.write(_csv_line(row))
+                    kept += 1
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except csv.Error as err:
+            raise InputError(f"cannot resume: {self.path} is not a readable CSV file ({err})") from None
+        finally:
+            lines.close()
+            tmp.unlink(missing_ok=True)
+        return kept
 
     def log(self, row: Mapping[str, Any]) -> None:
         """Append one row; columns missing from ``row`` (or ``None``) stay blank.
@@ -268,6 +295,8 @@ class _ScalarWriter:
                 f"writing TensorBoard events needs the tensorboard package ({err}); install it, or turn tensorboard off"
             ) from err
         self._summary = Summary
+        if log_dir.is_symlink():
+            raise InputError(f"{log_dir} is a symlink; refusing to write TensorBoard events through it")
         if purge_step is not None:
             _wait_past_event_files(log_dir)
         self._writer = SummaryWriter(str(log_dir), purge_step=purge_step, flush_secs=10)
@@ -296,17 +325,22 @@ def _wait_past_event_files(log_dir: Path) -> None:
     seconds = []
     for path in log_dir.glob("events.out.tfevents.*"):
         field = path.name.split(".")[3]
-        if field.isdigit():
+        if field.isascii() and field.isdigit() and len(field) <= 12:
             seconds.append(int(field))
     if seconds:
         delay = max(seconds) + 1 - time.time()
-        if delay > 0:
+        if 0 < delay <= 1:  # a name further ahead is no file of this clock (copied, or made up): no waiting
             time.sleep(delay)
 
 
 def _is_finite(value: Any) -> bool:
     """A number TensorBoard can plot: an int, or a float other than nan and ±inf."""
     return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+
+
+def _csv_row(line: str) -> list[str]:
+    """The fields of one CSV line (``[]`` for a blank one)."""
+    return next(csv.reader([line]), [])
 
 
 def _csv_line(fields: Iterable[str]) -> str:

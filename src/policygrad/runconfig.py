@@ -337,6 +337,9 @@ def spec_from_json(data: Any, where: str) -> RunSpec:
 
     if not isinstance(data, dict) or not {"algo", "env", "config", "train"} <= set(data):
         raise InputError(f"{where} is not a policygrad run configuration")
+    for key in ("config", "train"):
+        if not isinstance(data[key], dict):
+            raise InputError(f"{where}: {key} must be an object")
     try:
         config = make_config(data["algo"], data["config"])
         train_config = _train_config(dict(data["train"]))
@@ -375,16 +378,42 @@ def check_run_code(spec: RunSpec, env: Any = None, trust: bool = False, *, how: 
 
 
 def read_run_config(run_dir: Path) -> RunSpec:
-    """The :class:`RunSpec` in ``run_dir``'s config.json; InputError (one line) if there is none."""
+    """The :class:`RunSpec` in ``run_dir``'s config.json; InputError (one line) if there is none.
+
+    config.json is read as :func:`policygrad.files.read_json` reads JSON (a regular file, not a
+    symlink; at most 4 MiB; nesting, UTF-8 and duplicate keys checked), then every setting is
+    validated as ``--set`` values are, and beyond that: no NaN anywhere (±Infinity goes to the
+    settings' own checks, as from ``--set``), no integer outside the 64-bit range.
+    """
+    from policygrad.files import read_json
+
+    run_dir = Path(run_dir)
     if not run_dir.exists():
         raise InputError(f"run directory {run_dir} does not exist")
     if not run_dir.is_dir():
         raise InputError(f"{run_dir} is not a directory")
     path = run_dir / CONFIG_FILE
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path, "run configuration")
     except FileNotFoundError:
         raise InputError(f"{run_dir} is not a policygrad run directory (no {CONFIG_FILE})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(f"{path} is not valid JSON ({err})") from None
+    bad = _first_unreadable_number(data, "")
+    if bad is not None:
+        raise InputError(f"{path}: {bad}")
     return spec_from_json(data, str(path))
+
+
+def _first_unreadable_number(value: Any, where: str) -> str | None:
+    """What is wrong with the first NaN or out-of-range integer in the JSON ``value``, or None."""
+    stack = [(value, where)]
+    while stack:
+        item, at = stack.pop()
+        if isinstance(item, float) and math.isnan(item):
+            return f"{at.lstrip('.') or 'the value'} is NaN"
+        if isinstance(item, int) and not isinstance(item, bool) and not -(2**63) <= item < 2**63:
+            return f"{at.lstrip('.') or 'the value'} is an integer out of the 64-bit range"
+        if isinstance(item, dict):
+            stack += [(v, f"{at}.{k}") for k, v in item.items()]
+        elif isinstance(item, list):
+            stack += [(v, f"{at}[{i}]") for i, v in enumerate(item)]
+    return None

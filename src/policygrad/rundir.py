@@ -33,6 +33,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -78,11 +79,15 @@ class RunLock:
         except ImportError:  # no POSIX locks (Windows): one writer is the user's responsibility
             _HELD[key] = self
             return self
-        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) \
+            | getattr(os, "O_NONBLOCK", 0)
         try:
             fd = os.open(self.path, flags, 0o644)
         except OSError as err:
             raise InputError(f"cannot lock run directory {self.run_dir}: {err.strerror or err}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or device received with the directory
+            os.close(fd)
+            raise InputError(f"cannot lock run directory {self.run_dir}: {self.path} is not a regular file")
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -254,14 +259,16 @@ def reopen_run(run_dir: Path, spec: RunSpec, device: str | None = None, *, env: 
         InputError: the run is locked by another process, or its checkpoint does not load into
             ``spec``'s session.
     """
-    from policygrad.training import build_session, load_run_checkpoint, restore_session
+    from policygrad.training import build_session, check_fits_run, load_run_checkpoint, restore_session
 
     held = RunLock(run_dir).acquire() if lock else None
     try:
         if checkpoint is not None:
-            found: tuple[dict, dict] | None = load_run_checkpoint(checkpoint)
+            found: tuple[dict, dict] | None = load_run_checkpoint(checkpoint, run_dir)
         else:
             found = newest_checkpoint(run_dir)
+        if found is not None:
+            check_fits_run(spec, *found)  # before the session (and its network) is built
         session = build_session(spec, device, env=env, policy=policy)
         session.lock = held
         try:
@@ -282,27 +289,35 @@ def newest_checkpoint(run_dir: Path) -> tuple[dict, dict] | None:
     (``checkpoints/last`` or a ``step_N``; ``best`` is not a point to resume from), verified; None
     if there is none.
 
+    Only the ``meta.json`` of each is read to order them by step, newest first; then they are
+    loaded in that order until one loads completely. So a resume reads one checkpoint's tensors
+    (more only if the newest are damaged), however many a run kept or a received directory holds.
+
     Raises:
-        InputError: checkpoints exist but none of them loads (the first one's error).
+        InputError: checkpoints exist but none of them loads (the newest one's error).
     """
+    from policygrad.checkpoint import is_checkpoint
+    from policygrad.files import read_json
     from policygrad.training import load_run_checkpoint
 
     base = Path(run_dir) / "checkpoints"
     if not base.is_dir():
         return None
-    candidates = [e for e in sorted(base.iterdir()) if e.name == "last" or re.fullmatch(r"step_\d+", e.name)]
-    newest: tuple[dict, dict] | None = None
-    first_error: InputError | None = None
-    for path in candidates:
-        if not (path / "meta.json").is_file():
-            continue  # a save that never committed
+    ordered: list[tuple[int, str, Path]] = []
+    for path in base.iterdir():
+        if not (path.name == "last" or re.fullmatch(r"step_\d+", path.name)) or not is_checkpoint(path):
+            continue  # not a point to resume from, or a save that never committed
         try:
-            tensors, meta = load_run_checkpoint(path)
+            step = read_json(path / "meta.json", "checkpoint")["meta"]["step"]
+        except (OSError, ValueError, KeyError, TypeError):  # InputError is a ValueError; loading says what is wrong
+            step = -1
+        ordered.append((step if isinstance(step, int) and not isinstance(step, bool) else -1, path.name, path))
+    first_error: InputError | None = None
+    for _, _, path in sorted(ordered, key=lambda entry: (-entry[0], entry[1])):
+        try:
+            return load_run_checkpoint(path, run_dir)
         except InputError as err:
             first_error = first_error or err
-            continue
-        if newest is None or meta["step"] > newest[1]["step"]:
-            newest = (tensors, meta)
-    if newest is None and first_error is not None:
+    if first_error is not None:
         raise first_error
-    return newest
+    return None

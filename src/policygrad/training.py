@@ -38,7 +38,6 @@ values, an environment that raises) stops the run with a
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -63,6 +62,7 @@ __all__ = [
     "policy_module",
     "checkpoint_state",
     "load_run_checkpoint",
+    "check_fits_run",
     "restore_policy",
     "restore_session",
     "evaluate_session",
@@ -337,26 +337,135 @@ def checkpoint_state(session: Session) -> tuple[dict, dict]:
     return tensors, meta
 
 
-def load_run_checkpoint(path: Path) -> tuple[dict, dict]:
-    """``load_checkpoint`` plus a check that it is a training checkpoint of this library."""
-    from policygrad.checkpoint import load_checkpoint
+_TENSOR_PREFIXES = ("policy.", "algo.", "rng.", "obs_norm.", "reward_norm.")
+_MAX_COUNTER = 2**62  # steps, updates: far beyond any run, and safe as int64 (TensorBoard's step)
 
+
+def load_run_checkpoint(path: Path, run_dir: Path | None = None) -> tuple[dict, dict]:
+    """``load_checkpoint`` plus every check of a training checkpoint of this library that needs no
+    live objects, so that a checkpoint is used whole or not at all (``policygrad eval`` refuses one
+    whose optimiser or generator state is malformed, though it uses neither).
+
+    Checked: ``kind``; ``step`` a whole number >= 0 and ``wall_time`` a finite number >= 0;
+    ``algo`` and ``env`` strings; the algorithm's state (its name the checkpoint's ``algo``, an
+    ``updates`` count >= 0, a ``backend`` name, the optimiser's state as
+    :func:`policygrad.checkpoint.check_optimizer_state` checks it, every number in it finite); the
+    generators' states (:func:`policygrad.checkpoint.check_rng_state`); the normalisers'
+    statistics (:func:`policygrad.normalize.check_running_stats`); in ``checkpoints/best``,
+    ``eval_return`` finite and ``eval_seed`` a 32-bit seed; every tensor under one of the names
+    the library writes, of a dtype it writes. What needs the live objects (the policy's shapes and
+    finite weights, the optimiser's fit) :func:`restore_policy` and :func:`restore_session` check.
+
+    Args:
+        path: the checkpoint directory.
+        run_dir: the run directory it belongs to, if any: then ``path`` must resolve to a place
+            inside it (a symlink received with the run may not lead elsewhere).
+
+    Raises:
+        InputError: one line naming what is wrong.
+    """
+    from policygrad.checkpoint import FLOAT_DTYPES, check_optimizer_state, check_rng_state, load_checkpoint
+    from policygrad.files import check_inside
+    from policygrad.normalize import check_running_stats
+
+    path = Path(path)
+    if run_dir is not None:
+        check_inside(run_dir, path, "checkpoint")
     tensors, meta = load_checkpoint(path)
+
+    def bad(why: str) -> InputError:
+        return InputError(f"checkpoint {path} is not a valid policygrad training checkpoint: {why}")
+
     step = meta.get("step")
-    if meta.get("kind") != "policygrad-run" or isinstance(step, bool) or not isinstance(step, int) or step < 0:
+    if meta.get("kind") != "policygrad-run" or isinstance(step, bool) or not isinstance(step, int):
         raise InputError(f"checkpoint {path} is not a policygrad training checkpoint")
+    if not 0 <= step <= _MAX_COUNTER:
+        raise bad(f"step {step} is out of range")
+    wall_time = meta.get("wall_time", 0.0)
+    if not _is_number(wall_time) or wall_time < 0:
+        raise bad(f"wall_time must be a finite number >= 0, got {wall_time!r}")
+    for key in ("algo", "env"):
+        if not isinstance(meta.get(key), str):
+            raise bad(f"{key} must be a string, got {meta.get(key)!r}")
+    if "run" in meta and not isinstance(meta["run"], dict):
+        raise bad("run must be an object")
+    algorithm = meta.get("algorithm")
+    if not isinstance(algorithm, dict) or algorithm.get("algorithm") != meta["algo"]:
+        raise bad(f"its algorithm state is missing or not of {meta['algo']!r}")
+    updates = algorithm.get("updates")
+    if isinstance(updates, bool) or not isinstance(updates, int) or not 0 <= updates <= _MAX_COUNTER:
+        raise bad(f"the algorithm's update counter must be a whole number >= 0, got {updates!r}")
+    if not isinstance(algorithm.get("backend"), str):
+        raise bad("the algorithm state names no backend")
+    non_finite = _non_finite(algorithm, "algorithm")
+    if non_finite is not None:
+        raise bad(f"{non_finite} is not a finite number")
+    check_optimizer_state(tensors, algorithm.get("optimizer"), "algo.optim")
+    check_rng_state(tensors, meta.get("rng"), "rng")
+    for key in ("obs_norm", "reward_norm"):
+        if meta.get(key) is not None:
+            check_running_stats(tensors, meta[key], key)
+    if "eval_return" in meta and not _is_number(meta["eval_return"]):
+        raise bad(f"eval_return must be a finite number, got {meta['eval_return']!r}")
+    eval_seed = meta.get("eval_seed", 0)
+    if isinstance(eval_seed, bool) or not isinstance(eval_seed, int) or not 0 <= eval_seed < 2**32:
+        raise bad(f"eval_seed must be a 32-bit seed, got {eval_seed!r}")
+    for name, value in tensors.items():
+        if not name.startswith(_TENSOR_PREFIXES):
+            raise bad(f"it holds a tensor {name!r} of no part of a run")
+        if value.is_complex() or (value.is_floating_point() and value.dtype not in FLOAT_DTYPES):
+            raise bad(f"tensor {name!r} has dtype {value.dtype}")
     return tensors, meta
+
+
+def _is_number(value: Any) -> bool:
+    """A finite int or float (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _non_finite(value: Any, where: str) -> str | None:
+    """The path of the first float in the JSON ``value`` that is NaN or infinite, or None."""
+    stack = [(value, where)]
+    while stack:
+        item, at = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return at
+        if isinstance(item, dict):
+            stack += [(v, f"{at}.{k}") for k, v in item.items()]
+        elif isinstance(item, list):
+            stack += [(v, f"{at}[{i}]") for i, v in enumerate(item)]
+    return None
+
+
+def check_fits_run(spec: RunSpec, tensors: dict, meta: dict) -> None:
+    """InputError unless the checkpoint ``(tensors, meta)`` can be of the run ``spec`` describes:
+    the same algorithm and environment, and, for the built-in network, no more parameters in the
+    network ``spec.config.hidden_sizes`` describes than the checkpoint holds (checked before the
+    network is built, so that a config.json with hidden_sizes [100000, 100000] does not allocate
+    tens of gigabytes to be refused afterwards)."""
+    if meta.get("algo") != spec.algo or meta.get("env") != spec.env:
+        raise InputError(
+            f"checkpoint is of {meta.get('algo')!r} on {meta.get('env')!r}, the run is "
+            f"{spec.algo!r} on {spec.env!r}"
+        )
+    if spec.policy is not None:
+        return
+    sizes = list(spec.config.hidden_sizes)
+    # Actor and critic: each at least one input and one output, the hidden layers, their biases.
+    least = 2 * (sizes[0] + sum(a * b for a, b in zip(sizes, sizes[1:])) + sum(sizes) + sizes[-1] + 1)
+    held = sum(value.numel() for name, value in tensors.items() if name.startswith("policy."))
+    if least > held:
+        raise InputError(
+            f"checkpoint does not fit the run: hidden_sizes {tuple(sizes)} need at least {least} network "
+            f"parameters, the checkpoint holds {held}"
+        )
 
 
 def restore_policy(session: Session, tensors: dict, meta: dict) -> None:
     """Load the policy weights and the observation normaliser (what evaluation needs)."""
     from policygrad.checkpoint import load_module_state
 
-    if meta.get("algo") != session.spec.algo or meta.get("env") != session.spec.env:
-        raise InputError(
-            f"checkpoint is of {meta.get('algo')!r} on {meta.get('env')!r}, the run is "
-            f"{session.spec.algo!r} on {session.spec.env!r}"
-        )
+    check_fits_run(session.spec, tensors, meta)
     load_module_state(session.policy, tensors, "policy")
     if session.obs_normalizer is not None:
         if not isinstance(meta.get("obs_norm"), dict):
@@ -377,9 +486,8 @@ def restore_session(session: Session, tensors: dict, meta: dict) -> None:
     if not isinstance(meta.get("rng"), dict):
         raise InputError("checkpoint lacks the random-generator state")
     set_rng_state(tensors, meta["rng"], "rng")
-    wall_time = meta.get("wall_time", 0.0)
     session.step = int(meta["step"])
-    session.wall_time = float(wall_time) if isinstance(wall_time, (int, float)) else 0.0
+    session.wall_time = float(meta.get("wall_time", 0.0))  # checked by load_run_checkpoint
 
 
 def evaluate_session(
@@ -543,7 +651,7 @@ def _best_return(run_dir: Path) -> float | None:
     if not path.is_dir():
         return None
     try:
-        _, meta = load_run_checkpoint(path)
+        _, meta = load_run_checkpoint(path, run_dir)
     except InputError:
         return None
     score = meta.get("eval_return")
@@ -732,13 +840,14 @@ def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool
 def _write_failure(run_dir: Path, err: OSError) -> str:
     """``cannot write <path>: <cause>; the newest intact checkpoint is <path> (step N)``."""
     from policygrad.checkpoint import latest_checkpoint
+    from policygrad.files import read_json
 
     where = err.filename or run_dir
     cause = err.strerror or str(err)
     try:
         newest = latest_checkpoint(run_dir)
-        step = json.loads((newest / "meta.json").read_text(encoding="utf-8"))["meta"]["step"] if newest else None
-    except (OSError, ValueError, KeyError, TypeError):
+        step = read_json(newest / "meta.json", "checkpoint")["meta"]["step"] if newest else None
+    except (OSError, ValueError, KeyError, TypeError):  # InputError is a ValueError
         newest, step = None, None
     kept = f"the newest intact checkpoint is {newest} (step {step})" if newest is not None else "no checkpoint was written"
     return f"cannot write {where}: {cause}; {kept}"
@@ -766,7 +875,7 @@ def locate_checkpoint(path: str | os.PathLike) -> tuple[Path, Path]:
         raise InputError(f"{path} does not exist")
     checkpoint: Path | None = None
     for run_dir in (path, *path.parents[:3]):  # RUN/checkpoints/best/meta.json lies 3 below RUN
-        if (run_dir / CONFIG_FILE).is_file():
+        if os.path.lexists(run_dir / CONFIG_FILE):  # whatever it is: read_run_config says what is wrong
             break
         if checkpoint is None and is_checkpoint(run_dir):
             checkpoint = run_dir
@@ -792,7 +901,8 @@ def _open_run(path: Path, copies: int, recorder: Any = None, env: str | None = N
     run_dir, checkpoint = locate_checkpoint(path)
     spec = read_run_config(run_dir)
     check_run_code(spec, env, trust)
-    tensors, meta = load_run_checkpoint(checkpoint)
+    tensors, meta = load_run_checkpoint(checkpoint, run_dir)
+    check_fits_run(spec, tensors, meta)
     spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, eval_episodes=copies))
     session = build_session(spec, "cpu", training=False, recorder=recorder, env=env)
     try:
