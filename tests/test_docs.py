@@ -16,6 +16,8 @@
   tier until it is marked or changed.
 * Every fence names its language, one of :data:`LANGUAGES` (```text for output, file trees and usage
   lines, which are not run).
+* Every relative link names a file of the repository and, where it has one, a heading of it, as the
+  Markdown is read in the repository (the site build, tests/test_docs_site.py, checks the site).
 """
 
 from __future__ import annotations
@@ -166,6 +168,30 @@ def test_runnable_shell_commands_are_ones_the_test_can_run() -> None:
                 "make the example runnable, or put `<!-- not run: REASON -->` on the line before the fence")
             if command.exits:
                 assert program == "policygrad", f"{command.where}: `# exits N` is for policygrad commands"
+
+
+def _prose(path: Path) -> str:
+    """A Markdown file without its fenced blocks."""
+    return re.sub(r"^```.*?^```", "", path.read_text(encoding="utf-8"), flags=re.DOTALL | re.MULTILINE)
+
+
+def _anchors(path: Path) -> set[str]:
+    """The anchors of a Markdown file's headings, spelled as GitHub and MkDocs's toc spell them."""
+    headings = re.findall(r"^#+\s+(.*?)\s*$", _prose(path), re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", heading.lower()).strip().replace(" ", "-") for heading in headings}
+
+
+def test_relative_links_name_files_and_headings_that_exist() -> None:
+    for path in [*DOCUMENTS, *sorted((ROOT / "benchmarks").rglob("*.md"))]:
+        for target in re.findall(r"\]\(([^)\s]+)\)", _prose(path)):
+            if re.match(r"[a-z]+:", target):
+                continue
+            file, _, anchor = target.partition("#")
+            resolved = (path.parent / file).resolve() if file else path
+            where = f"{path.relative_to(ROOT)}: link {target!r}"
+            assert resolved.exists(), f"{where}: {file} does not exist"
+            if anchor and resolved.suffix == ".md":
+                assert anchor in _anchors(resolved), f"{where}: {resolved.relative_to(ROOT)} has no heading #{anchor}"
 
 
 def _policygrad_on_path(bin_dir: Path) -> dict[str, str]:
