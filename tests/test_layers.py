@@ -35,7 +35,7 @@ LAYERS: list[list[str]] = [
     ["runconfig"],
     ["training"],
     ["rundir"],
-    ["api"],
+    ["seeds", "api"],
     ["cli"],  # commands may go through the Python API (policygrad export loads a run as pg.load does)
     [""],  # the package itself (what `import policygrad` gives)
 ]

@@ -7,7 +7,8 @@ exit code; argument errors exit with code 2.
 ``policygrad train`` resolves the run (:mod:`policygrad.runconfig`: preset < ``--config`` <
 ``--set`` < flags), builds its session (:mod:`policygrad.training`) before it creates the run
 directory (:mod:`policygrad.rundir`), so bad input leaves no trace, then trains; ``--resume``
-continues a run directory from its last checkpoint with its saved settings.
+continues a run directory from its last checkpoint with its saved settings; ``--seeds`` trains
+one run per seed, in processes of their own (:mod:`policygrad.seeds`).
 """
 
 from __future__ import annotations
@@ -67,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(also --set env.KEY=VALUE, or an [env_kwargs] table in --config)")
     p.add_argument("--steps", type=int, default=None, help="environment steps in total (default: the preset's)")
     p.add_argument("--seed", type=int, default=None, help="seed of everything (default: the config's, 0)")
+    p.add_argument("--seeds", metavar="K,K,...", default=None,
+                   help="train one run per seed, e.g. 0,1,2, into DIR/seed_K (DIR: --out, else runs/<algo>-<env>-<time>)")
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="with --seeds: run up to N seeds at once, each in its own process (default 1)")
     p.add_argument("--config", metavar="FILE.toml", help="hyperparameters from a TOML file of key = value lines")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one hyperparameter, the value a TOML literal, e.g. hidden_sizes=[64,64] (repeatable)")
@@ -83,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu (default), cuda, cuda:1, ...")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     p.add_argument("--print-config", action="store_true",
-                   help="print the fully resolved run configuration as JSON and exit without training")
+                   help="print the fully resolved run configuration as JSON (with --seeds, a list: one per "
+                        "seed) and exit without training")
 
     p = sub.add_parser("eval", help="evaluate a trained policy")
     p.add_argument("run_dir", metavar="RUN_DIR",
@@ -122,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print every preset's settings as JSON")
 
     p = sub.add_parser("plot", help="overlay learning curves of runs")
-    p.add_argument("run_dirs", metavar="RUN_DIR", nargs="+")
+    p.add_argument("run_dirs", metavar="RUN_DIR", nargs="+",
+                   help="run directories; a directory of seed runs (train --seeds) stands for all of them")
     p.add_argument("--out", metavar="FILE.png", default=None)
     return parser
 
@@ -228,34 +235,35 @@ def _terminate_as_interrupt() -> Any:
 
 def main_train(args: argparse.Namespace) -> int:
     """``policygrad train``: see the module docstring."""
-    from policygrad.rundir import default_run_dir, start_run
     from policygrad.runconfig import parse_env_kwargs, parse_set, resolve_run
+    from policygrad.rundir import default_run_dir, start_run
 
     if args.steps is not None and args.steps < 1:
         raise InputError(f"--steps must be a positive number of environment steps, got {args.steps}")
     if args.eval_every is not None and args.eval_every < 1:
         raise InputError(f"--eval-every must be a positive number of environment steps, got {args.eval_every}")
+    if args.jobs is not None and args.seeds is None:
+        raise InputError("--jobs runs several --seeds at once; give --seeds too")
     flags = {"total_steps": args.steps, "target_return": args.target_return, "eval_every": args.eval_every}
     if args.resume is not None:
         conflicting = [
             name
             for name, value in (("--algo", args.algo), ("--config", args.config),
                                 ("--set", args.overrides), ("--seed", args.seed), ("--out", args.out),
-                                ("--env-kwargs", args.env_kwargs))
-            if value
+                                ("--env-kwargs", args.env_kwargs), ("--seeds", args.seeds))
+            if value is not None and value != []
         ]
         if conflicting:
             raise InputError(f"--resume continues a run with its saved settings; drop {', '.join(conflicting)}")
         if args.print_config:
             from policygrad.runconfig import read_run_config
 
-            args_spec = read_run_config(Path(args.resume))
-            data = args_spec.to_json()
-            data.pop("versions", None)
-            print(json.dumps(data, indent=2))
+            print(json.dumps(_printable(read_run_config(Path(args.resume))), indent=2))
             return 0
         return _resume(Path(args.resume), flags, args.device, args.quiet, args.env, args.trust_run_code)
 
+    if args.seeds is not None:
+        return _train_seeds(args, flags)
     spec = resolve_run(
         args.algo,
         args.env,
@@ -265,14 +273,74 @@ def main_train(args: argparse.Namespace) -> int:
         env_kwargs=None if args.env_kwargs is None else parse_env_kwargs(args.env_kwargs),
     )
     if args.print_config:
-        data = spec.to_json()
-        data.pop("versions", None)
-        print(json.dumps(data, indent=2))
+        print(json.dumps(_printable(spec), indent=2))
         return 0
     run_dir = Path(args.out) if args.out else default_run_dir(spec.algo, spec.env)
     session, summary = start_run(spec, run_dir, args.device, quiet=args.quiet)
     session.close()
     return _finish(run_dir, summary, args.quiet)
+
+
+def _printable(spec: Any) -> dict[str, Any]:
+    """What ``--print-config`` prints of a run: its config.json without the library versions."""
+    data = spec.to_json()
+    data.pop("versions", None)
+    return data
+
+
+def _train_seeds(args: argparse.Namespace, flags: dict[str, Any]) -> int:
+    """``policygrad train --seeds K,K,... [--jobs N]``: one run per seed (:mod:`policygrad.seeds`).
+
+    Exit code 0 if every run succeeded, else the code of the first failed seed (in the order of
+    ``--seeds``), with one line naming the failed seeds.
+    """
+    from policygrad.runconfig import parse_env_kwargs, parse_set, resolve_run
+    from policygrad.rundir import CreatedPaths, default_run_dir
+    from policygrad.seeds import (
+        check_seed_run_dirs,
+        format_results,
+        parse_seeds,
+        run_seeds,
+    )
+    from policygrad.training import build_session
+
+    if args.seed is not None:
+        raise InputError("--seed and --seeds are mutually exclusive: --seeds sets the seed of each run")
+    seeds = parse_seeds(args.seeds)
+    jobs = 1 if args.jobs is None else args.jobs
+    if jobs < 1:
+        raise InputError(f"--jobs must be at least 1, got {jobs}")
+    overrides = parse_set(args.overrides)
+    env_kwargs = None if args.env_kwargs is None else parse_env_kwargs(args.env_kwargs)
+    specs = [resolve_run(args.algo, args.env, config_file=args.config, overrides=overrides,
+                         flags={**flags, "seed": seed}, env_kwargs=env_kwargs) for seed in seeds]
+    if args.print_config:
+        print(json.dumps([_printable(spec) for spec in specs], indent=2))
+        return 0
+    base = Path(args.out) if args.out else default_run_dir(specs[0].algo, specs[0].env)
+    run_dirs = check_seed_run_dirs(base, seeds)
+    build_session(specs[0], args.device).close()  # the environment, spaces, backend and device, once
+
+    created = CreatedPaths(base)
+    try:
+        created.create()  # before the runs start, so that a run's clean-up never removes base
+    except OSError as err:
+        raise InputError(f"cannot create run directory {base}: {err}") from None
+    try:
+        results = run_seeds(specs, run_dirs, args.device, jobs, quiet=args.quiet)
+    finally:
+        if base.is_dir() and not any(base.iterdir()):  # nothing started: no trace
+            created.undo()
+    if not args.quiet:
+        print(format_results(results))
+    failed = [r for r in results if r.exit_code]
+    if failed:
+        named = ", ".join(f"{r.seed} (exit {r.exit_code})" for r in failed)
+        print(f"policygrad: error: {len(failed)} of {len(results)} seeds failed: {named}", file=sys.stderr)
+        return failed[0].exit_code
+    if not args.quiet:
+        print(f"plot them: policygrad plot {base}")
+    return 0
 
 
 def _resume(run_dir: Path, flags: dict[str, Any], device: str | None, quiet: bool, env: str | None = None,

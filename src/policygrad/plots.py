@@ -13,7 +13,8 @@ as points on the return panel. A row where no episode finished
 logged step. Several runs whose ``config.json`` share the same ``algo`` and ``env`` are one group
 (seeds of one setting): the mean across runs is a line and the min-max range a shaded band, after
 interpolating every run onto a common step grid, drawn only at steps every run covers (a mean over
-only some of the seeds would jump where the others end).
+only some of the seeds would jump where the others end). A directory that is not a run but holds
+runs (``policygrad train --seeds`` writes ``DIR/seed_K``) stands for the runs in it.
 
 A run directory may come from someone else: ``metrics.csv`` is read as
 :mod:`policygrad.logging` says (a regular file of at most ``METRICS_MAX_BYTES``, lines of at most
@@ -32,6 +33,7 @@ import argparse
 import csv
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -42,8 +44,8 @@ from policygrad.files import open_new, read_json, read_lines
 from policygrad.logging import METRICS_FILE, METRICS_MAX_BYTES, METRICS_MAX_LINE, STEP_COLUMN
 
 __all__ = [
-    "read_metrics", "plot_learning_curve", "plot_runs", "main_plot", "RETURN_COLUMNS", "REWARD_RATE_COLUMN",
-    "EVAL_COLUMN", "MAX_VALUES",
+    "read_metrics", "plot_learning_curve", "plot_runs", "expand_run_dirs", "main_plot", "RETURN_COLUMNS",
+    "REWARD_RATE_COLUMN", "EVAL_COLUMN", "MAX_VALUES",
 ]
 
 RETURN_COLUMNS = ("episode_return_mean", "episode_return")
@@ -148,12 +150,32 @@ def plot_learning_curve(run_dir: str | Path, out: str | Path | None = None) -> P
     return _save(fig, run_dir / "learning_curve.png" if out is None else Path(out))
 
 
+def expand_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
+    """``paths`` with each directory of runs replaced by the runs in it.
+
+    A directory without ``metrics.csv`` whose subdirectories have one (the seeds of
+    ``policygrad train --seeds``) stands for those subdirectories, in natural order (``seed_2``
+    before ``seed_10``); every other path is kept as it is.
+    """
+    expanded: list[Path] = []
+    for path in map(Path, paths):
+        runs = [] if (path / METRICS_FILE).exists() or not path.is_dir() else [
+            child for child in path.iterdir() if (child / METRICS_FILE).is_file()]
+        expanded.extend(sorted(runs, key=_natural_key) if runs else [path])
+    return expanded
+
+
+def _natural_key(path: Path) -> list[Any]:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+
+
 def plot_runs(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     """Overlay the learning curves of several runs, one line and band per (algo, env) group.
 
     Args:
-        run_dirs: run directories. Runs are grouped by the ``algo`` and ``env`` of their
-            ``config.json``; a run without them is a group named after its directory.
+        run_dirs: run directories, or directories of runs (:func:`expand_run_dirs`). Runs are
+            grouped by the ``algo`` and ``env`` of their ``config.json``; a run without them is
+            a group named after its directory.
         out: the image to write (format from the suffix; parent directories are created).
 
     Returns:
@@ -164,6 +186,7 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     """
     if not run_dirs:
         raise InputError("plot needs at least one run directory")
+    run_dirs = expand_run_dirs(run_dirs)
     groups: dict[str, list[dict[str, tuple[np.ndarray, np.ndarray]]]] = {}
     for run_dir in run_dirs:
         run_dir = Path(run_dir)
