@@ -16,21 +16,28 @@ import argparse
 import dataclasses
 import gc
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
-from policygrad.errors import InputError, PolicygradError
+from policygrad.errors import SHOWN_CHARS, InputError, PolicygradError, one_line, shown
 
 DEFAULT_EVAL_STEPS = 10_000
 """Environment steps over which ``policygrad eval`` measures the reward per step of a continuing run."""
 
 
+MAX_ERROR_CHARS = 2000
+"""Longest error line printed; a longer message is cut (its sources cut the values they echo)."""
+
+
 class _Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line and exit code 2."""
+    """An argument parser whose errors are one line, ``policygrad: error: ...``, and exit code 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        # argparse quotes the value it rejects ("invalid int value: '...'"), whatever its length.
+        message = re.sub(r"'([^'\n]{%d})[^'\n]{4,}'" % SHOWN_CHARS, r"'\1...'", message)
+        self.exit(2, f"policygrad: error: {one_line(message, MAX_ERROR_CHARS)}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except PolicygradError as err:
-        print(f"policygrad: error: {err}", file=sys.stderr)
+        print(f"policygrad: error: {one_line(str(err), MAX_ERROR_CHARS)}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print("policygrad: interrupted", file=sys.stderr)
@@ -165,7 +172,7 @@ def main_train(args: argparse.Namespace) -> int:
     from policygrad.runconfig import parse_env_kwargs, parse_set, resolve_run
 
     if args.steps is not None and args.steps < 1:
-        raise InputError(f"--steps must be a positive number of environment steps, got {args.steps}")
+        raise InputError(f"--steps must be a positive number of environment steps, got {shown(args.steps)}")
     flags = {"total_steps": args.steps, "target_return": args.target_return}
     if args.resume is not None:
         conflicting = [
@@ -267,7 +274,7 @@ def main_eval(args: argparse.Namespace) -> int:
 
     steps = getattr(args, "steps", None)
     if steps is not None and steps < 1:
-        raise InputError(f"--steps must be a positive number of environment steps, got {steps}")
+        raise InputError(f"--steps must be a positive number of environment steps, got {shown(steps)}")
     returns = evaluate_run(args.run_dir, args.episodes, deterministic=args.deterministic, seed=args.seed)
     mean, std = float(np.mean(returns)), float(np.std(returns))
     rate: tuple[float, int] | None = None
