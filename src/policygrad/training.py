@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from policygrad.errors import InputError, TrainingError
+from policygrad.errors import InputError, TrainingError, check_seed, shown
 from policygrad.runconfig import RunSpec, derive_seed, read_run_config, seed_everything
 
 if TYPE_CHECKING:
@@ -122,16 +122,26 @@ class Session:
 
 
 def _device(name: str | None) -> Any:
+    """The torch device ``name`` (default cpu), once a tensor has been written to it and read back:
+    a device that holds no data (meta) or cannot be used here is an InputError before anything of
+    a run exists."""
     import torch
+
+    def reason(err: Exception) -> str:  # torch's message may echo the name: its first 200 characters
+        return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
 
     try:
         device = torch.device(name or "cpu")
     except (RuntimeError, TypeError, ValueError) as err:
-        raise InputError(f"unknown device {name!r} ({err})") from None
+        raise InputError(f"unknown device {shown(name)} ({reason(err)})") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {name!r} requested but CUDA is not available")
+        raise InputError(f"device {shown(name)} requested but CUDA is not available")
     if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise InputError(f"device {name!r} requested but MPS is not available")
+        raise InputError(f"device {shown(name)} requested but MPS is not available")
+    try:
+        torch.ones(1, device=device).cpu()
+    except Exception as err:  # meta: NotImplementedError; a missing index or backend: RuntimeError
+        raise InputError(f"device {shown(name)} cannot hold the run's tensors ({reason(err)})") from None
     return device
 
 
@@ -293,8 +303,8 @@ def restore_policy(session: Session, tensors: dict, meta: dict) -> None:
 
     if meta.get("algo") != session.spec.algo or meta.get("env") != session.spec.env:
         raise InputError(
-            f"checkpoint is of {meta.get('algo')!r} on {meta.get('env')!r}, the run is "
-            f"{session.spec.algo!r} on {session.spec.env!r}"
+            f"checkpoint is of {shown(meta.get('algo'))} on {shown(meta.get('env'))}, the run is "
+            f"{shown(session.spec.algo)} on {shown(session.spec.env)}"
         )
     load_module_state(session.policy, tensors, "policy")
     if session.obs_normalizer is not None:
@@ -356,7 +366,7 @@ def measure_reward_per_step(
         ``(reward per step, steps counted)``.
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise InputError(f"--steps must be a positive number of environment steps, got {steps!r}")
+        raise InputError(f"--steps must be a positive number of environment steps, got {shown(steps)}")
     result = _evaluate(session, deterministic, seed, steps=steps)
     return result.reward_per_step, result.steps
 
@@ -381,7 +391,7 @@ def _evaluate(session: Session, deterministic: bool, seed: int | None, **how: An
 
     from policygrad.evaluation import ArrayActor, evaluate
 
-    seed = derive_seed(session.spec.seed, 1) if seed is None else seed
+    seed = derive_seed(session.spec.seed, 1) if seed is None else check_seed(seed)
     generator = None if deterministic else torch.Generator(device=session.device).manual_seed(seed)
     # On the CPU, act through the backend (the training forward; the NumPy one where it serves);
     # elsewhere through the policy's torch modules.
@@ -590,7 +600,9 @@ def _open_run(run_dir: Path, copies: int) -> Session:
 def evaluate_run(run_dir: str | os.PathLike, episodes: int = 20, *, deterministic: bool = False, seed: int | None = None) -> list[float]:
     """Raw returns of ``episodes`` episodes of the policy in ``run_dir``'s last checkpoint."""
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
-        raise InputError(f"--episodes must be a positive int, got {episodes}")
+        raise InputError(f"--episodes must be a positive int, got {shown(episodes)}")
+    if seed is not None:
+        check_seed(seed, "--seed")
     session = _open_run(Path(run_dir), episodes)
     try:
         return evaluate_session(session, episodes, deterministic=deterministic, seed=seed)
@@ -604,6 +616,8 @@ def evaluate_run_steps(
 ) -> tuple[float, int]:
     """:func:`measure_reward_per_step` of the policy in ``run_dir``'s last checkpoint, over
     ``copies`` (at most 32) environment copies that each take ⌈steps / copies⌉ steps."""
+    if seed is not None:
+        check_seed(seed, "--seed")
     session = _open_run(Path(run_dir), copies)
     try:
         return measure_reward_per_step(session, steps, deterministic=deterministic, seed=seed)
