@@ -49,7 +49,7 @@ import torch
 from torch import Tensor
 
 from policygrad.version import __version__
-from policygrad.errors import InputError
+from policygrad.errors import InputError, shown
 
 __all__ = [
     "FORMAT_VERSION",
@@ -213,7 +213,7 @@ def _check_writable_target(path: Path) -> None:
         if foreign:
             raise InputError(
                 f"refusing to write checkpoint into {path}: it is a directory that is not a checkpoint "
-                f"(holds {foreign[0]!r})"
+                f"(holds {shown(foreign[0])})"
             )
 
 
@@ -227,11 +227,11 @@ def _serialize_tensors(tensors: dict[str, Tensor]) -> bytes:
     storable: dict[str, Tensor] = {}
     for name, value in tensors.items():
         if not isinstance(name, str) or not name:
-            raise InputError(f"checkpoint tensor names must be non-empty strings, got {name!r}")
+            raise InputError(f"checkpoint tensor names must be non-empty strings, got {shown(name)}")
         if not isinstance(value, Tensor):
-            raise InputError(f"checkpoint tensor {name!r} is a {type(value).__name__}, not a torch.Tensor")
+            raise InputError(f"checkpoint tensor {shown(name)} is a {type(value).__name__}, not a torch.Tensor")
         if value.layout != torch.strided:
-            raise InputError(f"checkpoint tensor {name!r} has layout {value.layout}; only dense tensors are stored")
+            raise InputError(f"checkpoint tensor {shown(name)} has layout {value.layout}; only dense tensors are stored")
         # A private contiguous CPU copy: safetensors refuses views and shared storage.
         storable[name] = value.detach().to("cpu", copy=True).contiguous()
     try:
@@ -262,7 +262,7 @@ def _read_record(path: Path) -> dict[str, Any]:
     version = record.get("format_version")
     if version != FORMAT_VERSION or isinstance(version, bool):
         raise InputError(
-            f"checkpoint {path} has unknown format version {version!r} (this policygrad reads version {FORMAT_VERSION})"
+            f"checkpoint {path} has unknown format version {shown(version)} (this policygrad reads version {FORMAT_VERSION})"
         )
     tensors_file = record.get("tensors_file")
     if (
@@ -345,18 +345,18 @@ def load_module_state(module: torch.nn.Module, tensors: dict[str, Tensor], prefi
     unexpected = [name for name in found if name not in own]
     if missing:
         raise InputError(
-            f"checkpoint does not fit the model: missing {len(missing)} entries under {prefix!r}, "
-            f"e.g. {_join(prefix, missing[0])!r}"
+            f"checkpoint does not fit the model: missing {len(missing)} entries under {shown(prefix)}, "
+            f"e.g. {shown(_join(prefix, missing[0]))}"
         )
     if unexpected:
         raise InputError(
-            f"checkpoint does not fit the model: {len(unexpected)} unexpected entries under {prefix!r}, "
-            f"e.g. {_join(prefix, unexpected[0])!r}"
+            f"checkpoint does not fit the model: {len(unexpected)} unexpected entries under {shown(prefix)}, "
+            f"e.g. {shown(_join(prefix, unexpected[0]))}"
         )
     for name, value in own.items():
         if isinstance(value, Tensor) and found[name].shape != value.shape:
             raise InputError(
-                f"checkpoint does not fit the model: {_join(prefix, name)!r} has shape "
+                f"checkpoint does not fit the model: {shown(_join(prefix, name))} has shape "
                 f"{tuple(found[name].shape)}, the model expects {tuple(value.shape)}"
             )
     module.load_state_dict(found, strict=True)
@@ -418,7 +418,7 @@ def _encode(value: Any, name: str, tensors: dict[str, Tensor]) -> Any:
         items = []
         for k, v in value.items():
             if not isinstance(k, (str, int)) or isinstance(k, bool):
-                raise InputError(f"cannot store state key {k!r} of type {type(k).__name__} at {name!r}")
+                raise InputError(f"cannot store state key {shown(k)} of type {type(k).__name__} at {shown(name)}")
             items.append([k, _encode(v, f"{name}.{k}", tensors)])
         return {_ITEMS: items}
     if isinstance(value, tuple):
@@ -427,7 +427,7 @@ def _encode(value: Any, name: str, tensors: dict[str, Tensor]) -> Any:
         return [_encode(v, f"{name}.{i}", tensors) for i, v in enumerate(value)]
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    raise InputError(f"cannot store state value of type {type(value).__name__} at {name!r}")
+    raise InputError(f"cannot store state value of type {type(value).__name__} at {shown(name)}")
 
 
 def _decode(value: Any, tensors: dict[str, Tensor], prefix: str) -> Any:
@@ -435,7 +435,7 @@ def _decode(value: Any, tensors: dict[str, Tensor], prefix: str) -> Any:
         if _T in value:
             name = value[_T]
             if name not in tensors:
-                raise InputError(f"checkpoint lacks tensor {name!r} needed by the state under {prefix!r}")
+                raise InputError(f"checkpoint lacks tensor {shown(name)} needed by the state under {shown(prefix)}")
             return tensors[name]
         if _TUPLE in value:
             return tuple(_decode(v, tensors, prefix) for v in value[_TUPLE])
@@ -444,7 +444,7 @@ def _decode(value: Any, tensors: dict[str, Tensor], prefix: str) -> Any:
             if not isinstance(items, list) or not all(
                 isinstance(i, list) and len(i) == 2 and isinstance(i[0], (str, int)) for i in items
             ):
-                raise InputError(f"state under {prefix!r} is malformed: bad {_ITEMS} entry")
+                raise InputError(f"state under {shown(prefix)} is malformed: bad {_ITEMS} entry")
             return {k: _decode(v, tensors, prefix) for k, v in items}
         return {k: _decode(v, tensors, prefix) for k, v in value.items()}
     if isinstance(value, list):

@@ -33,7 +33,7 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from torch import Tensor
 
-from policygrad.errors import InputError, TrainingError
+from policygrad.errors import InputError, TrainingError, shown
 from policygrad.normalize import ObservationNormalizer
 from policygrad.rollout import EnvStepper
 
@@ -133,9 +133,9 @@ def evaluate(
         raise InputError("evaluate takes either episodes or steps")
     for name, value in (("the number of episodes", episodes), ("the number of steps", steps)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise InputError(f"{name} must be a positive int, got {value!r}")
+            raise InputError(f"{name} must be a positive int, got {shown(value)}")
     if isinstance(max_episode_steps, bool) or not isinstance(max_episode_steps, int) or max_episode_steps < 1:
-        raise InputError(f"max_episode_steps must be a positive int, got {max_episode_steps!r}")
+        raise InputError(f"max_episode_steps must be a positive int, got {shown(max_episode_steps)}")
     if encoder is None:
         from policygrad.policies import FlattenObservation
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from policygrad.errors import InputError
+from policygrad.errors import InputError, shown
 
 __all__ = ["RunningMeanStd", "ObservationNormalizer", "RewardScaler", "normalize_observations"]
 
@@ -117,7 +117,7 @@ class RunningMeanStd:
                 f"normaliser state {prefix!r} has shape {mean.shape}, this environment needs {self.shape}"
             )
         if isinstance(count, bool) or not isinstance(count, (int, float)) or not count > 0:
-            raise InputError(f"normaliser state {prefix!r} has a bad count {count!r}")
+            raise InputError(f"normaliser state {shown(prefix)} has a bad count {shown(count)}")
         if not (np.isfinite(mean).all() and np.isfinite(var).all() and (var >= 0).all()):
             raise InputError(f"normaliser state {prefix!r} holds non-finite or negative statistics")
         self.mean[...] = mean
