@@ -130,7 +130,11 @@ def test_an_importable_factory_is_recorded_as_module_attr(tmp_path: Path, monkey
     model = pg.A2C(this.make_cartpole, seed=0, tensorboard=False, num_envs=2).learn(64, run_dir=tmp_path / "run",
                                                                                     progress_bar=False)
     assert json.loads((tmp_path / "run" / "config.json").read_text())["env"] == "test_api_objects:make_cartpole"
-    assert pg.load(tmp_path / "run").num_timesteps == model.num_timesteps
+    # A run directory is data: what it names is imported only when the user names it too.
+    with pytest.raises(pg.InputError, match="would import module 'test_api_objects', named by the run directory"):
+        pg.load(tmp_path / "run")
+    assert pg.load(tmp_path / "run", trust_run_code=True).num_timesteps == model.num_timesteps
+    assert pg.load(tmp_path / "run", env="test_api_objects:make_cartpole").num_timesteps == model.num_timesteps
 
 
 def test_env_kwargs_reach_the_environment_from_every_entry() -> None:

@@ -136,7 +136,7 @@ CASES = [
     (["verify", "--mdp", "{in}/gamma_9999.json"], "episodes of 184,198 steps exceed verify's limit of 100,000 steps"),
     (["verify", "--mdp", "{in}/gamma_999.json", "--episodes", "4", "--horizon", "200000"], "limit of 100,000 steps"),
     # plots
-    (["plot", "{in}/a_run", "--out", "{in}/a_directory"], "it is a directory"),
+    (["plot", "{in}/a_run", "--out", "{in}/a_directory"], "a_directory: Is a directory"),
     (["plot", "{in}/a_run", "--out", "{in}/a_run/metrics.csv/x.png"], "cannot write image"),
 ]
 

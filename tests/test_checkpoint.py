@@ -120,6 +120,7 @@ def test_crash_during_save_keeps_previous_checkpoint(
     path = tmp_path / "ck"
     old = {"w": torch.arange(6.0)}
     save_checkpoint(path, old, {"step": 100})
+    names_before = [p.name for p in path.iterdir()]
     with monkeypatch.context() as m:
         _crash_on_replace(m, target_name, truncate)
         with pytest.raises(OSError, match="simulated crash"):
@@ -127,7 +128,10 @@ def test_crash_during_save_keeps_previous_checkpoint(
     tensors, meta = load_checkpoint(path)
     _assert_same(tensors, old)
     assert meta == {"step": 100}
-    assert any(".tmp-" in p.name for p in path.iterdir())  # the crash left debris ...
+    # A write that fails (a full disk) removes its temporary and uncommitted files ...
+    assert sorted(p.name for p in path.iterdir()) == sorted(names_before)
+    # ... and what a killed process leaves behind, the next save removes.
+    (path / f"tensors-0123456789abcdef.safetensors.tmp-{os.getpid() + 1}").write_bytes(b"debris")
     save_checkpoint(path, {"w": torch.ones(2)}, {"step": 300})
     assert not any(".tmp-" in p.name for p in path.iterdir())  # ... which the next save removes
     assert load_checkpoint(path)[1] == {"step": 300}

@@ -182,7 +182,7 @@ class Raises(Faulty):
         ("NaNObservation", "non-finite observation at step 82 (environment 0)"),
         ("InfReward", "non-finite reward at step 82 (environment 0)"),
         ("HugeReward", "non-finite loss at update 6"),
-        ("Raises", "the environment raised at step 82: ValueError: the simulator diverged"),
+        ("Raises", "the environment raised at step 82 (environment 0): ValueError: the simulator diverged"),
     ],
 )
 def test_training_failures_exit_1_and_keep_the_last_checkpoint(

@@ -26,15 +26,17 @@ KNOWN_PRIVATE_IMPORTS: list[tuple[str, str, str]] = []
 # draws the same picture.
 LAYERS: list[list[str]] = [
     ["version", "errors", "numeric"],  # foundations
+    ["files"],  # reading files that may come from someone else
     ["types", "returns", "trust_region", "distributions", "normalize", "logging", "threads"],  # data, pure math, state
     ["losses", "policies", "tabular", "plots"],
     ["backends", "verify", "tasks", "checkpoint"],
     ["rollout", "envs"],
-    ["algorithms", "evaluation"],
+    ["algorithms", "evaluation", "export"],
     ["runconfig"],
     ["training"],
     ["rundir"],
-    ["cli", "api"],
+    ["seeds", "api"],
+    ["cli"],  # commands may go through the Python API (policygrad export loads a run as pg.load does)
     [""],  # the package itself (what `import policygrad` gives)
 ]
 

@@ -218,6 +218,22 @@ def test_tensorboard_resume_hides_events_after_the_checkpoint(tmp_path: Path) ->
     assert _scalars(tmp_path) == {"train/loss": [(100, 1.0), (200, 1.0), (300, 2.0)]}
 
 
+def test_a_resume_in_the_same_second_still_hides_the_events_after_the_checkpoint(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.summary.writer import event_file_writer
+
+    # The event files are named ...<second>.<host>.<pid>.<n>, n counting the writers of the process:
+    # make the crashed run's n = 9 and the resumed run's n = 10, which sorts first by name.
+    while event_file_writer._global_uid.get() % 10 != 8:
+        pass
+    with MetricsLogger(tmp_path, COLUMNS) as log:
+        log.log({"step": 100, "loss": 1.0})
+        log.log({"step": 200, "loss": 1.0})
+    with MetricsLogger(tmp_path, COLUMNS, resume=True, resume_step=100) as log:
+        log.log({"step": 200, "loss": 2.0})
+    assert _scalars(tmp_path) == {"train/loss": [(100, 1.0), (200, 2.0)]}
+
+
 def test_without_tensorboard_no_events_and_no_writer_imported(tmp_path: Path) -> None:
     code = f"""
 import sys

@@ -277,7 +277,7 @@ class Broken(gym.Env):
     [
         ("obs", r"non-finite observation at step 12 \(environment 0\)"),
         ("reward", r"non-finite reward at step 12 \(environment 0\)"),
-        ("raise", r"the environment raised at step 12: RuntimeError: simulator exploded"),
+        ("raise", r"the environment raised at step 12 \(environment 0\): RuntimeError: simulator exploded"),
     ],
 )
 def test_faulty_environments_raise_training_errors(fault: str, message: str) -> None:

@@ -7,6 +7,7 @@
     action, _ = model.predict(obs, deterministic=True)           # raw observation(s) -> action(s)
     model.save("ppo_cartpole")                                   # a run directory: safetensors + JSON
     model = pg.load("ppo_cartpole")                              # predict works at once; learn continues
+    model.export("cartpole.onnx")                                # predict(obs) as one ONNX graph
 
 A model is a run: what it trains goes to a run directory that ``policygrad eval``, ``plot`` and
 ``train --resume`` read, as a run started from the command line.
@@ -41,7 +42,9 @@ class Callback:
         return None
 
     def on_eval(self, step: int, returns: list[float]) -> bool | None:
-        """After an evaluation (runs with a ``target_return``), with its episodes' returns."""
+        """After each evaluation during training (every ``eval_every`` steps, or the checks of a
+        ``target_return``), with the deterministic policy's returns of its ``eval_episodes``
+        episodes; ``checkpoints/best`` is up to date when it is called."""
         return None
 
 
@@ -98,6 +101,7 @@ class Model:
         self.run_dir: Path | None = None
         """The run directory this model trains in (None before the first :meth:`learn` or :meth:`save`)."""
         self._session: Any = None
+        self._loaded_from: Path | None = None  # a checkpoint of run_dir other than its latest (pg.load)
         if policy is not None:
             self._ensure_session()  # check the network against the spaces now, not at learn()
 
@@ -119,6 +123,16 @@ class Model:
     def num_timesteps(self) -> int:
         """Environment steps trained so far."""
         return 0 if self._session is None else self._session.step
+
+    @property
+    def observation_space(self) -> Any:
+        """One environment's observation space (what :meth:`predict` takes one of)."""
+        return self._ensure_session().eval_envs.single_observation_space
+
+    @property
+    def action_space(self) -> Any:
+        """One environment's action space."""
+        return self._ensure_session().eval_envs.single_action_space
 
     @property
     def policy(self) -> Any:
@@ -159,19 +173,52 @@ class Model:
             raise InputError(f"total_steps must be a positive int, got {shown(total_steps)}")
         if callback is not None and not (callable(callback) or isinstance(callback, Callback)):
             raise InputError(f"callback must be a function or a policygrad.Callback, got {type(callback).__name__}")
+        if self._loaded_from is not None:
+            raise InputError(
+                f"this model was loaded from {self._loaded_from}, not from its run's last checkpoint, which "
+                f"learn would continue; load {self.run_dir} to continue the run, or save this model as a new "
+                f"run (model.save(DIR)) and learn on pg.load(DIR)"
+            )
         if self.run_dir is not None:
             if run_dir is not None and Path(run_dir).resolve() != self.run_dir.resolve():
                 raise InputError(f"this model trains in {self.run_dir}; save it there or load another run to train elsewhere")
             self._continue(self._session.step + total_steps if self._session is not None else total_steps)
-            train(self._session, self.run_dir, resumed=True, quiet=not progress_bar, callback=callback)
-            return self
+            try:
+                summary = train(self._session, self.run_dir, resumed=True, quiet=not progress_bar, callback=callback)
+            finally:
+                self._unlock()
+            return self._after(summary)
         path = Path(run_dir) if run_dir is not None else default_run_dir(self.spec.algo, self.spec.env)
         spec = _with_total(self.spec, total_steps)
         self._close()
-        self._session, _ = start_run(spec, path, self.device, quiet=not progress_bar, callback=callback,
-                                     env=self._env, policy=self._net)
+        self._session, summary = start_run(spec, path, self.device, quiet=not progress_bar, callback=callback,
+                                           env=self._env, policy=self._net)
+        self._unlock()
         self.spec, self.run_dir = spec, path
+        return self._after(summary)
+
+    def _after(self, summary: dict[str, Any]) -> Model:
+        """The model; or, after a SIGINT or SIGTERM stopped training (its checkpoint saved), the
+        signal again, to the handler in place outside training (``KeyboardInterrupt`` for
+        SIGINT)."""
+        signum = summary.get("interrupted")
+        if signum:
+            import signal
+            import sys
+
+            from policygrad.errors import signal_name
+
+            print(f"policygrad: stopped by {signal_name(signum)} at step {summary['step']}; checkpoint saved in "
+                  f"{self.run_dir}/checkpoints/last", file=sys.stderr)
+            signal.raise_signal(signum)
         return self
+
+    def _unlock(self) -> None:
+        """Give up the run directory's lock between calls: the next ``learn`` re-reads the run's
+        newest checkpoint anyway, so another process may continue the run meanwhile."""
+        if self._session is not None and self._session.lock is not None:
+            self._session.lock.release()
+            self._session.lock = None
 
     def _continue(self, total: int) -> None:
         """Rebuild the session for a new total from the run's last checkpoint (as ``--resume``)."""
@@ -180,7 +227,7 @@ class Model:
         assert self.run_dir is not None
         spec = _with_total(self.spec, total)
         self._close()
-        self._session = reopen_run(self.run_dir, spec, self.device, env=self._env, policy=self._net)
+        self._session = reopen_run(self.run_dir, spec, self.device, env=self._env, policy=self._net, lock=True)
         self.spec = spec
         write_run_config(self.run_dir, spec, self._session.algorithm.backend)
 
@@ -227,6 +274,36 @@ class Model:
         actions = io.env_actions(np.asarray(actions), None)
         return (actions[0] if single else actions), None
 
+    def export(self, path: str | os.PathLike, format: str = "onnx", *, overwrite: bool = False) -> Path:
+        """Write the deterministic actor, with its preprocessing, as one graph to the file ``path``.
+
+        The graph maps raw observations ``[n, *obs_shape]`` (any n; the observation space's dtype,
+        int64 for Discrete) to what ``predict(obs, deterministic=True)`` returns for them:
+        actions ``[n]`` or ``[n, K]`` int64 (Discrete, MultiDiscrete), or ``[n, D]`` float32 clipped
+        to the Box bounds. It holds the observation encoding (flattening, one-hot), the observation
+        normaliser with its statistics frozen as they stand, the policy's mode (argmax, or the
+        Gaussian mean) and the clipping: :attr:`policy`'s forward, traced
+        (:class:`policygrad.export.DeterministicActor`).
+
+        Args:
+            path: the file to write; written atomically (a reader never sees part of it).
+            format: "onnx" (run it with onnxruntime; needs ``pip install 'policygrad[export]'``)
+                or "torchscript" (``torch.jit.load``; TorchScript is deprecated in PyTorch and
+                warns when loaded, but still loads).
+            overwrite: replace ``path`` if it exists (otherwise an existing file is refused).
+
+        Returns:
+            ``path``.
+
+        Raises:
+            InputError: an unknown format, a missing extra (named), ``path`` an existing file
+                without ``overwrite``, a directory, or in a missing directory.
+        """
+        from policygrad.export import DeterministicActor, check_format, export_actor
+
+        check_format(format)  # before the session is built
+        return export_actor(DeterministicActor.from_model(self), path, format, overwrite=overwrite)
+
     # --- saving ---------------------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -235,31 +312,54 @@ class Model:
         the run directory.
 
         Raises:
-            InputError: ``path`` exists and is not empty, nor this model's run directory.
+            InputError: ``path`` exists and is not empty, nor this model's run directory; or it is
+                the run directory of a model loaded from a checkpoint other than its last (whose
+                place it would take).
         """
         from policygrad.checkpoint import checkpoint_path, save_checkpoint
-        from policygrad.rundir import CreatedPaths, check_new_run_dir, write_run_config
+        from policygrad.rundir import CreatedPaths, RunLock, check_new_run_dir, write_run_config
         from policygrad.training import checkpoint_state
 
         path = Path(path)
         session = self._ensure_session()
         own = self.run_dir is not None and path.resolve() == self.run_dir.resolve()
-        created = None
-        if not own:
+        if own and self._loaded_from is not None:
+            raise InputError(f"this model was loaded from {self._loaded_from}; saving it into its run {path} would "
+                             f"replace the run's last checkpoint; save it as a new run elsewhere")
+        created = lock = None
+        if own:
+            lock = RunLock(path).acquire()
+        else:
             check_new_run_dir(path)
             created = CreatedPaths(path)
         try:
             if created is not None:
-                created.create()
-                write_run_config(path, self.spec, session.algorithm.backend)
+                try:
+                    created.create()
+                except OSError as err:
+                    created.undo()
+                    raise InputError(f"cannot save to {path}: {err.strerror or err}") from None
+                lock = RunLock(path).acquire()
+                check_new_run_dir(path)
+                try:
+                    write_run_config(path, self.spec, session.algorithm.backend)
+                except OSError as err:
+                    created.undo()
+                    raise InputError(f"cannot save to {path}: {err.strerror or err}") from None
             tensors, meta = checkpoint_state(session)
-            save_checkpoint(checkpoint_path(path), tensors, meta)
-        except OSError as err:
-            if created is not None:
-                created.undo()
-            raise InputError(f"cannot save to {path}: {err}") from None
+            try:
+                save_checkpoint(checkpoint_path(path), tensors, meta)
+            except OSError as err:
+                if created is not None:
+                    created.undo()
+                raise InputError(f"cannot save to {path}: {err.strerror or err}") from None
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
         if self.run_dir is None:
             self.run_dir = path
+        lock.release()
         return path
 
     # --- internals ------------------------------------------------------------------------------
@@ -321,36 +421,50 @@ class TRPO(Model):
 _MODELS: dict[str, type[Model]] = {cls.algo: cls for cls in (PPO, A2C, REINFORCE, NPG, TRPO)}
 
 
-def load(path: str | os.PathLike, device: str | None = None, *, env: Any = None, policy: Any = None) -> Model:
-    """The model saved in the run directory ``path`` (or a path inside one): algorithm, config,
-    policy, normaliser, optimiser and counters restored, so that ``predict`` works at once and
-    ``learn`` continues the run.
+def load(path: str | os.PathLike, device: str | None = None, *, env: Any = None, policy: Any = None,
+         trust_run_code: bool = False) -> Model:
+    """The model saved in the run directory ``path``, from its last checkpoint, or in a checkpoint
+    of a run (``RUN/checkpoints/best``, ``RUN/checkpoints/step_N``, or a file in one), from that
+    checkpoint: algorithm, config, policy, normaliser, optimiser and counters restored, so that
+    ``predict`` works at once and ``learn`` continues the run. ``learn`` continues a run from its
+    last checkpoint only, so a model loaded from another one refuses to learn (save it as a new
+    run to train it on).
 
     Args:
-        path: the run directory, or a path inside one.
+        path: the run directory (its last checkpoint), or a checkpoint directory of it or a
+            file in one (that checkpoint), or another path inside it (its last checkpoint).
         device: "cpu" (default), "cuda", ...
         env: the environment, for a run trained on one that its directory cannot re-create (an
             object or a function given in Python: config.json names it ``"<...>"``); it may also
             replace a recorded one with the same spaces. None: the recorded one.
         policy: the network, for a run that trained its own (config.json's ``"policy"``): a new
             instance of the same architecture, whose weights are then loaded.
+        trust_run_code: build a recorded ``"module:attr"`` environment (which imports
+            ``module``) without naming it again with ``env``.
 
     Raises:
         InputError: a missing path, or one that holds no run (config.json and a checkpoint) of
-            this library; a run that needs ``env`` or ``policy``. Nothing in it is executed.
+            this library; a run that needs ``env`` or ``policy``; a run whose environment would
+            import a module that neither ``env`` nor ``trust_run_code`` allows. Nothing in a run
+            directory is executed unless so allowed.
     """
+    from policygrad.checkpoint import latest_checkpoint
     from policygrad.envs import describe_env
+    from policygrad.runconfig import check_run_code, read_run_config
     from policygrad.rundir import reopen_run
-    from policygrad.runconfig import read_run_config
+    from policygrad.training import locate_checkpoint
 
-    run_dir = _run_dir_of(Path(path))
+    run_dir, checkpoint = locate_checkpoint(path)
     spec = read_run_config(run_dir)
+    check_run_code(spec, env, trust_run_code, how="api")
     model = _MODELS[spec.algo].__new__(_MODELS[spec.algo])
     model.spec, model.device, model.run_dir = spec, device, run_dir
     model._env = None if env is None else describe_env(env, spec.env_kwargs if isinstance(env, str) else None).source
     model._net = policy
     model._session = None
-    model._session = reopen_run(run_dir, spec, device, env=model._env, policy=policy)
+    model._session = reopen_run(run_dir, spec, device, env=model._env, policy=policy, checkpoint=checkpoint)
+    latest = latest_checkpoint(run_dir)
+    model._loaded_from = None if latest is not None and latest.resolve() == checkpoint.resolve() else checkpoint
     return model
 
 
@@ -358,18 +472,6 @@ def _class_name(module: Any) -> str:
     """``"module:Class"`` of a user's network (recorded in config.json, never imported)."""
     cls = type(module)
     return f"{cls.__module__}:{cls.__qualname__}"
-
-
-def _run_dir_of(path: Path) -> Path:
-    """The run directory ``path`` is, or lies in (a checkpoint directory or file inside one)."""
-    from policygrad.runconfig import CONFIG_FILE
-
-    if not path.exists():
-        raise InputError(f"{path} does not exist")
-    for candidate in (path, *path.parents):
-        if (candidate / CONFIG_FILE).is_file():
-            return candidate
-    raise InputError(f"{path} is not a policygrad run directory (no {CONFIG_FILE} in it or above it)")
 
 
 def _with_total(spec: Any, total_steps: int) -> Any:

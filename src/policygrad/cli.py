@@ -1,4 +1,4 @@
-"""The ``policygrad`` command: ``train``, ``eval``, ``plot`` and ``verify``.
+"""The ``policygrad`` command: ``train``, ``eval``, ``export``, ``plot`` and ``verify``.
 
 Heavy modules (torch, gymnasium) are imported inside each command so that ``policygrad --help``
 stays instant. Every :class:`~policygrad.errors.PolicygradError` becomes one line on stderr and its
@@ -7,7 +7,8 @@ exit code; argument errors exit with code 2.
 ``policygrad train`` resolves the run (:mod:`policygrad.runconfig`: preset < ``--config`` <
 ``--set`` < flags), builds its session (:mod:`policygrad.training`) before it creates the run
 directory (:mod:`policygrad.rundir`), so bad input leaves no trace, then trains; ``--resume``
-continues a run directory from its last checkpoint with its saved settings.
+continues a run directory from its last checkpoint with its saved settings; ``--seeds`` trains
+one run per seed, in processes of their own (:mod:`policygrad.seeds`).
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import argparse
 import dataclasses
 import gc
 import json
+import os
 import re
+import signal
 import sys
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
-from policygrad.errors import SHOWN_CHARS, InputError, PolicygradError, one_line, shown
+from policygrad.errors import SHOWN_CHARS, InputError, Interrupted, PolicygradError, one_line, shown, signal_name
 
 DEFAULT_EVAL_STEPS = 10_000
 """Environment steps over which ``policygrad eval`` measures the reward per step of a continuing run."""
@@ -42,6 +45,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="policygrad", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, also print what caused it (e.g. an environment's own traceback)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     # --- verify ---------------------------------------------------------------------------
@@ -70,20 +75,33 @@ def build_parser() -> argparse.ArgumentParser:
                         "(also --set env.KEY=VALUE, or an [env_kwargs] table in --config)")
     p.add_argument("--steps", type=int, default=None, help="environment steps in total (default: the preset's)")
     p.add_argument("--seed", type=int, default=None, help="seed of everything (default: the config's, 0)")
+    p.add_argument("--seeds", metavar="K,K,...", default=None,
+                   help="train one run per seed, e.g. 0,1,2, into DIR/seed_K (DIR: --out, else runs/<algo>-<env>-<time>)")
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="with --seeds: run up to N seeds at once, each in its own process (default 1)")
     p.add_argument("--config", metavar="FILE.toml", help="hyperparameters from a TOML file of key = value lines")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one hyperparameter, the value a TOML literal, e.g. hidden_sizes=[64,64] (repeatable)")
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/<algo>-<env>-<time>/)")
     p.add_argument("--target-return", type=float, default=None,
                    help="evaluate periodically and stop once the deterministic return reaches this")
+    p.add_argument("--eval-every", type=int, default=None, metavar="N",
+                   help="evaluate the deterministic policy every N environment steps: metrics.csv's eval_return "
+                        "column and checkpoints/best (as --set eval_every=N)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    p.add_argument("--trust-run-code", action="store_true",
+                   help="with --resume: import what the run's config.json names (a module:attr environment) "
+                        "without naming it again with --env")
     p.add_argument("--device", default=None, help="cpu (default), cuda, cuda:1, ...")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     p.add_argument("--print-config", action="store_true",
-                   help="print the fully resolved run configuration as JSON and exit without training")
+                   help="print the fully resolved run configuration as JSON (with --seeds, a list: one per "
+                        "seed) and exit without training")
 
     p = sub.add_parser("eval", help="evaluate a trained policy")
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("run_dir", metavar="RUN_DIR",
+                   help="a run directory (its last checkpoint) or a checkpoint in one, e.g. RUN_DIR/checkpoints/best")
+    _run_code_flags(p, "evaluate on this environment instead of the recorded one (same spaces)")
     p.add_argument("--episodes", type=int, default=20, help="episodes to run (default 20)")
     p.add_argument("--deterministic", action="store_true", help="take the most likely action instead of sampling")
     p.add_argument("--seed", type=int, default=None, help="seed of the environments and the sampling")
@@ -92,6 +110,24 @@ def build_parser() -> argparse.ArgumentParser:
                         "continuing run, time_limit=0)")
     p.add_argument("--json", action="store_true",
                    help='print {"mean_return", "std_return", "episodes"} (+ "reward_per_step", "steps")')
+    p.add_argument("--video", metavar="DIR", default=None,
+                   help="also record every episode as DIR/eval-episode-<i>.mp4 (one environment copy, episode "
+                        "after episode; needs pip install 'policygrad[video]')")
+
+    p = sub.add_parser(
+        "export",
+        help="write a trained policy's deterministic actor, with its preprocessing, as ONNX or TorchScript",
+        description="Write the deterministic actor of RUN_DIR's last checkpoint as one graph: raw observations "
+                    "[n, *obs_shape] -> the actions predict(obs, deterministic=True) returns (encoding, frozen "
+                    "observation normaliser, mode, clipping to the action bounds).",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory, or a path inside one")
+    _run_code_flags(p, "build the environment from this instead of the recorded one (same spaces)")
+    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx",
+                   help="onnx (default; needs pip install 'policygrad[export]') or torchscript (deprecated in "
+                        "PyTorch, still loads with torch.jit.load)")
+    p.add_argument("--out", metavar="FILE", required=True, help="the file to write (atomically)")
+    p.add_argument("--force", action="store_true", help="replace FILE if it exists")
 
     p = sub.add_parser("presets", help="list the (algorithm, environment) presets")
     p.add_argument("--algo", choices=["reinforce", "a2c", "ppo", "npg", "trpo"], default=None,
@@ -99,9 +135,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print every preset's settings as JSON")
 
     p = sub.add_parser("plot", help="overlay learning curves of runs")
-    p.add_argument("run_dirs", metavar="RUN_DIR", nargs="+")
+    p.add_argument("run_dirs", metavar="RUN_DIR", nargs="+",
+                   help="run directories; a directory of seed runs (train --seeds) stands for all of them")
     p.add_argument("--out", metavar="FILE.png", default=None)
     return parser
+
+
+def _run_code_flags(p: argparse.ArgumentParser, env_help: str) -> None:
+    """``--env`` and ``--trust-run-code`` of the commands that read a run directory: a run whose
+    environment imports a module (``module:attr``) runs only if the user names it again or
+    trusts the run (:func:`policygrad.runconfig.check_run_code`)."""
+    p.add_argument("--env", default=None, help=env_help)
+    p.add_argument("--trust-run-code", action="store_true",
+                   help="import what the run's config.json names (a module:attr environment) without naming it again")
 
 
 def _imported() -> None:
@@ -131,6 +177,12 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         _imported()
         return main_eval(args)
+    if args.command == "export":
+        import policygrad.algorithms  # torch, gymnasium
+        import policygrad.training
+
+        _imported()
+        return main_export(args)
     if args.command == "presets":
         import policygrad.algorithms  # noqa: F401  (torch, gymnasium)
 
@@ -148,17 +200,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     enabled = gc.isenabled()
     gc.disable()  # re-enabled by _imported() after the command's imports
+    previous = _terminate_as_interrupt()
     try:
         return _dispatch(args)
     except PolicygradError as err:
+        if getattr(args, "debug", False) and err.detail:
+            print(err.detail.rstrip(), file=sys.stderr)
         print(f"policygrad: error: {one_line(str(err), MAX_ERROR_CHARS)}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print("policygrad: interrupted", file=sys.stderr)
         return 130
+    except Interrupted as err:
+        print(f"policygrad: interrupted by {signal_name(err.signum)}", file=sys.stderr)
+        return err.exit_code
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         if enabled:
             gc.enable()
+
+
+def _terminate_as_interrupt() -> Any:
+    """SIGTERM raises :class:`Interrupted` (cleanup runs, one line, exit 143) instead of killing
+    the process silently; training handles it itself (it stops at the next safe point and saves).
+    Returns the previous handler (None where signals cannot be set: not the main thread)."""
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise Interrupted(signum)
+
+    try:
+        return signal.signal(signal.SIGTERM, terminate)
+    except ValueError:
+        return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,32 +242,35 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def main_train(args: argparse.Namespace) -> int:
     """``policygrad train``: see the module docstring."""
-    from policygrad.rundir import default_run_dir, start_run
     from policygrad.runconfig import parse_env_kwargs, parse_set, resolve_run
+    from policygrad.rundir import default_run_dir, start_run
 
     if args.steps is not None and args.steps < 1:
         raise InputError(f"--steps must be a positive number of environment steps, got {shown(args.steps)}")
-    flags = {"total_steps": args.steps, "target_return": args.target_return}
+    if args.eval_every is not None and args.eval_every < 1:
+        raise InputError(f"--eval-every must be a positive number of environment steps, got {shown(args.eval_every)}")
+    if args.jobs is not None and args.seeds is None:
+        raise InputError("--jobs runs several --seeds at once; give --seeds too")
+    flags = {"total_steps": args.steps, "target_return": args.target_return, "eval_every": args.eval_every}
     if args.resume is not None:
         conflicting = [
             name
-            for name, value in (("--algo", args.algo), ("--env", args.env), ("--config", args.config),
+            for name, value in (("--algo", args.algo), ("--config", args.config),
                                 ("--set", args.overrides), ("--seed", args.seed), ("--out", args.out),
-                                ("--env-kwargs", args.env_kwargs))
-            if value
+                                ("--env-kwargs", args.env_kwargs), ("--seeds", args.seeds))
+            if value is not None and value != []
         ]
         if conflicting:
             raise InputError(f"--resume continues a run with its saved settings; drop {', '.join(conflicting)}")
         if args.print_config:
             from policygrad.runconfig import read_run_config
 
-            args_spec = read_run_config(Path(args.resume))
-            data = args_spec.to_json()
-            data.pop("versions", None)
-            print(json.dumps(data, indent=2))
+            print(json.dumps(_printable(read_run_config(Path(args.resume))), indent=2))
             return 0
-        return _resume(Path(args.resume), flags, args.device, args.quiet)
+        return _resume(Path(args.resume), flags, args.device, args.quiet, args.env, args.trust_run_code)
 
+    if args.seeds is not None:
+        return _train_seeds(args, flags)
     spec = resolve_run(
         args.algo,
         args.env,
@@ -203,27 +280,90 @@ def main_train(args: argparse.Namespace) -> int:
         env_kwargs=None if args.env_kwargs is None else parse_env_kwargs(args.env_kwargs),
     )
     if args.print_config:
-        data = spec.to_json()
-        data.pop("versions", None)
-        print(json.dumps(data, indent=2))
+        print(json.dumps(_printable(spec), indent=2))
         return 0
     run_dir = Path(args.out) if args.out else default_run_dir(spec.algo, spec.env)
     session, summary = start_run(spec, run_dir, args.device, quiet=args.quiet)
     session.close()
-    _finish(run_dir, summary, args.quiet)
+    return _finish(run_dir, summary, args.quiet)
+
+
+def _printable(spec: Any) -> dict[str, Any]:
+    """What ``--print-config`` prints of a run: its config.json without the library versions."""
+    data = spec.to_json()
+    data.pop("versions", None)
+    return data
+
+
+def _train_seeds(args: argparse.Namespace, flags: dict[str, Any]) -> int:
+    """``policygrad train --seeds K,K,... [--jobs N]``: one run per seed (:mod:`policygrad.seeds`).
+
+    Exit code 0 if every run succeeded, else the code of the first failed seed (in the order of
+    ``--seeds``), with one line naming the failed seeds.
+    """
+    from policygrad.runconfig import parse_env_kwargs, parse_set, resolve_run
+    from policygrad.rundir import CreatedPaths, default_run_dir
+    from policygrad.seeds import (
+        check_seed_run_dirs,
+        format_results,
+        parse_seeds,
+        run_seeds,
+    )
+    from policygrad.training import build_session
+
+    if args.seed is not None:
+        raise InputError("--seed and --seeds are mutually exclusive: --seeds sets the seed of each run")
+    seeds = parse_seeds(args.seeds)
+    jobs = 1 if args.jobs is None else args.jobs
+    if jobs < 1:
+        raise InputError(f"--jobs must be at least 1, got {jobs}")
+    overrides = parse_set(args.overrides)
+    env_kwargs = None if args.env_kwargs is None else parse_env_kwargs(args.env_kwargs)
+    specs = [resolve_run(args.algo, args.env, config_file=args.config, overrides=overrides,
+                         flags={**flags, "seed": seed}, env_kwargs=env_kwargs) for seed in seeds]
+    if args.print_config:
+        print(json.dumps([_printable(spec) for spec in specs], indent=2))
+        return 0
+    base = Path(args.out) if args.out else default_run_dir(specs[0].algo, specs[0].env)
+    run_dirs = check_seed_run_dirs(base, seeds)
+    build_session(specs[0], args.device).close()  # the environment, spaces, backend and device, once
+
+    created = CreatedPaths(base)
+    try:
+        created.create()  # before the runs start, so that a run's clean-up never removes base
+    except OSError as err:
+        raise InputError(f"cannot create run directory {base}: {err}") from None
+    try:
+        results = run_seeds(specs, run_dirs, args.device, jobs, quiet=args.quiet)
+    finally:
+        if base.is_dir() and not any(base.iterdir()):  # nothing started: no trace
+            created.undo()
+    if not args.quiet:
+        print(format_results(results))
+    failed = [r for r in results if r.exit_code]
+    if failed:
+        named = ", ".join(f"{r.seed} (exit {r.exit_code})" for r in failed)
+        print(f"policygrad: error: {len(failed)} of {len(results)} seeds failed: {named}", file=sys.stderr)
+        return failed[0].exit_code
+    if not args.quiet:
+        print(f"plot them: policygrad plot {base}")
     return 0
 
 
-def _resume(run_dir: Path, flags: dict[str, Any], device: str | None, quiet: bool) -> int:
+def _resume(run_dir: Path, flags: dict[str, Any], device: str | None, quiet: bool, env: str | None = None,
+            trust: bool = False) -> int:
     from policygrad.rundir import reopen_run, write_run_config
-    from policygrad.runconfig import read_run_config
+    from policygrad.runconfig import check_run_code, read_run_config
     from policygrad.training import train
 
     spec = read_run_config(run_dir)
+    if env is not None and env != spec.env:
+        raise InputError(f"--resume continues the run on its environment {spec.env!r}; --env may only name that one")
+    check_run_code(spec, env, trust)
     changed = {k: v for k, v in flags.items() if v is not None}
     if changed:
         spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, **changed))
-    session = reopen_run(run_dir, spec, device)
+    session = reopen_run(run_dir, spec, device, lock=True)
     try:
         if changed:
             write_run_config(run_dir, spec, session.algorithm.backend)
@@ -234,14 +374,24 @@ def _resume(run_dir: Path, flags: dict[str, Any], device: str | None, quiet: boo
         summary = train(session, run_dir, resumed=True, quiet=quiet)
     finally:
         session.close()
-    _finish(run_dir, summary, quiet)
-    return 0
+    return _finish(run_dir, summary, quiet)
 
 
-def _finish(run_dir: Path, summary: dict[str, Any], quiet: bool) -> None:
+def _finish(run_dir: Path, summary: dict[str, Any], quiet: bool) -> int:
+    """The learning curve and the summary line of a finished run; the exit code (128 + the
+    signal's number for a run stopped by SIGINT or SIGTERM, which says where it stopped)."""
     import numpy as np
 
     from policygrad.plots import plot_learning_curve
+
+    if summary.get("interrupted"):
+        signum = summary["interrupted"]
+        for number in (signal.SIGINT, signal.SIGTERM):  # another signal now: leave at once, quietly
+            signal.signal(number, lambda n, frame: os._exit(128 + n))
+        print(f"policygrad: stopped by {signal_name(signum)} at step {summary['step']}; checkpoint saved in "
+              f"{run_dir / 'checkpoints' / 'last'}; continue with: policygrad train --resume {run_dir}",
+              file=sys.stderr)
+        return 128 + signum
 
     try:
         plot_learning_curve(run_dir)
@@ -249,18 +399,21 @@ def _finish(run_dir: Path, summary: dict[str, Any], quiet: bool) -> None:
         if not quiet:
             print(f"policygrad: note: no learning curve ({err})", file=sys.stderr)
     if quiet:
-        return
+        return 0
     returns = summary["eval_returns"]
     how = " (target return reached)" if summary["stopped_early"] else ""
     print(
         f"{run_dir}: {summary['step']} steps in {summary['seconds']:.1f} s{how}; deterministic evaluation "
         f"return {np.mean(returns):.2f} ± {np.std(returns):.2f} over {len(returns)} episodes"
     )
+    return 0
 
 
 def main_eval(args: argparse.Namespace) -> int:
-    """``policygrad eval RUN_DIR``: a table, or one JSON object with ``--json``.
+    """``policygrad eval RUN_DIR``: a table, or one JSON object with ``--json``, of the policy in
+    the run's last checkpoint, or in the checkpoint of a run that RUN_DIR names (``RUN/checkpoints/best``).
 
+    With ``--video DIR`` the episodes are recorded there (:func:`policygrad.training.evaluate_run`).
     On a continuing run (``time_limit = 0``) or with ``--steps K``, the reward per step over K
     environment steps (default :data:`DEFAULT_EVAL_STEPS`) is measured as well and reported as
     ``reward_per_step``: ``--episodes`` environment copies (at most 32) each run K / copies steps
@@ -270,17 +423,25 @@ def main_eval(args: argparse.Namespace) -> int:
 
     from policygrad.logging import format_table
     from policygrad.runconfig import read_run_config
-    from policygrad.training import evaluate_run, evaluate_run_steps
+    from policygrad.training import evaluate_run, evaluate_run_steps, locate_checkpoint
 
     steps = getattr(args, "steps", None)
     if steps is not None and steps < 1:
         raise InputError(f"--steps must be a positive number of environment steps, got {shown(steps)}")
-    returns = evaluate_run(args.run_dir, args.episodes, deterministic=args.deterministic, seed=args.seed)
+    video = getattr(args, "video", None)
+    if video is not None:
+        # Frames are drawn off-screen (render_mode rgb_array): without this, SDL looks for a
+        # display and an audio device, and prints errors on a machine that has neither.
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+        os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+    returns = evaluate_run(args.run_dir, args.episodes, deterministic=args.deterministic, seed=args.seed,
+                           video=video, env=args.env, trust=args.trust_run_code)
     mean, std = float(np.mean(returns)), float(np.std(returns))
     rate: tuple[float, int] | None = None
-    if steps is not None or read_run_config(Path(args.run_dir)).train.time_limit == 0:
+    if steps is not None or read_run_config(locate_checkpoint(args.run_dir)[0]).train.time_limit == 0:
         rate = evaluate_run_steps(args.run_dir, steps or DEFAULT_EVAL_STEPS, min(args.episodes, 32),
-                                  deterministic=args.deterministic, seed=args.seed)
+                                  deterministic=args.deterministic, seed=args.seed, env=args.env,
+                                  trust=args.trust_run_code)
     if args.json:
         payload: dict[str, Any] = {"mean_return": mean, "std_return": std, "episodes": len(returns)}
         if rate is not None:
@@ -298,6 +459,28 @@ def main_eval(args: argparse.Namespace) -> int:
             row.update({"reward_per_step": rate[0], "steps": rate[1]})
         row["policy"] = "deterministic" if args.deterministic else "stochastic"
         print(format_table([row], list(row)))
+        if video is not None:
+            print(f"recorded {len(returns)} episodes in {video}")
+    return 0
+
+
+def main_export(args: argparse.Namespace) -> int:
+    """``policygrad export RUN_DIR --out FILE``: :meth:`policygrad.Model.export` of the run's last
+    checkpoint, and one line saying what the graph reads and writes."""
+    from policygrad.api import load
+    from policygrad.export import check_format, describe
+
+    from policygrad.runconfig import check_run_code, read_run_config
+    from policygrad.training import locate_checkpoint
+
+    check_format(args.format)  # a missing extra fails before the run is loaded
+    check_run_code(read_run_config(locate_checkpoint(args.run_dir)[0]), args.env, args.trust_run_code)
+    model = load(args.run_dir, device="cpu", env=args.env, trust_run_code=True)
+    try:
+        path = model.export(args.out, args.format, overwrite=args.force)
+        print(f"{path}: {args.format}, {describe(model.observation_space, model.action_space)}")
+    finally:
+        model._close()
     return 0
 
 

@@ -8,15 +8,13 @@ more than the arithmetic at rollout batch sizes).
 
 Symbols and shapes:
 
-==========  =========================  ===================================================
-symbol      shape                      meaning
-==========  =========================  ===================================================
-``[...]``   batch shape                e.g. ``[N]`` during a rollout, ``[T, N]`` or ``[B]``
-A           int                        number of actions of a categorical
-D           int                        action dimension of a Gaussian
-z           ``[..., A]``               logits; log π(a) = z_a − log Σ_b exp z_b
-μ, log σ    ``[..., D]``, ``[D]``      mean and log standard deviation of a Gaussian
-==========  =========================  ===================================================
+| symbol | shape | meaning |
+|---|---|---|
+| ``[...]`` | batch shape | e.g. ``[N]`` during a rollout, ``[T, N]`` or ``[B]`` |
+| A | int | number of actions of a categorical |
+| D | int | action dimension of a Gaussian |
+| z | ``[..., A]`` | logits; log π(a) = z_a − log Σ_b exp z_b |
+| μ, log σ | ``[..., D]``, ``[D]`` | mean and log standard deviation of a Gaussian |
 
 NumPy kernels. Beside each distribution are the kernels the NumPy backend
 (``policygrad.backends.numpy``) runs instead of autograd, one per formula: its per-sample

@@ -37,6 +37,11 @@ Sync and async envs are built here with SAME_STEP, so no step is wasted; a vecto
 given SAME_STEP when it accepts an ``autoreset_mode`` argument and otherwise keeps its own mode
 (CartPole's is NEXT_STEP). :class:`policygrad.rollout.RolloutCollector` handles both.
 
+Rendering and wrappers. ``render_mode`` is given to each copy's constructor (``"rgb_array"`` for
+recording video), after a check against the render modes the environment declares; ``wrappers``
+wrap each copy (outside its time limit), which needs copies of their own: "auto" then means
+"sync", and "vector" is refused.
+
 Worker threads. Each worker process of an async vector environment limits its compute threads
 (:func:`policygrad.threads.limit_threads`, ``worker_threads``) before it builds its copy, so that N
 workers do not each start a pool as wide as the machine.
@@ -56,6 +61,7 @@ import importlib
 import inspect
 import os
 import sys
+from collections.abc import Sequence
 from typing import Any, Callable, Literal
 
 import gymnasium as gym
@@ -203,7 +209,7 @@ def resolve_env(env: str | EnvSource) -> EnvSource:
         module_name, _, attr = env.partition(":")
         try:
             module = _import_user_module(module_name)
-        except Exception as err:  # ImportError, or anything the module raises while importing
+        except (Exception, SystemExit) as err:  # ImportError, or anything the module raises while importing
             raise InputError(f"cannot import module {shown(module_name)} named by environment {shown(env)} ({_one_line(err)})") from None
         target: Any = module
         if all(part.isidentifier() for part in attr.split(".")):
@@ -257,6 +263,8 @@ def make_vec_env(
     vectorization: Vectorization = "auto",
     env_kwargs: dict[str, Any] | None = None,
     worker_threads: tuple[int, int] = (1, 1),
+    render_mode: str | None = None,
+    wrappers: Sequence[Callable[[gym.Env], gym.Env]] = (),
 ) -> VectorEnv:
     """Build ``num_envs`` copies of an environment as one Gymnasium vector environment.
 
@@ -276,13 +284,18 @@ def make_vec_env(
         env_kwargs: keyword arguments of the environment's constructor.
         worker_threads: ``(torch_threads, blas_threads)`` that each async worker process limits
             itself to before building its copy (see :func:`policygrad.threads.limit_threads`).
+        render_mode: passed to each copy's constructor (e.g. ``"rgb_array"``); None: the
+            environment's default (no rendering).
+        wrappers: applied to each copy in order, innermost first (not with "vector"
+            vectorization; "auto" then means "sync").
 
     Returns:
         The vector environment; ``env.metadata["autoreset_mode"]`` says how it auto-resets.
 
     Raises:
-        InputError: an invalid argument, an unknown id, an import failure, or an environment
-            whose construction fails (one line naming it).
+        InputError: an invalid argument, an unknown id, an import failure, a render mode the
+            environment does not declare, or an environment whose construction fails (one line
+            naming it).
     """
     if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
         raise InputError(f"num_envs must be a positive int, got {shown(num_envs)}")
@@ -299,13 +312,27 @@ def make_vec_env(
     kwargs = dict(env_kwargs or {})
     source = resolve_env(env_id_or_spec)
     name = env_name(env_id_or_spec)
+    wrappers = tuple(wrappers)
+    if wrappers:
+        if vectorization == "vector":
+            raise InputError(f"environment {shown(name)}: wrapping each copy needs vectorization sync or async")
+        if vectorization == "auto":
+            vectorization = "sync"
+    if render_mode is not None:
+        modes = _render_modes(source)
+        if modes is not None and render_mode not in modes:
+            raise InputError(
+                f"environment {shown(name)} does not render in mode {shown(render_mode)} (its render modes: "
+                f"{', '.join(map(str, modes)) or 'none'})"
+            )
+        kwargs["render_mode"] = render_mode
     try:
         if isinstance(source, gym.envs.registration.EnvSpec):
-            envs = _from_spec(source, num_envs, time_limit, vectorization, kwargs, worker_threads)
+            envs = _from_spec(source, num_envs, time_limit, vectorization, kwargs, worker_threads, wrappers)
         elif isinstance(source, gym.Env):
             if vectorization == "vector":
                 raise InputError(f"environment {shown(name)} has no vectorised implementation; use sync or async")
-            make_one = functools.partial(_copy_env, source, time_limit)
+            make_one = functools.partial(_copy_env, source, time_limit, wrappers)
             if vectorization == "async":
                 envs = _async(make_one, num_envs, worker_threads)
             else:
@@ -313,7 +340,7 @@ def make_vec_env(
         else:
             if vectorization == "vector":
                 raise InputError(f"environment {shown(name)} has no vectorised implementation; use sync or async")
-            make_one = functools.partial(_make_user_env, source, name, time_limit, kwargs)
+            make_one = functools.partial(_make_user_env, source, name, time_limit, kwargs, wrappers)
             if vectorization == "async":
                 envs = _async(make_one, num_envs, worker_threads)
             else:
@@ -336,6 +363,7 @@ def _from_spec(
     vectorization: str,
     kwargs: dict[str, Any],
     worker_threads: tuple[int, int],
+    wrappers: tuple[Callable[[gym.Env], gym.Env], ...] = (),
 ) -> VectorEnv:
     if time_limit == 0:
         # No limit: drop the registered TimeLimit. A vector entry point that truncates by itself
@@ -365,26 +393,143 @@ def _from_spec(
     if time_limit is not None:
         kwargs["max_episode_steps"] = time_limit
     if vectorization == "async":
-        return _async(functools.partial(_make_from_spec, spec, kwargs), num_envs, worker_threads)
+        return _async(functools.partial(_make_from_spec, spec, kwargs, wrappers), num_envs, worker_threads)
     return gym.make_vec(
         spec,
         num_envs,
         vectorization_mode=vectorization,
         vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+        wrappers=list(wrappers),
         disable_env_checker=True,
         **kwargs,
     )
 
 
 def _async(make_one: Callable[[], gym.Env], num_envs: int, worker_threads: tuple[int, int]) -> VectorEnv:
-    """``AsyncVectorEnv`` of ``num_envs`` workers, each limiting its threads before ``make_one()``."""
+    """``AsyncVectorEnv`` of ``num_envs`` workers, each limiting its threads before ``make_one()``
+    (see :class:`_Worker`)."""
     factory = ThreadLimited(make_one, *worker_threads)
-    return gym.vector.AsyncVectorEnv([factory] * num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
+    return gym.vector.AsyncVectorEnv([_Worker(factory, i) for i in range(num_envs)],
+                                     autoreset_mode=AutoresetMode.SAME_STEP)
 
 
-def _make_from_spec(spec: gym.envs.registration.EnvSpec, kwargs: dict[str, Any]) -> gym.Env:
+@dataclasses.dataclass(frozen=True)
+class _Worker:
+    """Builds copy ``index`` of an environment inside an async worker process, which
+
+    * ignores SIGINT: a Ctrl-C reaches every process of the terminal's group, and the main
+      process stops training by itself, then closes its workers (SIGTERM ends a worker, as
+      ``close(terminate=True)`` expects);
+    * ends by itself within a second when the main process is gone (killed by SIGKILL, say),
+      instead of staying behind as an orphan;
+    * labels what its environment raises with ``index``, so that an error names the copy.
+
+    Picklable whenever ``factory`` is.
+    """
+
+    factory: Callable[[], gym.Env]
+    index: int
+
+    def __call__(self) -> gym.Env:
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for name in ("SIGTERM", "SIGALRM"):  # a forked worker inherits the main process's handlers
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
+        _watch_parent()
+        return _Labelled(self.factory(), self.index)
+
+
+def _watch_parent(poll: float = 0.5) -> None:
+    """Exit this process once its parent is gone (it is then re-parented, so its parent id
+    changes), and say nothing on the way out: the pipe errors of an orphaned worker are not news
+    on the terminal of a process that was killed."""
+    import threading
+    import time
+
+    parent = os.getppid()
+    sys.stderr = _OrphanQuiet(sys.stderr, parent)
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="policygrad-parent-watch", daemon=True).start()
+
+
+class _OrphanQuiet:
+    """A text stream that writes through while the process's parent is ``parent``, and drops
+    everything once it is gone."""
+
+    def __init__(self, stream: Any, parent: int) -> None:
+        self._stream, self._parent = stream, parent
+
+    def write(self, text: str) -> int:
+        if os.getppid() != self._parent:
+            return len(text)
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+class _Labelled(gym.Wrapper):
+    """Sets ``env_index`` on anything the environment raises (read by the error message)."""
+
+    def __init__(self, env: gym.Env, index: int) -> None:
+        super().__init__(env)
+        self._index = index
+
+    def step(self, action: Any) -> Any:
+        try:
+            return self.env.step(action)
+        except BaseException as err:
+            raise _labelled(err, self._index) from None
+
+    def reset(self, **kwargs: Any) -> Any:
+        try:
+            return self.env.reset(**kwargs)
+        except BaseException as err:
+            raise _labelled(err, self._index) from None
+
+
+def _labelled(err: BaseException, index: int) -> BaseException:
+    """An exception that survives the trip to the main process (Gymnasium re-raises
+    ``type(err)(str(err))`` there) and names the copy: a RuntimeError, or the original type when
+    its message says where it came from."""
+    text = str(err).strip().splitlines()
+    message = f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+    return EnvCopyError(f"[environment {index}] {message}")
+
+
+class EnvCopyError(RuntimeError):
+    """What a copy of an async environment raised, as ``"[environment i] Type: message"``."""
+
+
+def _make_from_spec(spec: gym.envs.registration.EnvSpec, kwargs: dict[str, Any],
+                    wrappers: tuple[Callable[[gym.Env], gym.Env], ...] = ()) -> gym.Env:
     """One copy of a registered environment, as ``gym.make_vec`` builds the copies of a sync one."""
-    return gym.make(spec, disable_env_checker=True, **kwargs)
+    env = gym.make(spec, disable_env_checker=True, **kwargs)
+    for wrap in wrappers:
+        env = wrap(env)
+    return env
+
+
+def _render_modes(source: EnvSource) -> list[str] | None:
+    """The render modes an environment declares (``metadata["render_modes"]`` of its class), or
+    None where they cannot be known before it is built (a factory function)."""
+    try:
+        if isinstance(source, gym.envs.registration.EnvSpec):
+            entry = source.entry_point
+            source = gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
+        metadata = getattr(source, "metadata", None)
+    except (ImportError, AttributeError, ValueError, gym.error.Error):  # an entry point that does not load
+        return None
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("render_modes", []), (list, tuple)):
+        return None
+    return list(metadata.get("render_modes", []))
 
 
 def _has_own_limit(entry_point: Any) -> bool:
@@ -407,20 +552,26 @@ def _accepts(entry_point: Any, name: str) -> bool:
         return False
 
 
-def _make_user_env(factory: Callable[..., Any], name: str, time_limit: int | None, kwargs: dict[str, Any]) -> gym.Env:
+def _make_user_env(factory: Callable[..., Any], name: str, time_limit: int | None, kwargs: dict[str, Any],
+                   wrappers: tuple[Callable[[gym.Env], gym.Env], ...] = ()) -> gym.Env:
     env = factory(**kwargs)
     if not isinstance(env, gym.Env):
         raise InputError(f"{shown(name)} returned a {type(env).__name__}, not a gymnasium.Env")
     if time_limit:  # 0 and None: the env as the factory made it
         env = gym.wrappers.TimeLimit(env, max_episode_steps=time_limit)
+    for wrap in wrappers:
+        env = wrap(env)
     return env
 
 
-def _copy_env(env: gym.Env, time_limit: int | None) -> gym.Env:
+def _copy_env(env: gym.Env, time_limit: int | None,
+              wrappers: tuple[Callable[[gym.Env], gym.Env], ...] = ()) -> gym.Env:
     """A deep copy of a user's env object (the object itself is neither stepped nor closed)."""
     env = copy.deepcopy(env)
     if time_limit:
         env = gym.wrappers.TimeLimit(env, max_episode_steps=time_limit)
+    for wrap in wrappers:
+        env = wrap(env)
     return env
 
 

@@ -21,11 +21,20 @@ Two ways to stop (N environment copies, auto-reset NEXT_STEP or SAME_STEP):
 
 Rewards are the environment's raw ones; the dummy steps of a NEXT_STEP auto-reset count for
 nothing. The observation normaliser is applied as it stands and never updated.
+
+Video. :class:`VideoRecorder` wraps an environment copy in Gymnasium's ``RecordVideo``, which
+writes each of its first K episodes as an MP4 file (through moviepy) while :func:`evaluate`
+steps it. Evaluated episode by episode on one copy built with ``render_mode="rgb_array"`` and not
+reset before :func:`evaluate` resets it, the files are exactly the evaluated episodes.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import numpy as np
@@ -37,7 +46,14 @@ from policygrad.errors import InputError, TrainingError, shown
 from policygrad.normalize import ObservationNormalizer
 from policygrad.rollout import EnvStepper
 
-__all__ = ["Actor", "ArrayActor", "Evaluation", "evaluate"]
+__all__ = ["VIDEO_EXTRA", "VIDEO_PREFIX", "Actor", "ArrayActor", "Evaluation", "VideoRecorder", "evaluate"]
+
+VIDEO_EXTRA = "pip install 'policygrad[video]'"
+"""What installs the packages that recording video needs (moviepy; pygame for Gymnasium's
+classic-control and toy-text drawings)."""
+
+VIDEO_PREFIX = "eval"
+"""Video files are named ``eval-episode-<i>.mp4``, i = 0, 1, ... in the order evaluated."""
 
 
 class Actor(Protocol):
@@ -75,6 +91,62 @@ class ArrayActor:
         return self.actor.act(obs.numpy(), mask, deterministic, generator)
 
 
+class VideoRecorder:
+    """Wraps an environment copy in Gymnasium's ``RecordVideo``, recording its first ``episodes``
+    episodes (those that start at its first ``episodes`` resets) to ``folder`` as
+    ``eval-episode-<i>.mp4``; files of those names are replaced.
+
+    Pass it in ``make_vec_env(..., render_mode="rgb_array", wrappers=[recorder])``.
+
+    Args:
+        folder: where the files go (created if missing).
+        episodes: how many episodes to record.
+
+    Raises:
+        InputError: moviepy missing (naming the extra to install); when a copy is wrapped, an
+            environment that does not render RGB frames, with the reason in one line.
+    """
+
+    def __init__(self, folder: str | os.PathLike, episodes: int) -> None:
+        try:
+            importlib.import_module("moviepy")
+        except ImportError:
+            raise InputError(f"recording video needs the package 'moviepy': {VIDEO_EXTRA}") from None
+        if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
+            raise InputError(f"the number of episodes to record must be a positive int, got {shown(episodes)}")
+        self.folder = Path(folder)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise InputError(f"--video {self.folder} exists and is not a directory")
+        self.episodes = episodes
+
+    def __call__(self, env: Any) -> Any:
+        from gymnasium.wrappers import RecordVideo
+
+        name = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
+        if env.render_mode != "rgb_array":
+            raise InputError(f"environment {shown(name)} does not render RGB frames (render_mode {shown(env.render_mode)}); "
+                             "recording video needs render_mode 'rgb_array'")
+        # One frame first, so that an environment that cannot draw (pygame missing, say) fails
+        # here with its reason rather than in the middle of the evaluation.
+        try:
+            env.reset()
+            frame = env.render()
+        except Exception as err:  # noqa: BLE001  (whatever the environment raises, in one line)
+            text = str(err).strip().splitlines()
+            detail = f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+            raise InputError(f"environment {shown(name)} cannot render a frame ({detail}); {VIDEO_EXTRA} "
+                             "installs pygame for Gymnasium's own environments") from None
+        if not (isinstance(frame, np.ndarray) and frame.ndim == 3):
+            raise InputError(f"environment {shown(name)} renders {type(frame).__name__}, not an RGB frame [H, W, 3]")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "overwriting existing videos" in an existing folder
+            return RecordVideo(env, str(self.folder), episode_trigger=self._records, name_prefix=VIDEO_PREFIX,
+                               disable_logger=True)
+
+    def _records(self, episode: int) -> bool:
+        return episode < self.episodes
+
+
 @dataclass(frozen=True)
 class Evaluation:
     """What one :func:`evaluate` measured."""
@@ -105,6 +177,7 @@ def evaluate(
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
     max_episode_steps: int = 10_000,
+    step_timeout: float | None = None,
 ) -> Evaluation:
     """Run ``actor`` on ``envs`` for ``episodes`` episodes or ``steps`` environment steps.
 
@@ -121,6 +194,7 @@ def evaluate(
         generator: random-number generator of the sampled actions (None: torch's global one).
         device: where the actor lives.
         max_episode_steps: the longest an evaluated episode (or window) lasts.
+        step_timeout: seconds one vectorised step may take (None: unbounded).
 
     Returns:
         The :class:`Evaluation`.
@@ -140,7 +214,7 @@ def evaluate(
         from policygrad.policies import FlattenObservation
 
         encoder = FlattenObservation(envs.single_observation_space.shape)
-    io = EnvStepper(envs, encoder)
+    io = EnvStepper(envs, encoder, step_timeout)
     N = io.num_envs
     device = torch.device(device)
     next_step = io.mode == AutoresetMode.NEXT_STEP

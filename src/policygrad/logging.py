@@ -5,6 +5,12 @@ created) and one line per :meth:`MetricsLogger.log` call, flushed at once so tha
 most the line being written. A blank field means "no value in this row" (for instance no episode
 finished during that update).
 
+Reading an existing ``metrics.csv`` (a resumed run keeps its rows; ``policygrad plot`` reads it
+through :func:`policygrad.plots.read_metrics`) goes through :func:`policygrad.files.read_lines`: a
+regular file only, at most :data:`METRICS_MAX_BYTES`, lines of at most :data:`METRICS_MAX_LINE`
+bytes, UTF-8, read line by line, so a run directory received from someone else cannot make it
+hang or fill the memory.
+
 TensorBoard scalars go to ``<run_dir>/tb/`` through ``torch.utils.tensorboard.SummaryWriter``, with
 the ``step`` column as the global step and the tags of :data:`TENSORBOARD_TAGS` (``train/…``,
 ``rollout/…``, ``time/…``, ``eval/…``). The writer is imported only by a logger that writes events,
@@ -23,6 +29,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from policygrad.errors import InputError
+from policygrad.files import open_new, read_lines
 
 __all__ = [
     "MetricsLogger",
@@ -30,12 +37,23 @@ __all__ = [
     "format_table",
     "tensorboard_tag",
     "METRICS_FILE",
+    "METRICS_MAX_BYTES",
+    "METRICS_MAX_LINE",
     "STEP_COLUMN",
     "TENSORBOARD_TAGS",
 ]
 
 METRICS_FILE = "metrics.csv"
 """Name of the metrics file inside a run directory."""
+
+METRICS_MAX_BYTES = 256 * 2**20
+"""The largest ``metrics.csv`` read (256 MiB). A row of the training columns takes about 200 bytes,
+so this is some 1.3 million updates: A2C's CartPole preset (a row every 40 steps) for 50 million
+environment steps."""
+
+METRICS_MAX_LINE = 64 * 2**10
+"""The longest line of ``metrics.csv`` read (64 KiB; a row of the training columns takes about
+200 bytes)."""
 
 STEP_COLUMN = "step"
 """The column holding the environment-step count: TensorBoard's global step and the resume key."""
@@ -85,8 +103,11 @@ class MetricsLogger:
             ``resume_step`` is given.
         tensorboard: also write every finite numeric value as a TensorBoard scalar under
             ``run_dir/tb``, tagged as :data:`TENSORBOARD_TAGS` says.
-        resume: continue an existing ``metrics.csv`` (whose header must equal ``columns``)
-            instead of starting a new one; without a file there, start a new one.
+        resume: continue an existing ``metrics.csv`` instead of starting a new one; without a
+            file there, start a new one. Its header must hold each of its columns once, all of
+            them among ``columns`` (``"step"`` among them if it is in ``columns``): a file of an earlier version that lacks some of them (a
+            column added since) is rewritten atomically with the header ``columns``, those
+            columns blank in its rows.
         resume_step: with ``resume``, the step the run resumes from: rows with a larger ``step``
             were logged after the checkpoint and are dropped (and hidden in TensorBoard), since the
             resumed run logs them again. ``None`` keeps every row.
@@ -94,14 +115,16 @@ class MetricsLogger:
             ``reward_per_step`` column to TensorBoard as ``rollout/reward_per_step``, the curve of
             such a task. Otherwise that column goes to ``metrics.csv`` only.
         tensorboard_every: write a row to TensorBoard only when its step is at least this far past
-            the last row written there (the first row always, and the last row at :meth:`close`);
-            0 or 1: every row. ``metrics.csv`` gets every row.
+            the last row written there (the first row always, a row with a value in an ``eval_``
+            column always, and the last row at :meth:`close`); 0 or 1: every row. ``metrics.csv``
+            gets every row.
 
     A fresh logger (``resume=False``) overwrites an existing ``metrics.csv``.
 
     Raises:
         ValueError: ``columns`` is empty, has duplicates, or lacks ``"step"`` where it is needed.
-        InputError: the existing ``metrics.csv`` has other columns than ``columns``.
+        InputError: the existing ``metrics.csv`` has a column that is not in ``columns``, or one
+            twice.
         ImportError: ``tensorboard`` is on and the tensorboard package is missing.
     """
 
@@ -130,7 +153,7 @@ class MetricsLogger:
         self._closed = False
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
-        if resume and self.path.exists():
+        if resume and os.path.lexists(self.path):  # lexists: a symlink there is refused, not written through
             self._rows_logged = self._truncate_existing(resume_step)
             self._file = open(self.path, "a", newline="", encoding="utf-8")
         else:
@@ -142,6 +165,8 @@ class MetricsLogger:
         self._tags = {c: tensorboard_tag(c) for c in columns}
         if not continuing and "reward_per_step" in self._tags:
             self._tags["reward_per_step"] = None
+        # Evaluations are rare and each one counts: a row holding one is never held back.
+        self._eval_tags = frozenset(t for t in self._tags.values() if t is not None and t.startswith("eval/"))
         self._writer: _ScalarWriter | None = None
         self._tb_every = max(int(tensorboard_every), 0)
         self._tb_last: int | None = None  # the step of the last row written to TensorBoard
@@ -156,30 +181,47 @@ class MetricsLogger:
                 raise
 
     def _truncate_existing(self, resume_step: int | None) -> int:
-        """Keep the rows up to ``resume_step`` and rewrite the file atomically; returns their count."""
-        text = self.path.read_text(encoding="utf-8")
-        lines = list(csv.reader(io.StringIO(text)))
-        if not lines:
-            raise InputError(f"cannot resume: {self.path} is empty")
-        if lines[0] != self.columns:
-            raise InputError(
-                f"cannot resume: {self.path} has columns {lines[0]}, this run logs {self.columns}"
-            )
-        rows = lines[1:]
-        if rows and not text.endswith("\n"):
-            rows.pop()  # a line cut short by a crash
-        if resume_step is not None:
-            at = self.columns.index(STEP_COLUMN)
-            rows = [r for r in rows if len(r) == len(self.columns) and _step_of(r[at]) <= resume_step]
+        """Keep the rows up to ``resume_step`` and rewrite the file atomically, with the header
+        ``columns`` (see ``resume``); returns the rows' count. Read line by line (see the module
+        docstring), so the memory taken does not grow with the file."""
+        lines = read_lines(self.path, "metrics file", METRICS_MAX_BYTES, METRICS_MAX_LINE)
         tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            f.write(_csv_line(self.columns))
-            for r in rows:
-                f.write(_csv_line(r))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        return len(rows)
+        kept = 0
+        try:
+            header = _csv_row(next(lines, ""))
+            if not header:
+                raise InputError(f"cannot resume: {self.path} is empty")
+            if (len(set(header)) != len(header) or not set(header) <= self._known
+                    or (STEP_COLUMN in self._known and STEP_COLUMN not in header)):
+                raise InputError(
+                    f"cannot resume: {self.path} has columns {header}, this run logs {self.columns}"
+                )
+            strict = resume_step is not None or header != self.columns
+            at = header.index(STEP_COLUMN) if resume_step is not None else -1
+            where = {name: i for i, name in enumerate(header)}
+            with open(open_new(tmp), "w", newline="", encoding="utf-8") as f:
+                f.write(_csv_line(self.columns))
+                for line in lines:
+                    if not line.endswith("\n"):
+                        break  # the last line, cut short by a crash
+                    row = _csv_row(line)
+                    if not row or (strict and len(row) != len(header)):
+                        continue
+                    if resume_step is not None and _step_of(row[at]) > resume_step:
+                        continue
+                    if header != self.columns:  # an earlier version's file: the columns added since are blank
+                        row = [row[where[c]] if c in where else "" for c in self.columns]
+                    f.write(_csv_line(row))
+                    kept += 1
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except csv.Error as err:
+            raise InputError(f"cannot resume: {self.path} is not a readable CSV file ({err})") from None
+        finally:
+            lines.close()
+            tmp.unlink(missing_ok=True)
+        return kept
 
     def log(self, row: Mapping[str, Any]) -> None:
         """Append one row; columns missing from ``row`` (or ``None``) stay blank.
@@ -203,7 +245,8 @@ class MetricsLogger:
             global_step = int(step) if _is_finite(step) else self._rows_logged
             tags = self._tags
             scalars = {tags[name]: value for name, value in values.items() if tags[name] is not None and _is_finite(value)}
-            if self._tb_last is None or global_step - self._tb_last >= self._tb_every:
+            due = self._tb_last is None or global_step - self._tb_last >= self._tb_every
+            if due or not self._eval_tags.isdisjoint(scalars):
                 self._writer.scalars(global_step, scalars)
                 self._tb_last, self._tb_pending = global_step, None
             else:
@@ -252,6 +295,10 @@ class _ScalarWriter:
                 f"writing TensorBoard events needs the tensorboard package ({err}); install it, or turn tensorboard off"
             ) from err
         self._summary = Summary
+        if log_dir.is_symlink():
+            raise InputError(f"{log_dir} is a symlink; refusing to write TensorBoard events through it")
+        if purge_step is not None:
+            _wait_past_event_files(log_dir)
         self._writer = SummaryWriter(str(log_dir), purge_step=purge_step, flush_secs=10)
 
     def scalars(self, step: int, values: Mapping[str, float]) -> None:
@@ -266,9 +313,34 @@ class _ScalarWriter:
         self._writer.close()
 
 
+def _wait_past_event_files(log_dir: Path) -> None:
+    """Sleep until the clock is past the second in the name of every event file in ``log_dir``.
+
+    TensorBoard reads a directory's event files in name order, and a name is
+    ``events.out.tfevents.<second>.<host>.<pid>.<n>`` with an unpadded n: a file written in the same
+    second as an earlier one may sort before it (n = 10 before n = 9), and then the purge of a resumed
+    run would act before the events it hides. Resuming within a second of the last start is rare
+    (a test, ``Model.learn`` of a few steps twice); then it waits less than a second.
+    """
+    seconds = []
+    for path in log_dir.glob("events.out.tfevents.*"):
+        field = path.name.split(".")[3]
+        if field.isascii() and field.isdigit() and len(field) <= 12:
+            seconds.append(int(field))
+    if seconds:
+        delay = max(seconds) + 1 - time.time()
+        if 0 < delay <= 1:  # a name further ahead is no file of this clock (copied, or made up): no waiting
+            time.sleep(delay)
+
+
 def _is_finite(value: Any) -> bool:
     """A number TensorBoard can plot: an int, or a float other than nan and ±inf."""
     return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+
+
+def _csv_row(line: str) -> list[str]:
+    """The fields of one CSV line (``[]`` for a blank one)."""
+    return next(csv.reader([line]), [])
 
 
 def _csv_line(fields: Iterable[str]) -> str:

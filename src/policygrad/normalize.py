@@ -19,6 +19,7 @@ longer move.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,7 @@ from torch import Tensor
 
 from policygrad.errors import InputError, shown
 
-__all__ = ["RunningMeanStd", "ObservationNormalizer", "RewardScaler", "normalize_observations"]
+__all__ = ["RunningMeanStd", "ObservationNormalizer", "RewardScaler", "normalize_observations", "check_running_stats"]
 
 
 def normalize_observations(obs: Any, mean: Any, var: Any, epsilon: float, clip: float, out: np.ndarray | None = None) -> Any:
@@ -105,24 +106,42 @@ class RunningMeanStd:
         return tensors, {"count": self.count}
 
     def load_state(self, tensors: dict[str, Tensor], meta: dict[str, Any], prefix: str) -> None:
-        """Restore :meth:`state`; InputError if an entry is missing or has another shape."""
-        try:
-            mean = tensors[f"{prefix}.mean"].double().numpy().copy()
-            var = tensors[f"{prefix}.var"].double().numpy().copy()
-            count = meta["count"]
-        except (KeyError, TypeError) as err:
-            raise InputError(f"normaliser state {prefix!r} is missing or malformed ({err})") from None
-        if mean.shape != self.shape or var.shape != self.shape:
+        """Restore :meth:`state`; InputError if an entry is missing, malformed
+        (:func:`check_running_stats`) or has another shape."""
+        mean, var, count = check_running_stats(tensors, meta, prefix)
+        if mean.shape != self.shape:
             raise InputError(
                 f"normaliser state {prefix!r} has shape {mean.shape}, this environment needs {self.shape}"
             )
-        if isinstance(count, bool) or not isinstance(count, (int, float)) or not count > 0:
-            raise InputError(f"normaliser state {shown(prefix)} has a bad count {shown(count)}")
-        if not (np.isfinite(mean).all() and np.isfinite(var).all() and (var >= 0).all()):
-            raise InputError(f"normaliser state {prefix!r} holds non-finite or negative statistics")
         self.mean[...] = mean
         self.var[...] = var
-        self.count = float(count)
+        self.count = count
+
+
+def check_running_stats(tensors: dict[str, Tensor], meta: Any, prefix: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """``(mean, var, count)`` of the :meth:`RunningMeanStd.state` under ``prefix``, checked:
+    ``<prefix>.mean`` and ``<prefix>.var`` floating-point tensors of one shape, finite, the
+    variance >= 0, and ``count`` a finite number > 0.
+
+    Raises:
+        InputError: one line saying what is missing or malformed.
+    """
+    mean_t, var_t = tensors.get(f"{prefix}.mean"), tensors.get(f"{prefix}.var")
+    count = meta.get("count") if isinstance(meta, dict) else None
+    if not isinstance(mean_t, Tensor) or not isinstance(var_t, Tensor) or count is None:
+        raise InputError(f"normaliser state {prefix!r} is missing or malformed (no mean, var or count)")
+    if not (mean_t.is_floating_point() and var_t.is_floating_point()) or mean_t.shape != var_t.shape:
+        raise InputError(
+            f"normaliser state {prefix!r} is malformed: mean and var must be floating-point tensors of one shape, got "
+            f"{mean_t.dtype} {tuple(mean_t.shape)} and {var_t.dtype} {tuple(var_t.shape)}"
+        )
+    if isinstance(count, bool) or not isinstance(count, (int, float)) or not (count > 0 and math.isfinite(count)):
+        raise InputError(f"normaliser state {prefix!r} has a bad count {shown(count)}")
+    mean = mean_t.double().numpy().copy()
+    var = var_t.double().numpy().copy()
+    if not (np.isfinite(mean).all() and np.isfinite(var).all() and (var >= 0).all()):
+        raise InputError(f"normaliser state {prefix!r} holds non-finite or negative statistics")
+    return mean, var, float(count)
 
 
 class ObservationNormalizer:

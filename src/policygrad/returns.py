@@ -7,17 +7,13 @@ Every function here is pure: time-major tensors in, a tensor out, no hidden stat
 Symbols and shapes (T steps, N parallel environments; any trailing dims after T are allowed
 as long as all arguments agree):
 
-==============  =========  ==========================================================================
-name            shape      meaning
-==============  =========  ==========================================================================
-rewards         [T, N]     r_t, the reward received after taking a_t in s_t
-values          [T, N]     V(s_t)
-next_values     [T, N]     V(s_{t+1}) of the *true* next state; at a truncated step this is the value
-                           of the final observation before the environment's auto-reset
-terminated      [T, N]     s_{t+1} is terminal: its value is zero by definition, no bootstrap
-truncated       [T, N]     the episode was cut (time limit) after step t: bootstrap from next_values,
-                           but the trace of later steps (a new episode) must not leak back
-==============  =========  ==========================================================================
+| name | shape | meaning |
+|---|---|---|
+| rewards | [T, N] | r_t, the reward received after taking a_t in s_t |
+| values | [T, N] | V(s_t) |
+| next_values | [T, N] | V(s_{t+1}) of the *true* next state; at a truncated step this is the value of the final observation before the environment's auto-reset |
+| terminated | [T, N] | s_{t+1} is terminal: its value is zero by definition, no bootstrap |
+| truncated | [T, N] | the episode was cut (time limit) after step t: bootstrap from next_values, but the trace of later steps (a new episode) must not leak back |
 
 The two flags stay separate everywhere: ``terminated`` stops the bootstrap, ``terminated or
 truncated`` cuts the trace. The last step of a rollout is treated like a truncation (bootstrap
@@ -146,8 +142,11 @@ def td_errors(
     Reference: Sutton & Barto (2018), eq. 6.5.
 
     Args:
-        rewards, values, next_values: ``[T, N]``.
-        terminated: ``[T, N]`` bool.
+        rewards: ``[T, N]`` rewards r_t.
+        values: ``[T, N]`` V(s_t).
+        next_values: ``[T, N]`` V(s_{t+1}) of the true next state (at a truncated step, the final
+            observation before the auto-reset).
+        terminated: ``[T, N]`` bool, the step ended its episode in a terminal state.
         gamma: discount γ in (0, 1].
 
     Returns:
@@ -182,8 +181,11 @@ def discounted_returns(
     (2018), "Time Limits in Reinforcement Learning".
 
     Args:
-        rewards, next_values: ``[T, N]``.
-        terminated, truncated: ``[T, N]`` bool.
+        rewards: ``[T, N]`` rewards r_t.
+        next_values: ``[T, N]`` V(s_{t+1}) of the true next state (at a truncated step, the final
+            observation before the auto-reset).
+        terminated: ``[T, N]`` bool, the step ended its episode in a terminal state.
+        truncated: ``[T, N]`` bool, the step's episode was cut (a time limit), not terminated.
         gamma: discount γ in (0, 1].
 
     Returns:
@@ -222,8 +224,12 @@ def gae(
     Generalized Advantage Estimation", eq. 16.
 
     Args:
-        rewards, values, next_values: ``[T, N]``.
-        terminated, truncated: ``[T, N]`` bool.
+        rewards: ``[T, N]`` rewards r_t.
+        values: ``[T, N]`` V(s_t).
+        next_values: ``[T, N]`` V(s_{t+1}) of the true next state (at a truncated step, the final
+            observation before the auto-reset).
+        terminated: ``[T, N]`` bool, the step ended its episode in a terminal state.
+        truncated: ``[T, N]`` bool, the step's episode was cut (a time limit), not terminated.
         gamma: discount γ in (0, 1].
         lam: λ in [0, 1].
 
@@ -261,7 +267,9 @@ def differential_td_errors(
     Reference: Sutton & Barto (2018), eq. 10.10.
 
     Args:
-        rewards, values, next_values: ``[T, N]``.
+        rewards: ``[T, N]`` rewards r_t.
+        values: ``[T, N]`` v(s_t), the differential value.
+        next_values: ``[T, N]`` v(s_{t+1}) of the true next state.
         terminated: ``[T, N]`` bool (continuing tasks never terminate; kept for symmetry).
         rho: the average reward ρ, a float or a 0-dim tensor.
 
@@ -282,8 +290,10 @@ def differential_returns(
     differential action value. Reference: Sutton & Barto (2018), section 10.3.
 
     Args:
-        rewards, next_values: ``[T, N]``.
-        terminated, truncated: ``[T, N]`` bool.
+        rewards: ``[T, N]`` rewards r_t.
+        next_values: ``[T, N]`` v(s_{t+1}) of the true next state.
+        terminated: ``[T, N]`` bool, the step ended its episode in a terminal state.
+        truncated: ``[T, N]`` bool, the step's episode was cut (a time limit), not terminated.
         rho: the average reward ρ.
 
     Returns:
@@ -309,8 +319,11 @@ def differential_gae(
     Criterion", Algorithm 1.
 
     Args:
-        rewards, values, next_values: ``[T, N]``.
-        terminated, truncated: ``[T, N]`` bool.
+        rewards: ``[T, N]`` rewards r_t.
+        values: ``[T, N]`` v(s_t), the differential value.
+        next_values: ``[T, N]`` v(s_{t+1}) of the true next state.
+        terminated: ``[T, N]`` bool, the step ended its episode in a terminal state.
+        truncated: ``[T, N]`` bool, the step's episode was cut (a time limit), not terminated.
         rho: the average reward ρ.
         lam: λ in [0, 1].
 
@@ -352,7 +365,8 @@ def episode_total_returns(returns: Tensor, episode_step: Tensor, terminated: Ten
     Args:
         returns: ``[T, N]`` reward-to-go G_t (from ``discounted_returns``).
         episode_step: ``[T, N]`` steps since the episode's start.
-        terminated, truncated: ``[T, N]`` bool.
+        terminated: ``[T, N]`` bool, the step ended its episode in a terminal state.
+        truncated: ``[T, N]`` bool, the step's episode was cut (a time limit), not terminated.
         gamma: γ.
 
     Returns:

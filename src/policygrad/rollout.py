@@ -25,20 +25,24 @@ torch buffers.
 
 from __future__ import annotations
 
+import re
+import sys
+import time
 from typing import Any, Callable, Sequence
 
+import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from torch import Tensor
 
-from policygrad.errors import InputError, TrainingError, shown
+from policygrad.errors import InputError, Interrupted, TrainingError, shown
 from policygrad.normalize import ObservationNormalizer, RewardScaler
 from policygrad.numeric import all_finite
 from policygrad.types import Rollout
 
-__all__ = ["Rollout", "RolloutCollector", "EnvStepper", "make_policy", "autoreset_mode"]
+__all__ = ["Rollout", "RolloutCollector", "CollectionStopped", "EnvStepper", "make_policy", "autoreset_mode"]
 
 Encoder = Callable[[Tensor, torch.dtype], Tensor]
 """Raw observations ``[N, *obs_shape]`` -> float ``[N, obs_dim]`` (``policygrad.policies`` encoders)."""
@@ -112,9 +116,15 @@ class EnvStepper:
         encoder: raw observations -> ``[N, obs_dim]`` floats (see :func:`make_policy`).
     """
 
-    def __init__(self, envs: VectorEnv, encoder: Encoder) -> None:
+    def __init__(self, envs: VectorEnv, encoder: Encoder, step_timeout: float | None = None) -> None:
         self.envs = envs
         self.encoder = encoder
+        self.step_timeout = step_timeout or None
+        """Seconds one vectorised step may take (None: no bound); see :meth:`step`."""
+        self.env_interrupts = False
+        """Whether a ``KeyboardInterrupt`` inside a step is the environment's own (training
+        handles the user's SIGINT itself, so there it is) rather than the user's."""
+        self._async = isinstance(envs.unwrapped, gym.vector.AsyncVectorEnv)
         self.num_envs = int(envs.num_envs)
         self.mode = autoreset_mode(envs)
         space = envs.single_observation_space
@@ -173,16 +183,81 @@ class EnvStepper:
         return np.clip(actions_np, self.low, self.high, out=out)
 
     def step(self, actions_np: np.ndarray) -> tuple[Any, ...]:
+        """One vectorised step.
+
+        Raises:
+            TrainingError: the environment raised anything (``SystemExit`` included), a worker
+                process died, or the step took longer than ``step_timeout`` (async environments
+                are then shut down). One line naming the step and, where known, the copy; the
+                environment's own traceback is the error's ``detail``.
+        """
+        step = self.steps + self.num_envs
         try:
-            result = self.envs.step(actions_np)
-        except (KeyboardInterrupt, TrainingError, InputError):
+            if self._async:
+                result = self._step_async(actions_np, step)
+            elif self.step_timeout is not None and (watchdog := _watchdog()) is not None:
+                watchdog.begin(self.step_timeout)
+                try:
+                    result = self.envs.step(actions_np)
+                finally:
+                    watchdog.end()
+            else:
+                result = self.envs.step(actions_np)
+        except (TrainingError, InputError, Interrupted):
             raise
-        except Exception as err:
-            text = str(err).strip().splitlines()
-            detail = f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
-            raise TrainingError(f"the environment raised at step {self.steps + self.num_envs}: {detail}") from None
+        except StepTimeout:
+            raise TrainingError(f"the environment did not finish step {step} within {self.step_timeout:g} s "
+                                "(env_step_timeout)") from None
+        except KeyboardInterrupt:
+            if not self.env_interrupts:
+                raise
+            raise self._failure(sys.exc_info()[1], step) from None
+        except BaseException as err:  # SystemExit too: an environment never ends the program
+            raise self._failure(err, step) from None
         self.steps += self.num_envs
         return result
+
+    def _step_async(self, actions_np: np.ndarray, step: int) -> tuple[Any, ...]:
+        import multiprocessing
+
+        envs = self.envs.unwrapped
+        envs.step_async(actions_np)
+        level = gym.logger.min_level
+        gym.logger.min_level = gym.logger.ERROR + 10  # a worker's error comes back as one line, not its log
+        try:
+            return envs.step_wait(timeout=self.step_timeout)
+        except multiprocessing.TimeoutError:
+            envs.close(terminate=True)  # the hung workers go now, not at exit
+            raise StepTimeout() from None
+        finally:
+            gym.logger.min_level = level
+
+    def _failure(self, err: BaseException, step: int) -> TrainingError:
+        """The one line for an environment's failure at ``step`` (and its traceback as detail)."""
+        import traceback
+
+        detail = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+        text = str(err).strip().splitlines()
+        what = f"{type(err).__name__}: {_cut(text[0])}" if text else type(err).__name__
+        index = _copy_index(err)
+        labelled = re.match(r"\[environment (\d+)\] (.*)", text[0]) if text else None
+        if labelled:  # raised in an async worker (policygrad.envs labels it there)
+            index, what = int(labelled.group(1)), _cut(labelled.group(2))
+        else:
+            dead = self._dead_worker()
+            if dead is not None:
+                index, code = dead
+                return TrainingError(f"environment worker {index} died at step {step} (exit code {code})", detail=detail)
+        where = f" (environment {index})" if index is not None else ""
+        return TrainingError(f"the environment raised at step {step}{where}: {what}", detail=detail)
+
+    def _dead_worker(self) -> tuple[int, int | None] | None:
+        if not self._async:
+            return None
+        for i, process in enumerate(getattr(self.envs.unwrapped, "processes", [])):
+            if not process.is_alive() and process.exitcode != 0:  # 0: it reported an error and returned
+                return i, process.exitcode
+        return None
 
     def masks(self, info: dict[str, Any], out: np.ndarray) -> None:
         """Write ``info["action_mask"]`` into ``out [N, A]``; environments without one allow all."""
@@ -199,6 +274,93 @@ class EnvStepper:
         present = info.get("_action_mask")
         if present is not None and not np.all(present):
             out[~np.asarray(present, dtype=bool)] = True
+
+
+class StepTimeout(Exception):
+    """An environment step ran past ``env_step_timeout`` (raised in the main thread by the
+    watchdog's SIGALRM)."""
+
+
+class _Watchdog:
+    """Bounds the time of a synchronous step: a daemon thread watches the clock and, when a step
+    overruns, sends SIGALRM to the main thread, whose handler raises :class:`StepTimeout` in the
+    environment's code. One per process (:func:`_watchdog`), created on first use in the main
+    thread; its SIGALRM handler passes any other alarm on to the handler it replaced. A step costs
+    two clock reads; the thread wakes a few times a second."""
+
+    def __init__(self) -> None:
+        import signal
+        import threading
+
+        self.timeout = 0.0
+        self.started: float | None = None
+        self.fired = False
+        self._main = threading.main_thread()
+        self._previous = signal.signal(signal.SIGALRM, self._alarm)
+        threading.Thread(target=self._run, name="policygrad-step-watchdog", daemon=True).start()
+
+    def begin(self, timeout: float) -> None:
+        self.timeout, self.fired = timeout, False
+        self.started = time.monotonic()
+
+    def end(self) -> None:
+        self.started = None
+
+    def _alarm(self, signum: int, frame: Any) -> None:
+        if self.fired and self.started is not None:
+            self.started = None
+            raise StepTimeout()
+        if callable(self._previous):
+            self._previous(signum, frame)
+
+    def _run(self) -> None:
+        import signal
+
+        while self._main.is_alive():
+            time.sleep(0.1 if self.timeout < 2 else 0.5)
+            started = self.started
+            if started is not None and not self.fired and time.monotonic() - started > self.timeout:
+                self.fired = True
+                signal.pthread_kill(self._main.ident, signal.SIGALRM)
+
+
+_WATCHDOG: list[_Watchdog] = []
+
+
+def _watchdog() -> _Watchdog | None:
+    """The process's step watchdog, or None off the main thread (only it receives signals)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    if not _WATCHDOG:
+        _WATCHDOG.append(_Watchdog())
+    return _WATCHDOG[0]
+
+
+def _cut(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _copy_index(err: BaseException) -> int | None:
+    """Which copy of a vector environment raised ``err``: the loop index of Gymnasium's
+    ``SyncVectorEnv.step`` in the traceback, or the index an async worker attached."""
+    index = getattr(err, "env_index", None)
+    if isinstance(index, int):
+        return index
+    tb = err.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_name in ("step", "reset") and frame.f_code.co_filename.endswith("sync_vector_env.py"):
+            i = frame.f_locals.get("i")
+            return i if isinstance(i, int) else None
+        tb = tb.tb_next
+    return None
+
+
+class CollectionStopped(Exception):
+    """:meth:`RolloutCollector.collect` stopped before the rollout was complete, because its
+    ``stop`` object asked it to (a signal during training); the partial rollout is dropped."""
 
 
 class RolloutCollector:
@@ -220,6 +382,8 @@ class RolloutCollector:
         actor: what acts: a :class:`~policygrad.backends.Backend` (the algorithm's, so that acting
             runs the network forward that training uses), anything with its ``act`` and ``value``
             on NumPy arrays. None: the torch backend on ``policy``.
+        step_timeout: seconds one vectorised step may take (None: unbounded); see
+            :meth:`EnvStepper.step`.
 
     Attributes:
         steps: environment steps taken so far (T · N per rollout, dummy steps included).
@@ -240,6 +404,7 @@ class RolloutCollector:
         device: torch.device | str = "cpu",
         sde_sample_freq: int = -1,
         actor: Any = None,
+        step_timeout: float | None = None,
     ) -> None:
         if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
             raise InputError(f"num_steps must be a positive int, got {shown(num_steps)}")
@@ -254,11 +419,14 @@ class RolloutCollector:
             actor = TorchBackend(policy)
         self.actor = actor
         self.sde_sample_freq = int(sde_sample_freq)
+        self.stop: Any = None
+        """None, or an object whose ``signum`` turning non-None stops :meth:`collect` before its
+        next step (:class:`CollectionStopped`)."""
         self.num_steps = T = num_steps
         self.device = torch.device(device)
         self.obs_normalizer = obs_normalizer
         self.reward_scaler = reward_scaler
-        self._io = io = EnvStepper(envs, encoder)
+        self._io = io = EnvStepper(envs, encoder, step_timeout)
         self.envs = envs
         self.num_envs = N = io.num_envs
         if reward_scaler is not None and reward_scaler.returns.shape != (N,):
@@ -400,15 +568,24 @@ class RolloutCollector:
             valid_np[:] = True
         plain_obs = self.obs_normalizer is None and io.flat_box  # observations go to the buffer as they are
         clip_free = io.low is None  # no Box bounds: the actions go to the env as they are
+        stop = self.stop
+        io.env_interrupts = stop is not None  # in training, SIGINT is handled: a KeyboardInterrupt is the env's
         for t in range(T):
+            if stop is not None and stop.signum is not None:
+                raise CollectionStopped(f"collection stopped at step {io.steps}")
             if resample and t and t % resample == 0:
                 policy.actor.reset_noise(N)
             actions_t, log_probs_np[t], values_np[t] = actor.act(obs_np[t], None if masks_np is None else masks_np[t])
             actions_np[t] = actions_t
 
-            obs, reward, terminated, truncated, info = io.step(
-                actions_t if clip_free else io.env_actions(actions_t, self._env_actions)
-            )
+            try:
+                obs, reward, terminated, truncated, info = io.step(
+                    actions_t if clip_free else io.env_actions(actions_t, self._env_actions)
+                )
+            except TrainingError:
+                if stop is not None and stop.signum is not None:  # the signal reached the workers too
+                    raise CollectionStopped(f"collection stopped at step {io.steps}") from None
+                raise
 
             if not all_finite(reward):
                 i = int(np.nonzero(~np.isfinite(reward))[0][0])

@@ -2,7 +2,7 @@
 
 Hyperparameters come from, in increasing precedence: the preset of (algo, env)
 (``policygrad.algorithms.get_preset``), a TOML file (``--config``), ``--set key=value`` and the
-explicit flags (``--seed``, ``--steps``, ``--target-return``). Keys are the algorithm's config
+explicit flags (``--seed``, ``--steps``, ``--target-return``, ``--eval-every``). Keys are the algorithm's config
 fields plus those of :class:`TrainConfig`. :func:`resolve_run` merges them into a validated
 :class:`RunSpec`, which a run directory keeps as ``config.json`` (:func:`read_run_config`).
 
@@ -40,6 +40,7 @@ __all__ = [
     "read_toml",
     "spec_from_json",
     "read_run_config",
+    "check_run_code",
     "derive_seed",
     "seed_everything",
     "library_versions",
@@ -50,8 +51,6 @@ CONFIG_FILE = "config.json"
 
 MAX_CONFIG_BYTES = 1_000_000
 """Largest ``--config`` TOML file read (1 MB); a larger one is refused before it is parsed."""
-MAX_RUN_CONFIG_BYTES = 16_000_000
-"""Largest config.json of a run directory read (16 MB; one holds a few kB)."""
 MAX_THREADS = 1024
 """Most threads of torch_threads and blas_threads (more than any machine's cores; torch crashes
 when asked for 100,000)."""
@@ -66,13 +65,16 @@ class TrainConfig:
     """Environment steps to train for (N per vector step; rounded up to whole rollouts)."""
     target_return: float | None = None
     """Stop once the deterministic policy's mean evaluation return reaches this, on eval_episodes
-    episodes and then on as many others (None: never)."""
+    episodes and then on as many others (None: never). Checked at every evaluation (eval_every)."""
     eval_every: int | None = None
-    """Environment steps between evaluations when target_return is set (rounded up to whole rollouts);
-    None: adaptive, as many environment steps as the last evaluation took (at least one rollout), so
-    that evaluating costs a small share of the run and a reached target is noticed soon."""
+    """Evaluate the deterministic policy on eval_episodes episodes at the first update at or past
+    every multiple of this many environment steps (so rounded up to whole rollouts): the mean return
+    goes to metrics.csv's eval_return column and the best policy so far to checkpoints/best. None: no
+    evaluations during training, unless target_return is set: then adaptively, as many environment
+    steps apart as the last evaluation took (at least one rollout), so that evaluating costs a small
+    share of the run and a reached target is noticed soon."""
     eval_episodes: int = 10
-    """Episodes per evaluation (also of the final one)."""
+    """Episodes per evaluation (during training and the final one)."""
     eval_max_episode_steps: int = 10_000
     """An evaluation episode ends after this many steps at the latest (continuing tasks are
     evaluated over windows of this length)."""
@@ -89,6 +91,9 @@ class TrainConfig:
     blas_threads: int = 1
     """CPU threads of NumPy's BLAS library and of OpenMP runtimes (the NumPy update path's matrix
     products); also in each async environment worker. 1 to 1024."""
+    env_step_timeout: float = 60.0
+    """Seconds one vectorised environment step may take before training stops with an error
+    naming the step (0: no bound). Async workers that overrun are shut down."""
     tensorboard: bool = True
     """Also write the metrics as TensorBoard scalars under tb/."""
     tensorboard_every: int = 1000
@@ -107,6 +112,8 @@ class TrainConfig:
         for name in ("torch_threads", "blas_threads"):
             if getattr(self, name) > MAX_THREADS:
                 raise InputError(f"{name} must be at most {MAX_THREADS}, got {getattr(self, name):,}")
+        if not self.env_step_timeout >= 0:
+            raise InputError(f"env_step_timeout must be >= 0 (0: no bound), got {self.env_step_timeout}")
         if not self.tensorboard_every >= 0:
             raise InputError(f"tensorboard_every must be >= 0, got {self.tensorboard_every}")
         if self.eval_every is not None and not self.eval_every > 0:
@@ -379,6 +386,9 @@ def spec_from_json(data: Any, where: str) -> RunSpec:
 
     if not isinstance(data, dict) or not {"algo", "env", "config", "train"} <= set(data):
         raise InputError(f"{where} is not a policygrad run configuration")
+    for key in ("config", "train"):
+        if not isinstance(data[key], dict):
+            raise InputError(f"{where}: {key} must be an object")
     try:
         config = make_config(data["algo"], data["config"])
         train_config = _train_config(dict(data["train"]))
@@ -396,23 +406,63 @@ def spec_from_json(data: Any, where: str) -> RunSpec:
                    env_kwargs=env_kwargs, policy=policy)
 
 
+def check_run_code(spec: RunSpec, env: Any = None, trust: bool = False, *, how: str = "cli") -> None:
+    """InputError unless the run ``spec``, read from a run directory, is safe to build: a run
+    directory is data, and what it names is imported only when the user names it too.
+
+    An environment ``"module:attr"`` (or Gymnasium's ``"module:EnvId"``) imports ``module``.
+    A recorded one is built only if the user passes an environment again (``env``, which is then
+    built instead) or trusts the run (``trust``).
+
+    Args:
+        how: "cli" or "api", for the message (which flags or arguments to pass).
+    """
+    if env is not None or trust or ":" not in spec.env:
+        return
+    module = spec.env.partition(":")[0]
+    remedy = (f"pass --env {spec.env} (or --trust-run-code) to run it" if how == "cli"
+              else f"pass env={spec.env!r} (or trust_run_code=True) to run it")
+    raise InputError(f"this run's environment {spec.env!r} would import module {module!r}, named by the run "
+                     f"directory and not by you; {remedy}")
+
+
 def read_run_config(run_dir: Path) -> RunSpec:
-    """The :class:`RunSpec` in ``run_dir``'s config.json; InputError (one line) if there is none."""
+    """The :class:`RunSpec` in ``run_dir``'s config.json; InputError (one line) if there is none.
+
+    config.json is read as :func:`policygrad.files.read_json` reads JSON (a regular file, not a
+    symlink; at most 4 MiB; nesting, UTF-8 and duplicate keys checked), then every setting is
+    validated as ``--set`` values are, and beyond that: no NaN anywhere (±Infinity goes to the
+    settings' own checks, as from ``--set``), no integer outside the 64-bit range.
+    """
+    from policygrad.files import read_json
+
+    run_dir = Path(run_dir)
     if not run_dir.exists():
         raise InputError(f"run directory {run_dir} does not exist")
     if not run_dir.is_dir():
         raise InputError(f"{run_dir} is not a directory")
     path = run_dir / CONFIG_FILE
     try:
-        data = json.loads(read_limited(path, MAX_RUN_CONFIG_BYTES, "run configuration").decode("utf-8"))
-    except InputError:
-        raise
+        data = read_json(path, "run configuration")
     except FileNotFoundError:
         raise InputError(f"{run_dir} is not a policygrad run directory (no {CONFIG_FILE})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(f"{path} is not valid JSON ({err})") from None
-    except (ValueError, RecursionError, MemoryError) as err:
-        raise InputError(f"{path} cannot be read ({_reason(err)})") from None
-    except OSError as err:
-        raise InputError(f"cannot read {path}: {err}") from None
+    bad = _first_unreadable_number(data, "")
+    if bad is not None:
+        raise InputError(f"{path}: {bad}")
     return spec_from_json(data, str(path))
+
+
+def _first_unreadable_number(value: Any, where: str) -> str | None:
+    """What is wrong with the first NaN or out-of-range integer in the JSON ``value``, or None."""
+    stack = [(value, where)]
+    while stack:
+        item, at = stack.pop()
+        if isinstance(item, float) and math.isnan(item):
+            return f"{at.lstrip('.') or 'the value'} is NaN"
+        if isinstance(item, int) and not isinstance(item, bool) and not -(2**63) <= item < 2**63:
+            return f"{at.lstrip('.') or 'the value'} is an integer out of the 64-bit range"
+        if isinstance(item, dict):
+            stack += [(v, f"{at}.{k}") for k, v in item.items()]
+        elif isinstance(item, list):
+            stack += [(v, f"{at}[{i}]") for i, v in enumerate(item)]
+    return None

@@ -7,18 +7,33 @@ A run directory holds::
     tb/                  the same values as TensorBoard scalars
     checkpoints/last/    the latest checkpoint (rewritten at every save)
     checkpoints/step_N/  periodic checkpoints, kept
+    checkpoints/best/    the best policy the evaluations during training found (eval_every)
     learning_curve.png   episode return against environment steps
 
 A new run never writes into a directory that holds anything. If setting it up fails,
 :class:`CreatedPaths` removes what this invocation created, so bad input leaves no trace.
 config.json is written with :func:`policygrad.checkpoint.write_atomically`, like checkpoints.
+
+One writer. A process that writes a run directory (a new run, ``--resume``, ``Model.learn``)
+first takes its :class:`RunLock`, an OS file lock on ``<run_dir>/.lock`` that the kernel releases
+when the process ends, however it ends: no stale lock survives a crash. A second writer is
+refused with one line naming the holder's process id. Readers (``eval``, ``plot``,
+``policygrad.load``) take no lock; every file they read is replaced atomically.
+
+No dead ends. A new run writes a step-0 checkpoint right after its config.json, so a run
+directory holds a loadable checkpoint from its first moment; a directory with a config.json but
+no checkpoint (written by an older version, or stopped between the two writes) resumes from its
+saved configuration at step 0. ``--resume`` takes the newest complete checkpoint, whichever its
+name (``last`` or a ``step_N`` written after it).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +42,97 @@ from policygrad.checkpoint import write_atomically
 from policygrad.errors import InputError
 from policygrad.runconfig import CONFIG_FILE, RunSpec
 
-__all__ = ["default_run_dir", "check_new_run_dir", "CreatedPaths", "write_run_config", "start_run", "reopen_run"]
+__all__ = [
+    "default_run_dir", "check_new_run_dir", "CreatedPaths", "RunLock", "write_run_config", "start_run", "reopen_run",
+    "newest_checkpoint",
+]
+
+LOCK_FILE = ".lock"
+"""The file of a run directory that its writer holds locked (and which names its process id)."""
+
+_HELD: dict[str, RunLock] = {}  # run directories this process holds, by real path
+
+
+class RunLock:
+    """The exclusive right to write a run directory, held until :meth:`release` or the process ends.
+
+    A POSIX record lock (``fcntl.lockf``) on ``<run_dir>/.lock``: the kernel drops it when the
+    process dies, and processes forked from the holder (async environment workers) do not
+    inherit it. Within one process a directory can be held once.
+
+    Args:
+        run_dir: an existing run directory.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        """Take the lock; InputError naming the holder if another process (or model) has it."""
+        key = os.path.realpath(self.run_dir)
+        if key in _HELD:
+            raise InputError(f"run directory {self.run_dir} is being written by another model in this process (pid {os.getpid()})")
+        try:
+            import fcntl
+        except ImportError:  # no POSIX locks (Windows): one writer is the user's responsibility
+            _HELD[key] = self
+            return self
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) \
+            | getattr(os, "O_NONBLOCK", 0)
+        try:
+            fd = os.open(self.path, flags, 0o644)
+        except OSError as err:
+            raise InputError(f"cannot lock run directory {self.run_dir}: {err.strerror or err}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or device received with the directory
+            os.close(fd)
+            raise InputError(f"cannot lock run directory {self.run_dir}: {self.path} is not a regular file")
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise InputError(
+                f"run directory {self.run_dir} is in use by process {holder} (one process writes a run at a time)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        self._fd = fd
+        _HELD[key] = self
+        return self
+
+    @staticmethod
+    def holder(run_dir: Path) -> str | None:
+        """The id of another process that holds ``run_dir``'s lock now (as its lock file says), or
+        None (no one, or this process)."""
+        if os.path.realpath(run_dir) in _HELD:
+            return None
+        path = Path(run_dir) / LOCK_FILE
+        try:
+            import fcntl
+
+            fd = os.open(path, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+        except (ImportError, OSError):
+            return None
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        finally:
+            os.close(fd)  # not held by this process (checked above), so closing drops only the probe
+        return None
+
+    def release(self) -> None:
+        """Give the lock up (the file stays; it names no holder once released)."""
+        _HELD.pop(os.path.realpath(self.run_dir), None)
+        if self._fd is not None:
+            try:
+                os.ftruncate(self._fd, 0)
+            except OSError:
+                pass
+            os.close(self._fd)  # closing drops the POSIX lock
+            self._fd = None
 
 
 def default_run_dir(algo: str, env: str) -> Path:
@@ -46,7 +151,10 @@ def check_new_run_dir(path: Path) -> None:
     if path.exists():
         if not path.is_dir():
             raise InputError(f"--out {path} exists and is not a directory")
-        if any(path.iterdir()):
+        holder = RunLock.holder(path)
+        if holder is not None:
+            raise InputError(f"run directory {path} is in use by process {holder} (one process writes a run at a time)")
+        if any(e.name != LOCK_FILE for e in path.iterdir()):
             raise InputError(f"--out {path} already exists and is not empty; continue it with --resume {path} or choose another --out")
 
 
@@ -100,19 +208,34 @@ def start_run(spec: RunSpec, run_dir: Path, device: str | None = None, *, quiet:
     """
     from policygrad.training import build_session, train
 
+    from policygrad.checkpoint import checkpoint_path, save_checkpoint
+    from policygrad.training import checkpoint_state
+
     check_new_run_dir(run_dir)
     session = build_session(spec, device, env=env, policy=policy)  # every InputError up to here leaves no trace
     created = CreatedPaths(run_dir)
     try:
         try:
             created.create()
-            write_run_config(run_dir, spec, session.algorithm.backend)
         except OSError as err:
             created.undo()
-            raise InputError(f"cannot create run directory {run_dir}: {err}") from None
+            raise InputError(f"cannot create run directory {run_dir}: {err.strerror or err}") from None
+        # Another process may have taken the same --out in the meantime: the lock decides, and
+        # the loser leaves everything as it is.
+        session.lock = RunLock(run_dir).acquire()
+        check_new_run_dir(run_dir)
+        try:
+            write_run_config(run_dir, spec, session.algorithm.backend)
+            tensors, meta = checkpoint_state(session)
+            save_checkpoint(checkpoint_path(run_dir), tensors, meta)  # step 0: never a dead end
+        except OSError as err:
+            session.close()
+            created.undo()
+            raise InputError(f"cannot write run directory {run_dir}: {err.strerror or err}") from None
         try:
             summary = train(session, run_dir, quiet=quiet, callback=callback)
         except InputError:  # only set-up failures: training turns them into TrainingError
+            session.close()
             created.undo()
             raise
     except BaseException:
@@ -122,25 +245,79 @@ def start_run(spec: RunSpec, run_dir: Path, device: str | None = None, *, quiet:
 
 
 def reopen_run(run_dir: Path, spec: RunSpec, device: str | None = None, *, env: Any = None,
-               policy: Any = None) -> Any:
-    """The training session of ``spec`` with ``run_dir``'s latest checkpoint restored (``--resume``,
-    ``Model.learn`` on a saved run, ``policygrad.load``); ``env`` and ``policy`` as for
-    :func:`start_run`.
+               policy: Any = None, checkpoint: Path | None = None, lock: bool = False) -> Any:
+    """The training session of ``spec`` with ``run_dir``'s newest checkpoint restored (``--resume``,
+    ``Model.learn`` on a saved run, ``policygrad.load``), or the checkpoint ``checkpoint`` of it
+    (``policygrad.load("RUN/checkpoints/best")``); ``env`` and ``policy`` as for :func:`start_run`.
+    A run with no checkpoint at all starts from its saved configuration (step 0).
+
+    Args:
+        lock: take the run's :class:`RunLock` first (to write it: ``--resume``, ``Model.learn``);
+            the session holds it until it is closed.
 
     Raises:
-        InputError: no checkpoint, or one that does not load into ``spec``'s session.
+        InputError: the run is locked by another process, or its checkpoint does not load into
+            ``spec``'s session.
     """
-    from policygrad.checkpoint import latest_checkpoint
-    from policygrad.training import build_session, load_run_checkpoint, restore_session
+    from policygrad.training import build_session, check_fits_run, load_run_checkpoint, restore_session
 
-    path = latest_checkpoint(run_dir)
-    if path is None:
-        raise InputError(f"{run_dir} has no checkpoint to resume from")
-    tensors, meta = load_run_checkpoint(path)
-    session = build_session(spec, device, env=env, policy=policy)
+    held = RunLock(run_dir).acquire() if lock else None
     try:
-        restore_session(session, tensors, meta)
+        if checkpoint is not None:
+            found: tuple[dict, dict] | None = load_run_checkpoint(checkpoint, run_dir)
+        else:
+            found = newest_checkpoint(run_dir)
+        if found is not None:
+            check_fits_run(spec, *found)  # before the session (and its network) is built
+        session = build_session(spec, device, env=env, policy=policy)
+        session.lock = held
+        try:
+            if found is not None:
+                restore_session(session, *found)
+        except BaseException:
+            session.close()
+            raise
     except BaseException:
-        session.close()
+        if held is not None:
+            held.release()
         raise
     return session
+
+
+def newest_checkpoint(run_dir: Path) -> tuple[dict, dict] | None:
+    """``(tensors, meta)`` of the complete checkpoint of ``run_dir`` with the largest step
+    (``checkpoints/last`` or a ``step_N``; ``best`` is not a point to resume from), verified; None
+    if there is none.
+
+    Only the ``meta.json`` of each is read to order them by step, newest first; then they are
+    loaded in that order until one loads completely. So a resume reads one checkpoint's tensors
+    (more only if the newest are damaged), however many a run kept or a received directory holds.
+
+    Raises:
+        InputError: checkpoints exist but none of them loads (the newest one's error).
+    """
+    from policygrad.checkpoint import is_checkpoint
+    from policygrad.files import read_json
+    from policygrad.training import load_run_checkpoint
+
+    base = Path(run_dir) / "checkpoints"
+    if not base.is_dir():
+        return None
+    ordered: list[tuple[int, str, Path]] = []
+    for path in base.iterdir():
+        if not (path.name == "last" or re.fullmatch(r"step_\d+", path.name)) or not is_checkpoint(path):
+            continue  # not a point to resume from, or a save that never committed
+        try:
+            step = read_json(path / "meta.json", "checkpoint")["meta"]["step"]
+        except (OSError, ValueError, KeyError, TypeError):  # InputError is a ValueError; loading says what is wrong
+            step = -1
+        ordered.append((step if isinstance(step, int) and not isinstance(step, bool) else -1, path.name, path))
+    first_error: InputError | None = None
+    for _, _, path in sorted(ordered, key=lambda entry: (-entry[0], entry[1])):
+        try:
+            return load_run_checkpoint(path, run_dir)
+        except InputError as err:
+            first_error = first_error or err
+    if first_error is not None:
+        raise first_error
+    return None

@@ -10,8 +10,19 @@ and nothing in it depends on which algorithm it is. :func:`build_session` builds
 :class:`~policygrad.runconfig.RunSpec` names (environments, policy, algorithm, collector) and
 limits the process's compute threads (:mod:`policygrad.threads`); :func:`checkpoint_state`,
 :func:`restore_session` and :func:`restore_policy` move a session to and from a checkpoint.
-Evaluations (the target-return checks, the final one, ``policygrad eval``) run
-:func:`policygrad.evaluation.evaluate` with the session's policy.
+Evaluations (those during training, every ``eval_every`` steps or for the target return, the
+final one, ``policygrad eval``) run :func:`policygrad.evaluation.evaluate` with the session's
+policy, the deterministic one during training.
+
+Evaluation during training. At the first update at or past each multiple of ``eval_every``
+environment steps (or adaptively, for a ``target_return`` without ``eval_every``), the
+deterministic policy runs ``eval_episodes`` episodes on the session's own evaluation environments,
+reset with the seed :func:`evaluation_seed` derives from (seed, step). The mean return goes to
+metrics.csv's ``eval_return`` column (TensorBoard's ``eval/return``); a mean above every earlier
+one of the run, resumed invocations included, replaces ``checkpoints/best``, a training checkpoint
+whose meta adds ``eval_return`` and ``eval_seed``; then the target return is checked and the
+callback's ``on_eval`` called. Evaluating takes nothing from training's generators and
+environments: a run trains the same with or without it.
 
 Determinism. Environments are (re)seeded from (seed, step) when a run starts or resumes, and the
 torch/NumPy/Python generator states are part of each checkpoint. On the CPU the same seed and
@@ -36,13 +47,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from policygrad.errors import InputError, TrainingError, check_seed, shown
+from policygrad.errors import InputError, Interrupted, TrainingError, check_seed, shown
 from policygrad.runconfig import RunSpec, derive_seed, read_run_config, seed_everything
 
 if TYPE_CHECKING:
     from policygrad.evaluation import Evaluation
 
 __all__ = [
+    "EVAL_COLUMN",
     "METRIC_COLUMNS",
     "WALL_CLOCK_COLUMNS",
     "Session",
@@ -50,14 +62,20 @@ __all__ = [
     "policy_module",
     "checkpoint_state",
     "load_run_checkpoint",
+    "check_fits_run",
     "restore_policy",
     "restore_session",
     "evaluate_session",
+    "evaluation_seed",
     "measure_reward_per_step",
     "train",
+    "locate_checkpoint",
     "evaluate_run",
     "evaluate_run_steps",
 ]
+
+EVAL_COLUMN = "eval_return"
+"""The metrics.csv column of the evaluations during training."""
 
 METRIC_COLUMNS = (
     "step",
@@ -73,11 +91,16 @@ METRIC_COLUMNS = (
     "grad_norm",
     "steps_per_second",
     "reward_per_step",
+    EVAL_COLUMN,
 )
 """Columns of metrics.csv. ``episode_*`` are the raw (unnormalised) returns and lengths of the
 episodes that finished during the update's rollout (blank if none did); ``reward_per_step`` is the
 raw reward per step of the rollout (the curve of continuing tasks); ``wall_time`` is seconds since
-the run started, ``steps_per_second`` the rate of this invocation so far."""
+the run started, ``steps_per_second`` the rate of this invocation so far; ``eval_return`` is the
+mean raw return of the deterministic policy's evaluation after the update (blank in rows without
+one; see ``eval_every``)."""
+
+_EVAL_KEY, _CONFIRM_KEY = 1, 2  # derive_seed keys: the evaluations' seeds, apart from training's
 
 WALL_CLOCK_COLUMNS = ("wall_time", "steps_per_second")
 """The columns that differ between two runs with the same seed and config."""
@@ -111,14 +134,41 @@ class Session:
     """An evaluation-only session's acting backend (see :func:`acting_backend`)."""
     acting_policy: Any = None
     """The :class:`policygrad.policies.Policy` of :func:`policy_module`, once built."""
+    lock: Any = None
+    """The run directory's :class:`policygrad.rundir.RunLock` while this session writes it."""
 
     def close(self) -> None:
+        """Close the environments and give up the run directory's lock (if held)."""
         for envs in (self.envs, self.eval_envs):
             if envs is not None:
-                try:
-                    envs.close()
-                except Exception:
-                    pass
+                _close_envs(envs)
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+
+def _close_envs(envs: Any) -> None:
+    """Close a vector environment, at once and quietly when a step failed under way (async
+    workers that raised, died or hang are terminated instead of awaited)."""
+    import warnings
+
+    from gymnasium.vector import AsyncVectorEnv
+    from gymnasium.vector.async_vector_env import AsyncState
+
+    try:
+        inner = envs.unwrapped
+        broken = isinstance(inner, AsyncVectorEnv) and (
+            inner._state != AsyncState.DEFAULT or any(p is None for p in inner.parent_pipes)
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if broken:
+                inner._state = AsyncState.DEFAULT  # do not wait for the step that failed
+                inner.close(terminate=True)
+            else:
+                envs.close()
+    except Exception:
+        pass
 
 
 def _device(name: str | None) -> Any:
@@ -146,7 +196,7 @@ def _device(name: str | None) -> Any:
 
 
 def build_session(spec: RunSpec, device_name: str | None = None, *, training: bool = True,
-                  env: Any = None, policy: Any = None) -> Session:
+                  env: Any = None, policy: Any = None, recorder: Any = None) -> Session:
     """Limit the threads, seed, then build the environments, policy, algorithm and collector of ``spec``.
 
     Args:
@@ -158,6 +208,10 @@ def build_session(spec: RunSpec, device_name: str | None = None, *, training: bo
             ``spec.env``.
         policy: a user's own actor-critic network (:class:`policygrad.policies.ModuleActorCritic`
             states the protocol), for a ``spec`` whose ``policy`` names one; None: the built-in one.
+        recorder: evaluation only: a :class:`policygrad.evaluation.VideoRecorder`. The
+            evaluation environment is then one copy, stepped in this process, rendering RGB
+            frames, wrapped by the recorder and not reset here, so that the recorded episodes are
+            those the evaluation runs.
 
     Raises:
         InputError: an unknown environment, an unsupported space, a bad device, a run of a
@@ -182,10 +236,16 @@ def build_session(spec: RunSpec, device_name: str | None = None, *, training: bo
         # Seeding resets the environments once: one that fails there fails before any run
         # directory exists. Training reseeds them from (seed, step).
         source = spec.env if env is None else env
-        eval_envs = make_vec_env(
-            source, min(tcfg.eval_episodes, 32), spec.seed, time_limit=tcfg.time_limit,
-            vectorization=eval_vectorization, worker_threads=threads, env_kwargs=spec.env_kwargs,
-        )
+        if recorder is None:
+            eval_envs = make_vec_env(
+                source, min(tcfg.eval_episodes, 32), spec.seed, time_limit=tcfg.time_limit,
+                vectorization=eval_vectorization, worker_threads=threads, env_kwargs=spec.env_kwargs,
+            )
+        else:
+            if training:
+                raise InputError("a video recorder is for evaluation sessions (training=False)")
+            eval_envs = make_vec_env(source, 1, None, time_limit=tcfg.time_limit, vectorization="sync",
+                                     env_kwargs=spec.env_kwargs, render_mode="rgb_array", wrappers=[recorder])
         policy, encoder = _make_policy(spec, eval_envs, policy)
         policy.to(device)
         obs_normalizer = ObservationNormalizer(policy.obs_dim) if cfg.normalize_obs else None
@@ -208,6 +268,7 @@ def build_session(spec: RunSpec, device_name: str | None = None, *, training: bo
             device=device,
             sde_sample_freq=cfg.sde_sample_freq,
             actor=algorithm.backend,
+            step_timeout=tcfg.env_step_timeout or None,
         )
     except BaseException:
         for e in (envs, eval_envs):
@@ -286,26 +347,135 @@ def checkpoint_state(session: Session) -> tuple[dict, dict]:
     return tensors, meta
 
 
-def load_run_checkpoint(path: Path) -> tuple[dict, dict]:
-    """``load_checkpoint`` plus a check that it is a training checkpoint of this library."""
-    from policygrad.checkpoint import load_checkpoint
+_TENSOR_PREFIXES = ("policy.", "algo.", "rng.", "obs_norm.", "reward_norm.")
+_MAX_COUNTER = 2**62  # steps, updates: far beyond any run, and safe as int64 (TensorBoard's step)
 
+
+def load_run_checkpoint(path: Path, run_dir: Path | None = None) -> tuple[dict, dict]:
+    """``load_checkpoint`` plus every check of a training checkpoint of this library that needs no
+    live objects, so that a checkpoint is used whole or not at all (``policygrad eval`` refuses one
+    whose optimiser or generator state is malformed, though it uses neither).
+
+    Checked: ``kind``; ``step`` a whole number >= 0 and ``wall_time`` a finite number >= 0;
+    ``algo`` and ``env`` strings; the algorithm's state (its name the checkpoint's ``algo``, an
+    ``updates`` count >= 0, a ``backend`` name, the optimiser's state as
+    :func:`policygrad.checkpoint.check_optimizer_state` checks it, every number in it finite); the
+    generators' states (:func:`policygrad.checkpoint.check_rng_state`); the normalisers'
+    statistics (:func:`policygrad.normalize.check_running_stats`); in ``checkpoints/best``,
+    ``eval_return`` finite and ``eval_seed`` a 32-bit seed; every tensor under one of the names
+    the library writes, of a dtype it writes. What needs the live objects (the policy's shapes and
+    finite weights, the optimiser's fit) :func:`restore_policy` and :func:`restore_session` check.
+
+    Args:
+        path: the checkpoint directory.
+        run_dir: the run directory it belongs to, if any: then ``path`` must resolve to a place
+            inside it (a symlink received with the run may not lead elsewhere).
+
+    Raises:
+        InputError: one line naming what is wrong.
+    """
+    from policygrad.checkpoint import FLOAT_DTYPES, check_optimizer_state, check_rng_state, load_checkpoint
+    from policygrad.files import check_inside
+    from policygrad.normalize import check_running_stats
+
+    path = Path(path)
+    if run_dir is not None:
+        check_inside(run_dir, path, "checkpoint")
     tensors, meta = load_checkpoint(path)
+
+    def bad(why: str) -> InputError:
+        return InputError(f"checkpoint {path} is not a valid policygrad training checkpoint: {why}")
+
     step = meta.get("step")
-    if meta.get("kind") != "policygrad-run" or isinstance(step, bool) or not isinstance(step, int) or step < 0:
+    if meta.get("kind") != "policygrad-run" or isinstance(step, bool) or not isinstance(step, int):
         raise InputError(f"checkpoint {path} is not a policygrad training checkpoint")
+    if not 0 <= step <= _MAX_COUNTER:
+        raise bad(f"step {step} is out of range")
+    wall_time = meta.get("wall_time", 0.0)
+    if not _is_number(wall_time) or wall_time < 0:
+        raise bad(f"wall_time must be a finite number >= 0, got {shown(wall_time)}")
+    for key in ("algo", "env"):
+        if not isinstance(meta.get(key), str):
+            raise bad(f"{key} must be a string, got {shown(meta.get(key))}")
+    if "run" in meta and not isinstance(meta["run"], dict):
+        raise bad("run must be an object")
+    algorithm = meta.get("algorithm")
+    if not isinstance(algorithm, dict) or algorithm.get("algorithm") != meta["algo"]:
+        raise bad(f"its algorithm state is missing or not of {shown(meta['algo'])}")
+    updates = algorithm.get("updates")
+    if isinstance(updates, bool) or not isinstance(updates, int) or not 0 <= updates <= _MAX_COUNTER:
+        raise bad(f"the algorithm's update counter must be a whole number >= 0, got {shown(updates)}")
+    if not isinstance(algorithm.get("backend"), str):
+        raise bad("the algorithm state names no backend")
+    non_finite = _non_finite(algorithm, "algorithm")
+    if non_finite is not None:
+        raise bad(f"{non_finite} is not a finite number")
+    check_optimizer_state(tensors, algorithm.get("optimizer"), "algo.optim")
+    check_rng_state(tensors, meta.get("rng"), "rng")
+    for key in ("obs_norm", "reward_norm"):
+        if meta.get(key) is not None:
+            check_running_stats(tensors, meta[key], key)
+    if "eval_return" in meta and not _is_number(meta["eval_return"]):
+        raise bad(f"eval_return must be a finite number, got {shown(meta['eval_return'])}")
+    eval_seed = meta.get("eval_seed", 0)
+    if isinstance(eval_seed, bool) or not isinstance(eval_seed, int) or not 0 <= eval_seed < 2**32:
+        raise bad(f"eval_seed must be a 32-bit seed, got {shown(eval_seed)}")
+    for name, value in tensors.items():
+        if not name.startswith(_TENSOR_PREFIXES):
+            raise bad(f"it holds a tensor {shown(name)} of no part of a run")
+        if value.is_complex() or (value.is_floating_point() and value.dtype not in FLOAT_DTYPES):
+            raise bad(f"tensor {shown(name)} has dtype {value.dtype}")
     return tensors, meta
+
+
+def _is_number(value: Any) -> bool:
+    """A finite int or float (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _non_finite(value: Any, where: str) -> str | None:
+    """The path of the first float in the JSON ``value`` that is NaN or infinite, or None."""
+    stack = [(value, where)]
+    while stack:
+        item, at = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return at
+        if isinstance(item, dict):
+            stack += [(v, f"{at}.{k}") for k, v in item.items()]
+        elif isinstance(item, list):
+            stack += [(v, f"{at}[{i}]") for i, v in enumerate(item)]
+    return None
+
+
+def check_fits_run(spec: RunSpec, tensors: dict, meta: dict) -> None:
+    """InputError unless the checkpoint ``(tensors, meta)`` can be of the run ``spec`` describes:
+    the same algorithm and environment, and, for the built-in network, no more parameters in the
+    network ``spec.config.hidden_sizes`` describes than the checkpoint holds (checked before the
+    network is built, so that a config.json with hidden_sizes [100000, 100000] does not allocate
+    tens of gigabytes to be refused afterwards)."""
+    if meta.get("algo") != spec.algo or meta.get("env") != spec.env:
+        raise InputError(
+            f"checkpoint is of {shown(meta.get('algo'))} on {shown(meta.get('env'))}, the run is "
+            f"{shown(spec.algo)} on {shown(spec.env)}"
+        )
+    if spec.policy is not None:
+        return
+    sizes = list(spec.config.hidden_sizes)
+    # Actor and critic: each at least one input and one output, the hidden layers, their biases.
+    least = 2 * (sizes[0] + sum(a * b for a, b in zip(sizes, sizes[1:])) + sum(sizes) + sizes[-1] + 1)
+    held = sum(value.numel() for name, value in tensors.items() if name.startswith("policy."))
+    if least > held:
+        raise InputError(
+            f"checkpoint does not fit the run: hidden_sizes {tuple(sizes)} need at least {least} network "
+            f"parameters, the checkpoint holds {held}"
+        )
 
 
 def restore_policy(session: Session, tensors: dict, meta: dict) -> None:
     """Load the policy weights and the observation normaliser (what evaluation needs)."""
     from policygrad.checkpoint import load_module_state
 
-    if meta.get("algo") != session.spec.algo or meta.get("env") != session.spec.env:
-        raise InputError(
-            f"checkpoint is of {shown(meta.get('algo'))} on {shown(meta.get('env'))}, the run is "
-            f"{shown(session.spec.algo)} on {shown(session.spec.env)}"
-        )
+    check_fits_run(session.spec, tensors, meta)
     load_module_state(session.policy, tensors, "policy")
     if session.obs_normalizer is not None:
         if not isinstance(meta.get("obs_norm"), dict):
@@ -326,9 +496,8 @@ def restore_session(session: Session, tensors: dict, meta: dict) -> None:
     if not isinstance(meta.get("rng"), dict):
         raise InputError("checkpoint lacks the random-generator state")
     set_rng_state(tensors, meta["rng"], "rng")
-    wall_time = meta.get("wall_time", 0.0)
     session.step = int(meta["step"])
-    session.wall_time = float(wall_time) if isinstance(wall_time, (int, float)) else 0.0
+    session.wall_time = float(meta.get("wall_time", 0.0))  # checked by load_run_checkpoint
 
 
 def evaluate_session(
@@ -350,6 +519,12 @@ def evaluate_session(
     if stats is not None:
         stats["steps"] = result.env_steps
     return result.returns
+
+
+def evaluation_seed(seed: int, step: int) -> int:
+    """The reset seed of the evaluation during training at ``step`` of a run seeded ``seed``:
+    fresh starts at each evaluation, the same ones when a resumed run evaluates that step again."""
+    return derive_seed(seed, _EVAL_KEY, step)
 
 
 def measure_reward_per_step(
@@ -391,7 +566,7 @@ def _evaluate(session: Session, deterministic: bool, seed: int | None, **how: An
 
     from policygrad.evaluation import ArrayActor, evaluate
 
-    seed = derive_seed(session.spec.seed, 1) if seed is None else check_seed(seed)
+    seed = derive_seed(session.spec.seed, _EVAL_KEY) if seed is None else check_seed(seed)
     generator = None if deterministic else torch.Generator(device=session.device).manual_seed(seed)
     # On the CPU, act through the backend (the training forward; the NumPy one where it serves);
     # elsewhere through the policy's torch modules.
@@ -409,6 +584,7 @@ def _evaluate(session: Session, deterministic: bool, seed: int | None, **how: An
         seed=seed,
         generator=generator,
         device=session.device,
+        step_timeout=session.spec.train.env_step_timeout or None,
         **how,
     )
 
@@ -432,8 +608,66 @@ def _is_function(callback: Any) -> bool:
     return callable(callback) and not any(hasattr(callback, name) for name in ("on_rollout_end", "on_update", "on_eval"))
 
 
+class StopSignals:
+    """While active, SIGINT and SIGTERM ask the training loop to stop at its next safe point
+    instead of killing it: the collector stops before its next step, an update under way
+    finishes, a checkpoint is written. A second signal stops at once (:class:`Interrupted`),
+    leaving the previous checkpoint as it was. Only the main thread can receive signals; elsewhere
+    this does nothing.
+
+    Attributes:
+        signum: the first signal received, or None.
+    """
+
+    SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                number = getattr(signal, name)
+                self._previous[number] = signal.signal(number, self._receive)
+        return self
+
+    def _receive(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            raise Interrupted(signum)
+        self.signum = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        import signal
+
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous.clear()
+
+
 def _next_multiple(step: int, every: int) -> int:
     return (step // every + 1) * every
+
+
+def _best_return(run_dir: Path) -> float | None:
+    """The ``eval_return`` of ``run_dir``'s ``checkpoints/best``; None if there is none that loads
+    (the next evaluation then writes one)."""
+    from policygrad.checkpoint import best_checkpoint_path
+
+    path = best_checkpoint_path(run_dir)
+    if not path.is_dir():
+        return None
+    try:
+        _, meta = load_run_checkpoint(path, run_dir)
+    except InputError:
+        return None
+    score = meta.get("eval_return")
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+        return None
+    return float(score)
 
 
 def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool = False,
@@ -443,20 +677,32 @@ def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool
     ``callback``, if given, is a function called after every update with the metrics row just
     logged (a dict), or an object with any of ``on_rollout_end(step)`` (after a rollout, before
     its update), ``on_update(row)`` (after the update is logged) and ``on_eval(step, returns)``
-    (after an evaluation of the target-return check). Any of them returning ``False`` stops the
-    run there; a checkpoint is saved, as at the end.
+    (after each evaluation during training, with its episodes' returns, once
+    ``checkpoints/best`` is up to date). Any of them returning ``False`` stops the run there; a
+    checkpoint is saved, as at the end.
+
+    SIGINT and SIGTERM stop the loop at its next safe point (:class:`StopSignals`): a
+    checkpoint of the last complete update is written, and the summary's ``interrupted`` names the
+    signal; a second signal raises :class:`~policygrad.errors.Interrupted` at once.
 
     Returns:
         A summary: ``step``, ``seconds``, ``stopped_early``, ``eval_returns`` (of the final
-        policy, deterministic).
+        policy, deterministic; empty after a signal), ``interrupted`` (the signal's number, or
+        None).
 
     Raises:
         InputError: setting up the logs failed (nothing was trained).
-        TrainingError: non-finite values or an environment that raised; the last checkpoint
-            is left as it was.
+        TrainingError: non-finite values, an environment that raised, a write that failed (a
+            full disk: the message names the path and the newest intact checkpoint); the last
+            checkpoint is left as it was.
     """
-    from policygrad.checkpoint import checkpoint_path, save_checkpoint
+    from policygrad.checkpoint import (
+        best_checkpoint_path,
+        checkpoint_path,
+        save_checkpoint,
+    )
     from policygrad.logging import MetricsLogger, ProgressBar
+    from policygrad.rollout import CollectionStopped
 
     spec, tcfg = session.spec, session.spec.train
     continuing = spec.config.criterion == "average"
@@ -486,21 +732,33 @@ def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool
             save_checkpoint(checkpoint_path(run_dir, session.step), tensors, meta)
         save_checkpoint(checkpoint_path(run_dir), tensors, meta)
 
+    def save_best(score: float, seed: int) -> None:
+        tensors, meta = checkpoint_state(session)
+        save_checkpoint(best_checkpoint_path(run_dir), tensors, {**meta, "eval_return": score, "eval_seed": seed})
+
     bar = ProgressBar(total, initial=min(start_step, total), enabled=not quiet)
     if not quiet:
         backend = algorithm.backend
         bar.write(f"backend: {backend.name} ({backend.reason})")
-    next_eval = start_step + (tcfg.eval_every or 1)  # adaptive: after the first update
-    eval_returns: list[float] | None = None
+    evaluating = tcfg.eval_every is not None or tcfg.target_return is not None
+    # A schedule of the step alone, which a resumed run keeps; adaptive: after the first update.
+    next_eval = _next_multiple(start_step, tcfg.eval_every) if tcfg.eval_every else start_step + 1
+    best_return = _best_return(run_dir) if resumed else None
     next_checkpoint = _next_multiple(start_step, checkpoint_every)
     stopped_early = False
     t0 = time.perf_counter()
     wall0 = session.wall_time
+    signals = StopSignals()
     try:
+        signals.__enter__()
+        collector.stop = signals
         collector.reset(seed=derive_seed(spec.seed, start_step))
         collector.steps = start_step
-        while session.step < total:
-            rollout = collector.collect()
+        while session.step < total and signals.signum is None:
+            try:
+                rollout = collector.collect()
+            except CollectionStopped:
+                break
             if on_rollout_end is not None and on_rollout_end(collector.steps) is False:
                 stopped_early = True
                 break
@@ -519,55 +777,90 @@ def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool
                 "episode_length_mean": _mean(lengths),
                 "steps_per_second": (session.step - start_step) / max(elapsed, 1e-9),
                 "reward_per_step": _finite_or_none(collector.reward_per_step),
+                EVAL_COLUMN: None,
             }
             for key in METRIC_COLUMNS:
                 if key not in row:
                     row[key] = _finite_or_none(metrics.get(key, math.nan))
+            evaluation: list[float] | None = None
+            if evaluating and session.step >= next_eval:
+                stats: dict[str, Any] = {}
+                eval_seed = evaluation_seed(spec.seed, session.step)
+                evaluation = evaluate_session(session, tcfg.eval_episodes, seed=eval_seed, stats=stats)
+                row[EVAL_COLUMN] = score = float(np.mean(evaluation))
+                next_eval = (_next_multiple(session.step, tcfg.eval_every) if tcfg.eval_every
+                             else session.step + stats["steps"])
             logger.log(row)
             rate = row["reward_per_step"] if continuing else None  # the learning signal of a continuing task only
             bar.update(session.step - previous, row["episode_return_mean"],
                        None if rate is None else {"reward/step": rate})
-            if tcfg.target_return is not None and session.step >= next_eval:
-                stats: dict[str, Any] = {}
-                returns = evaluate_session(session, tcfg.eval_episodes, stats=stats)
-                score = float(np.mean(returns))
-                bar.write(f"step {session.step}: evaluation return {score:.2f} (target {tcfg.target_return:g})")
-                if on_eval is not None and on_eval(session.step, list(returns)) is False:
+            if evaluation is not None:
+                improved = best_return is None or score > best_return
+                if improved:
+                    save_best(score, eval_seed)
+                    best_return = score
+                target = "" if tcfg.target_return is None else f", target {tcfg.target_return:g}"
+                bar.write(f"step {session.step}: evaluation return {score:.2f} "
+                          f"({'new best' if improved else f'best {best_return:.2f}'}{target})")
+                if on_eval is not None and on_eval(session.step, list(evaluation)) is False:
                     stopped_early = True
                     break
-                if score >= tcfg.target_return:
+                if tcfg.target_return is not None and score >= tcfg.target_return:
                     # Confirmed on as many other episodes, so that one lucky set of starts does
                     # not end the run (evaluations are frequent).
-                    other = evaluate_session(session, tcfg.eval_episodes, seed=derive_seed(spec.seed, 2), stats=stats)
+                    other = evaluate_session(session, tcfg.eval_episodes,
+                                             seed=derive_seed(spec.seed, _CONFIRM_KEY, session.step))
                     if float(np.mean(other)) >= tcfg.target_return:
                         stopped_early = True
-                        eval_returns = returns  # the final evaluation's seed and policy: the same returns
                         break
-                next_eval = session.step + (tcfg.eval_every or stats["steps"])
             if on_update is not None and on_update(row) is False:
                 stopped_early = True
                 break
-            if session.step >= next_checkpoint and session.step < total:
+            if session.step >= next_checkpoint and session.step < total and signals.signum is None:
                 next_checkpoint = _next_multiple(session.step, checkpoint_every)
                 save(kept=True)
         save(kept=False)
-        if eval_returns is None:
-            eval_returns = evaluate_session(session, tcfg.eval_episodes)
+        # After a signal, the checkpoint is what matters: no final evaluation.
+        eval_returns = evaluate_session(session, tcfg.eval_episodes) if signals.signum is None else []
     except InputError as err:  # raised by something the environment produced (e.g. an action mask)
         if not resumed and not saved:
             # Nothing of this run exists yet (e.g. criterion='average' on an episodic task, seen
             # at its first termination): bad input, so the caller removes the run directory.
             raise
         raise TrainingError(f"training stopped at step {session.step}: {err}") from None
+    except OSError as err:  # a full disk, a vanished directory: one line, and where to go on from
+        raise TrainingError(_write_failure(run_dir, err)) from None
     finally:
+        collector.stop = None
+        signals.__exit__()
         bar.close()
-        logger.close()
+        try:
+            logger.close()
+        except OSError:
+            pass
     return {
         "step": session.step,
         "seconds": time.perf_counter() - t0,
-        "stopped_early": stopped_early,
+        "stopped_early": stopped_early or signals.signum is not None,
         "eval_returns": eval_returns,
+        "interrupted": signals.signum,
     }
+
+
+def _write_failure(run_dir: Path, err: OSError) -> str:
+    """``cannot write <path>: <cause>; the newest intact checkpoint is <path> (step N)``."""
+    from policygrad.checkpoint import latest_checkpoint
+    from policygrad.files import read_json
+
+    where = err.filename or run_dir
+    cause = err.strerror or str(err)
+    try:
+        newest = latest_checkpoint(run_dir)
+        step = read_json(newest / "meta.json", "checkpoint")["meta"]["step"] if newest else None
+    except (OSError, ValueError, KeyError, TypeError):  # InputError is a ValueError
+        newest, step = None, None
+    kept = f"the newest intact checkpoint is {newest} (step {step})" if newest is not None else "no checkpoint was written"
+    return f"cannot write {where}: {cause}; {kept}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -575,18 +868,53 @@ def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool
 # --------------------------------------------------------------------------------------------
 
 
-def _open_run(run_dir: Path, copies: int) -> Session:
-    """An evaluation session (``copies`` environment copies, at most 32) with the policy and the
-    frozen observation normaliser of ``run_dir``'s last checkpoint."""
-    from policygrad.checkpoint import latest_checkpoint
+def locate_checkpoint(path: str | os.PathLike) -> tuple[Path, Path]:
+    """The run directory ``path`` is or lies in, and the checkpoint ``path`` names: the checkpoint
+    directory it is or lies in (``RUN/checkpoints/best``, ``RUN/checkpoints/step_N/meta.json``),
+    else the run's latest (``checkpoints/last``).
 
+    Raises:
+        InputError: ``path`` is missing, has no config.json in it or above it, or names no
+            checkpoint (a path under the run's ``checkpoints/`` that holds none, a run without one).
+    """
+    from policygrad.checkpoint import is_checkpoint, latest_checkpoint
+    from policygrad.runconfig import CONFIG_FILE
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path} does not exist")
+    checkpoint: Path | None = None
+    for run_dir in (path, *path.parents[:3]):  # RUN/checkpoints/best/meta.json lies 3 below RUN
+        if os.path.lexists(run_dir / CONFIG_FILE):  # whatever it is: read_run_config says what is wrong
+            break
+        if checkpoint is None and is_checkpoint(run_dir):
+            checkpoint = run_dir
+    else:
+        raise InputError(f"{path} is not a policygrad run directory (no {CONFIG_FILE} in it or above it)")
+    if checkpoint is None:
+        if (run_dir / "checkpoints") in path.parents:
+            raise InputError(f"{path} is not a checkpoint (no meta.json in it or above it)")
+        checkpoint = latest_checkpoint(run_dir)
+        if checkpoint is None:
+            raise InputError(f"{run_dir} has no checkpoint")
+    return run_dir, checkpoint
+
+
+def _open_run(path: Path, copies: int, recorder: Any = None, env: str | None = None, trust: bool = False) -> Session:
+    """An evaluation session (``copies`` environment copies, at most 32; one with a ``recorder``,
+    see :func:`build_session`) with the policy and the frozen observation normaliser of the
+    checkpoint ``path`` names (:func:`locate_checkpoint`). ``env`` replaces the recorded
+    environment; a recorded one that imports a module needs ``env`` or ``trust``
+    (:func:`policygrad.runconfig.guard_run_code`)."""
+    from policygrad.runconfig import check_run_code
+
+    run_dir, checkpoint = locate_checkpoint(path)
     spec = read_run_config(run_dir)
-    path = latest_checkpoint(run_dir)
-    if path is None:
-        raise InputError(f"{run_dir} has no checkpoint")
-    tensors, meta = load_run_checkpoint(path)
+    check_run_code(spec, env, trust)
+    tensors, meta = load_run_checkpoint(checkpoint, run_dir)
+    check_fits_run(spec, tensors, meta)
     spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, eval_episodes=copies))
-    session = build_session(spec, "cpu", training=False)
+    session = build_session(spec, "cpu", training=False, recorder=recorder, env=env)
     try:
         restore_policy(session, tensors, meta)
     except BaseException:
@@ -597,13 +925,26 @@ def _open_run(run_dir: Path, copies: int) -> Session:
     return session
 
 
-def evaluate_run(run_dir: str | os.PathLike, episodes: int = 20, *, deterministic: bool = False, seed: int | None = None) -> list[float]:
-    """Raw returns of ``episodes`` episodes of the policy in ``run_dir``'s last checkpoint."""
+def evaluate_run(path: str | os.PathLike, episodes: int = 20, *, deterministic: bool = False,
+                 seed: int | None = None, video: str | os.PathLike | None = None, env: str | None = None,
+                 trust: bool = False) -> list[float]:
+    """Raw returns of ``episodes`` episodes of the policy in a run directory's last checkpoint, or
+    in the checkpoint of a run that ``path`` names (``RUN/checkpoints/best``; see
+    :func:`locate_checkpoint`).
+
+    With ``video`` (a folder), every episode is also recorded there as ``eval-episode-<i>.mp4``
+    (:class:`policygrad.evaluation.VideoRecorder`; needs moviepy). The episodes then run one after
+    another on one environment copy, where without video they run side by side on up to 32, so
+    the same seed gives other episodes.
+    """
+    from policygrad.evaluation import VideoRecorder
+
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise InputError(f"--episodes must be a positive int, got {shown(episodes)}")
     if seed is not None:
         check_seed(seed, "--seed")
-    session = _open_run(Path(run_dir), episodes)
+    recorder = VideoRecorder(video, episodes) if video is not None else None
+    session = _open_run(Path(path), episodes, recorder, env=env, trust=trust)
     try:
         return evaluate_session(session, episodes, deterministic=deterministic, seed=seed)
     finally:
@@ -611,14 +952,15 @@ def evaluate_run(run_dir: str | os.PathLike, episodes: int = 20, *, deterministi
 
 
 def evaluate_run_steps(
-    run_dir: str | os.PathLike, steps: int, copies: int = 1, *, deterministic: bool = False,
-    seed: int | None = None,
+    path: str | os.PathLike, steps: int, copies: int = 1, *, deterministic: bool = False,
+    seed: int | None = None, env: str | None = None, trust: bool = False,
 ) -> tuple[float, int]:
-    """:func:`measure_reward_per_step` of the policy in ``run_dir``'s last checkpoint, over
-    ``copies`` (at most 32) environment copies that each take ⌈steps / copies⌉ steps."""
+    """:func:`measure_reward_per_step` of the policy in the checkpoint ``path`` names (as for
+    :func:`evaluate_run`), over ``copies`` (at most 32) environment copies that each take
+    ⌈steps / copies⌉ steps."""
     if seed is not None:
         check_seed(seed, "--seed")
-    session = _open_run(Path(run_dir), copies)
+    session = _open_run(Path(path), copies, env=env, trust=trust)
     try:
         return measure_reward_per_step(session, steps, deterministic=deterministic, seed=seed)
     finally:

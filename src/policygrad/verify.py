@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -44,6 +45,9 @@ from policygrad.returns import (
     episode_total_returns,
     gae,
 )
+
+if TYPE_CHECKING:
+    from policygrad.tabular import FiniteMDP
 
 SETTINGS = ("episodic", "discounted", "average")
 _MAX_EPISODIC_HORIZON = 10_000
@@ -124,7 +128,7 @@ class VerifyReport:
         }
 
 
-def default_horizon(mdp, setting: str) -> int:
+def default_horizon(mdp: FiniteMDP, setting: str) -> int:
     """Steps per sampled episode when the user gives none.
 
     episodic: up to 10,000 (sampling stops as soon as every episode has terminated);
@@ -138,7 +142,7 @@ def default_horizon(mdp, setting: str) -> int:
     return 50
 
 
-def sample_episodes(mdp, theta: Tensor, setting: str, episodes: int, horizon: int, seed: int,
+def sample_episodes(mdp: FiniteMDP, theta: Tensor, setting: str, episodes: int, horizon: int, seed: int,
                     initial: np.ndarray | None = None) -> Samples:
     """Samples ``episodes`` episodes at once through the MDP's Gymnasium vector environment.
 
@@ -311,7 +315,7 @@ def _summarise(name: str, grads: Tensor, exact_gradient: np.ndarray, unbiased: b
     )
 
 
-def verify(mdp, theta: np.ndarray | None = None, setting: str | None = None, *, episodes: int = 20000,
+def verify(mdp: FiniteMDP, theta: np.ndarray | None = None, setting: str | None = None, *, episodes: int = 20000,
            horizon: int | None = None, lam: float = 0.9, seed: int = 0) -> VerifyReport:
     """Samples ``episodes`` episodes and compares every estimator with the exact gradient.
 

@@ -24,6 +24,7 @@ details follow Huang et al. (2022), "The 37 Implementation Details of Proximal P
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,7 +187,7 @@ class PPO(Algorithm):
 
     def _load_extra_state(self, meta: dict) -> None:
         beta = meta.get("kl_beta", self.config.kl_beta)
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta >= 0:
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta < math.inf:
             raise InputError(f"checkpoint's PPO state has a bad kl_beta {shown(beta)}")
         self.kl_beta = float(beta)
 

@@ -154,6 +154,11 @@ class NumpyOptimizer:
     def _moment_names(self) -> tuple[str, ...]:
         return ("exp_avg", "exp_avg_sq") if self.kind == "adam" else ("square_avg",)
 
+    @property
+    def state_keys(self) -> tuple[str, ...]:
+        """The entries of each parameter's state in :meth:`state_dict` (once it has stepped)."""
+        return ("step", *self._moment_names)
+
     def zero_grad(self, set_to_none: bool = True) -> None:
         self._grads.fill(0)
 
@@ -211,7 +216,9 @@ class NumpyOptimizer:
 
         Raises:
             ValueError: another number of parameter groups or parameters, moments of other
-                shapes, or unequal step counts (this optimiser keeps one for all parameters).
+                shapes, unequal step counts (this optimiser keeps one for all parameters), or a
+                setting this optimiser does not implement (``weight_decay``, ``amsgrad``,
+                ``momentum``, ...) away from torch's default.
         """
         groups = state_dict["param_groups"]
         params = self.param_groups[0]["params"]
@@ -236,9 +243,14 @@ class NumpyOptimizer:
         if len(steps) > 1:
             raise ValueError(f"unequal step counts {sorted(steps)} (the NumPy optimiser keeps one)")
         count = steps.pop() if steps else 0.0
-        if count != int(count) or count < 0:
+        if not math.isfinite(count) or count != int(count) or count < 0:
             raise ValueError(f"bad step count {count}")
         hyper = {k: v for k, v in groups[0].items() if k != "params"}
+        defaults = _torch_defaults(self.kind)
+        implemented = ("lr", "eps", "betas") if self.kind == "adam" else ("lr", "eps", "alpha")
+        for key, value in hyper.items():
+            if key not in implemented and key in defaults and value != defaults[key]:
+                raise ValueError(f"{key}={value!r}: the NumPy optimiser implements only {key}={defaults[key]!r}")
         self.param_groups = [{**self.param_groups[0], **hyper, "params": params}]
         self._moments, self.steps = moments, int(count)
 

@@ -52,15 +52,24 @@ class OneHotObservation:
         self.obs_dim = self.n
 
     def __call__(self, obs: Tensor, dtype: torch.dtype) -> Tensor:
+        checked = not _tracing()
         if obs.is_floating_point():
             rounded = obs.round()
-            if not bool((rounded == obs).all()):
+            if checked and not bool((rounded == obs).all()):
                 raise InputError("discrete observations must be whole numbers")
             obs = rounded
         index = obs.long() - self.start if self.start else obs.long()
-        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= self.n):
+        if checked and index.numel() and (int(index.min()) < 0 or int(index.max()) >= self.n):
             raise InputError(f"discrete observations must lie in [{self.start}, {self.start + self.n})")
         return F.one_hot(index, self.n).to(dtype)
+
+
+def _tracing() -> bool:
+    """Whether this call is being traced into a graph (``torch.jit.trace``, ``torch.export``, the
+    ONNX exporter), where checks that read the values cannot run: an exported policy
+    (:mod:`policygrad.export`) does not check its observations."""
+    is_compiling = getattr(torch.compiler, "is_compiling", None)
+    return torch.jit.is_tracing() or (is_compiling is not None and is_compiling())
 
 
 Encoder = FlattenObservation | OneHotObservation
