@@ -158,7 +158,7 @@ class FailsForSeed1(gym.Env):
 
     def step(self, action):
         self.t += 1
-        if getattr(self, "bad", False) and self.t > 20:
+        if getattr(self, "bad", False) and self.t > 80:
             raise ValueError("the simulator diverged")
         return np.zeros(2, np.float32), 1.0, False, self.t % 50 == 0, {{}}
 """
