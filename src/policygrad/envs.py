@@ -67,7 +67,7 @@ from typing import Any, Callable, Literal
 import gymnasium as gym
 from gymnasium.vector import AutoresetMode, VectorEnv
 
-from policygrad.errors import InputError
+from policygrad.errors import InputError, describe_error
 from policygrad.threads import ThreadLimited
 
 __all__ = ["VECTORIZATIONS", "EnvRecord", "describe_env", "make_vec_env", "env_name", "resolve_env"]
@@ -180,8 +180,7 @@ def _is_registered_as(spec: gym.envs.registration.EnvSpec) -> bool:
 
 
 def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+    return describe_error(err)
 
 
 def resolve_env(env: str | EnvSource) -> EnvSource:
@@ -206,6 +205,8 @@ def resolve_env(env: str | EnvSource) -> EnvSource:
         try:
             module = _import_user_module(module_name)
         except (Exception, SystemExit) as err:  # ImportError, or anything the module raises while importing
+            if module_name == "ale_py" and isinstance(err, ImportError):
+                raise InputError(f"environment {env!r} needs ale-py: {ATARI_EXTRA}") from None
             raise InputError(f"cannot import module {module_name!r} named by environment {env!r} ({_one_line(err)})") from None
         target: Any = module
         if all(part.isidentifier() for part in attr.split(".")):
@@ -243,11 +244,39 @@ def _import_user_module(name: str) -> Any:
         return importlib.import_module(name)
 
 
+ATARI_EXTRA = "pip install 'policygrad[atari]'"
+"""What installs ale-py, which the ``ALE/...`` environments need."""
+
+
 def _spec(env_id: str, original: str) -> gym.envs.registration.EnvSpec:
     try:
         return gym.spec(env_id)
     except gym.error.Error as err:
+        if _namespace(env_id) == "ALE" and _register_ale(original):
+            return _spec(env_id, original)
         raise InputError(f"unknown environment {original!r} ({_one_line(err)})") from None
+
+
+def _namespace(env_id: str) -> str | None:
+    """``"ALE"`` for ``"ALE/Pong-v5"``; None for an id without a namespace."""
+    return env_id.split("/", 1)[0] if "/" in env_id else None
+
+
+def _register_ale(original: str) -> bool:
+    """Register ale-py's ``ALE/...`` ids with Gymnasium, which does not know them until ale_py is
+    imported. False if they were registered already (the id is then unknown to ale-py too).
+
+    Raises:
+        InputError: ale-py is not installed (one line naming the extra that installs it).
+    """
+    if any(_namespace(env_id) == "ALE" for env_id in gym.registry):
+        return False
+    try:
+        import ale_py
+    except ImportError:
+        raise InputError(f"environment {original!r} needs ale-py: {ATARI_EXTRA}") from None
+    gym.register_envs(ale_py)
+    return any(_namespace(env_id) == "ALE" for env_id in gym.registry)
 
 
 def make_vec_env(
@@ -495,9 +524,7 @@ def _labelled(err: BaseException, index: int) -> BaseException:
     """An exception that survives the trip to the main process (Gymnasium re-raises
     ``type(err)(str(err))`` there) and names the copy: a RuntimeError, or the original type when
     its message says where it came from."""
-    text = str(err).strip().splitlines()
-    message = f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
-    return EnvCopyError(f"[environment {index}] {message}")
+    return EnvCopyError(f"[environment {index}] {describe_error(err)}")
 
 
 class EnvCopyError(RuntimeError):

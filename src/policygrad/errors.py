@@ -71,3 +71,13 @@ def signal_name(signum: int) -> str:
         return signal.Signals(signum).name
     except ValueError:
         return f"signal {signum}"
+
+
+def describe_error(err: BaseException, limit: int = 600) -> str:
+    """``"Type: message"`` on one line: every line of the message, joined by spaces (a binding's
+    ``TypeError`` says what it was given only after its first line), cut after ``limit``
+    characters."""
+    text = " ".join(str(err).split())
+    if len(text) > limit:
+        text = text[:limit] + "…"
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__

@@ -42,7 +42,7 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from torch import Tensor
 
-from policygrad.errors import InputError, TrainingError
+from policygrad.errors import InputError, TrainingError, describe_error
 from policygrad.normalize import ObservationNormalizer
 from policygrad.rollout import EnvStepper
 
@@ -234,7 +234,7 @@ def evaluate(
     try:
         obs, info = envs.reset(seed=seed)
     except Exception as err:
-        raise TrainingError(f"the environment raised on reset: {type(err).__name__}: {err}") from None
+        raise TrainingError(f"the environment raised on reset: {describe_error(err)}") from None
     # Masks are passed once the environment has given one (an environment without one allows all).
     mask_np = np.ones((N, io.mask_actions), dtype=bool) if io.mask_actions is not None else None
     masked = mask_np is not None and "action_mask" in info

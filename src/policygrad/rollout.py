@@ -37,7 +37,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from torch import Tensor
 
-from policygrad.errors import InputError, Interrupted, TrainingError
+from policygrad.errors import InputError, Interrupted, TrainingError, describe_error
 from policygrad.normalize import ObservationNormalizer, RewardScaler
 from policygrad.numeric import all_finite
 from policygrad.types import Rollout
@@ -487,10 +487,7 @@ class RolloutCollector:
         try:
             obs, info = self.envs.reset(seed=seed)
         except Exception as err:
-            text = str(err).strip().splitlines()
-            raise TrainingError(
-                f"the environment raised on reset: {type(err).__name__}: {text[0] if text else ''}"
-            ) from None
+            raise TrainingError(f"the environment raised on reset: {describe_error(err)}") from None
         self._io.check_observations(obs)
         self._store_obs(obs, 0, None)
         if self._io.mask_actions is not None and "action_mask" in info:
