@@ -62,13 +62,17 @@ import inspect
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import gymnasium as gym
 from gymnasium.vector import AutoresetMode, VectorEnv
 
 from policygrad.errors import InputError, describe_error
+from policygrad.seeding import env_seed
 from policygrad.threads import ThreadLimited
+
+if TYPE_CHECKING:
+    from policygrad.atari import AtariOptions
 
 __all__ = ["VECTORIZATIONS", "EnvRecord", "describe_env", "make_vec_env", "env_name", "resolve_env"]
 
@@ -290,6 +294,7 @@ def make_vec_env(
     worker_threads: tuple[int, int] = (1, 1),
     render_mode: str | None = None,
     wrappers: Sequence[Callable[[gym.Env], gym.Env]] = (),
+    atari: AtariOptions | None = None,
 ) -> VectorEnv:
     """Build ``num_envs`` copies of an environment as one Gymnasium vector environment.
 
@@ -297,8 +302,9 @@ def make_vec_env(
         env_id_or_spec: a Gymnasium id, ``"module:attr"``, an ``EnvSpec``, or an env class or
             factory (see the module docstring).
         num_envs: N ≥ 1.
-        seed: if given, the environments are reset with it (copy i gets ``seed + i`` for sync
-            and async envs) and the action and observation spaces' samplers are seeded with it,
+        seed: if given, the environments are reset with it (copy i gets ``seed + i``, where a
+            seed that would take a copy past 2³¹ − 1 is first mapped into range by
+            :func:`policygrad.runconfig.env_seed`) and the action and observation spaces' samplers are seeded with it,
             so that the returned env is reproducible as it stands. A collector reseeds on its own
             reset.
         time_limit: the episode length at which an episode is truncated, replacing the
@@ -313,6 +319,8 @@ def make_vec_env(
             environment's default (no rendering).
         wrappers: applied to each copy in order, innermost first (not with "vector"
             vectorization; "auto" then means "sync").
+        atari: the Atari preprocessing (:mod:`policygrad.atari`) of an ``ALE/...`` id; its
+            episode time limit is ``atari.max_episode_frames``, so ``time_limit`` must be None.
 
     Returns:
         The vector environment; ``env.metadata["autoreset_mode"]`` says how it auto-resets.
@@ -351,8 +359,21 @@ def make_vec_env(
                 f"{', '.join(map(str, modes)) or 'none'})"
             )
         kwargs["render_mode"] = render_mode
+    if atari is not None:
+        from policygrad.atari import is_atari
+
+        if not (isinstance(source, gym.envs.registration.EnvSpec) and is_atari(source)):
+            raise InputError(f"atari_preprocessing applies to ale-py's ALE/... environments, not {name!r}")
+        if time_limit is not None:
+            raise InputError("with atari_preprocessing the time limit is max_episode_frames (emulator frames); "
+                             "leave time_limit unset")
     try:
-        if isinstance(source, gym.envs.registration.EnvSpec):
+        if atari is not None:
+            from policygrad.atari import make_atari_vec_env
+
+            envs = make_atari_vec_env(source, num_envs, atari, vectorization, kwargs,
+                                      functools.partial(_async, worker_threads=worker_threads), wrappers)
+        elif isinstance(source, gym.envs.registration.EnvSpec):
             envs = _from_spec(source, num_envs, time_limit, vectorization, kwargs, worker_threads, wrappers)
         elif isinstance(source, gym.Env):
             if vectorization == "vector":
@@ -373,7 +394,7 @@ def make_vec_env(
         if seed is not None:
             envs.action_space.seed(seed)
             envs.observation_space.seed(seed)
-            envs.reset(seed=seed)
+            envs.reset(seed=env_seed(seed, num_envs))
     except InputError:
         raise
     except Exception as err:
@@ -403,9 +424,14 @@ def _from_spec(
                 "time_limit=0 needs vectorization sync or async"
             )
         time_limit = None
+    atari = _is_ale(spec)
     if vectorization == "auto":
-        vectorization = "vector" if spec.vector_entry_point is not None else "sync"
+        # ale-py's vector entry point preprocesses the frames: only with atari_preprocessing.
+        vectorization = "vector" if spec.vector_entry_point is not None and not atari else "sync"
     if vectorization == "vector":
+        if atari:
+            raise InputError(f"environment {spec.id!r}: ale-py's vector env preprocesses the frames; "
+                             "set atari_preprocessing, or use vectorization sync or async")
         if spec.vector_entry_point is None:
             raise InputError(f"environment {spec.id!r} has no vectorised implementation; use sync or async")
         if time_limit is not None:
@@ -428,6 +454,12 @@ def _from_spec(
         disable_env_checker=True,
         **kwargs,
     )
+
+
+def _is_ale(spec: gym.envs.registration.EnvSpec) -> bool:
+    from policygrad.atari import is_atari
+
+    return is_atari(spec)
 
 
 def _async(make_one: Callable[[], gym.Env], num_envs: int, worker_threads: tuple[int, int]) -> VectorEnv:

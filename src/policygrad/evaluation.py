@@ -45,6 +45,7 @@ from torch import Tensor
 from policygrad.errors import InputError, TrainingError, describe_error
 from policygrad.normalize import ObservationNormalizer
 from policygrad.rollout import EnvStepper
+from policygrad.seeding import env_seed
 
 __all__ = ["VIDEO_EXTRA", "VIDEO_PREFIX", "Actor", "ArrayActor", "Evaluation", "VideoRecorder", "evaluate"]
 
@@ -232,7 +233,7 @@ def evaluate(
     reward_sum, counted = 0.0, 0
 
     try:
-        obs, info = envs.reset(seed=seed)
+        obs, info = envs.reset(seed=None if seed is None else env_seed(seed, N))
     except Exception as err:
         raise TrainingError(f"the environment raised on reset: {describe_error(err)}") from None
     # Masks are passed once the environment has given one (an environment without one allows all).
