@@ -549,14 +549,19 @@ class _Labelled(gym.Wrapper):
         try:
             return self.env.reset(**kwargs)
         except BaseException as err:
-            raise _labelled(err, self._index) from None
+            raise _labelled(err, self._index, whole=True) from None
 
 
-def _labelled(err: BaseException, index: int) -> BaseException:
+def _labelled(err: BaseException, index: int, whole: bool = False) -> BaseException:
     """An exception that survives the trip to the main process (Gymnasium re-raises
     ``type(err)(str(err))`` there) and names the copy: a RuntimeError, or the original type when
-    its message says where it came from."""
-    return EnvCopyError(f"[environment {index}] {describe_error(err)}")
+    its message says where it came from. A step's error keeps its first line (as a sync env's
+    does); a reset's (``whole``) all of its message, joined into one line."""
+    if whole:
+        return EnvCopyError(f"[environment {index}] {describe_error(err)}")
+    text = str(err).strip().splitlines()
+    message = f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+    return EnvCopyError(f"[environment {index}] {message}")
 
 
 class EnvCopyError(RuntimeError):
