@@ -204,10 +204,12 @@ def test_without_clipping_the_rewards_are_raw() -> None:
 
 
 def test_the_atari_keys_are_checked() -> None:
-    with pytest.raises(InputError, match="frame_stack must be a positive int"):
+    with pytest.raises(InputError, match=r"frame_stack must be an int in \[1, 64\], got 0"):
         TrainConfig(frame_stack=0)
-    with pytest.raises(InputError, match="noop_max must be an int >= 0"):
+    with pytest.raises(InputError, match=r"noop_max must be an int in \[0, 100,000\], got -1"):
         TrainConfig(noop_max=-1)
+    with pytest.raises(InputError, match=r"screen_size must be an int in \[1, 1,024\]"):
+        TrainConfig(screen_size=10**6)
     with pytest.raises(InputError, match="max_episode_frames"):
         TrainConfig(atari_preprocessing=True, time_limit=1000)
     with pytest.raises(InputError, match="ALE/... environments, not 'CartPole-v1'"):

@@ -46,9 +46,14 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 
-from policygrad.errors import InputError
+from policygrad.errors import InputError, shown
 
 __all__ = ["AtariOptions", "LifeLossTermination", "is_atari", "make_atari_vec_env"]
+
+# The largest value of each key: beyond them an observation or an episode would not fit in memory
+# or in ale-py's 32-bit counters.
+_LIMITS = {"noop_max": 100_000, "frame_skip": 1_000, "screen_size": 1_024, "frame_stack": 64,
+           "max_episode_frames": 2**31 - 1}
 
 # Keyword arguments of an ALE v5 id that ale-py's vector environment takes as they are.
 _VECTOR_KWARGS = ("game", "repeat_action_probability", "full_action_space")
@@ -74,12 +79,11 @@ class AtariOptions:
     """A game is truncated after this many emulator frames."""
 
     def __post_init__(self) -> None:
-        for name in ("frame_skip", "screen_size", "frame_stack", "max_episode_frames"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"{name} must be a positive int, got {value!r}")
-        if isinstance(self.noop_max, bool) or not isinstance(self.noop_max, int) or self.noop_max < 0:
-            raise InputError(f"noop_max must be an int >= 0, got {self.noop_max!r}")
+        for name, low in (("noop_max", 0), ("frame_skip", 1), ("screen_size", 1), ("frame_stack", 1),
+                          ("max_episode_frames", 1)):
+            value, high = getattr(self, name), _LIMITS[name]
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise InputError(f"{name} must be an int in [{low}, {high:,}], got {shown(value)}")
 
     @classmethod
     def from_train(cls, train: Any) -> AtariOptions | None:

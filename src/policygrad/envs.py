@@ -67,7 +67,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 import gymnasium as gym
 from gymnasium.vector import AutoresetMode, VectorEnv
 
-from policygrad.errors import InputError, describe_error
+from policygrad.errors import InputError, describe_error, shown
 from policygrad.seeding import env_seed
 from policygrad.threads import ThreadLimited
 
@@ -184,6 +184,8 @@ def _is_registered_as(spec: gym.envs.registration.EnvSpec) -> bool:
 
 
 def _one_line(err: BaseException) -> str:
+    """The whole of ``err``'s message on one line, cut to about 600 characters (a binding's
+    TypeError names the arguments it was given only after its first line)."""
     return describe_error(err)
 
 
@@ -197,11 +199,11 @@ def resolve_env(env: str | EnvSource) -> EnvSource:
     if isinstance(env, (gym.envs.registration.EnvSpec, gym.Env)) or (callable(env) and not isinstance(env, str)):
         return env
     if not isinstance(env, str) or not env.strip():
-        raise InputError(f"an environment must be a Gymnasium id or module:attr, got {env!r}")
+        raise InputError(f"an environment must be a Gymnasium id or module:attr, got {shown(env)}")
     env = env.strip()
     if env.startswith("<"):
         raise InputError(
-            f"the environment {env} was an object given in Python, which a run directory cannot re-create; "
+            f"the environment {shown(env)} was an object given in Python, which a run directory cannot re-create; "
             "pass it again: policygrad.load(run_dir, env=...)"
         )
     if ":" in env:
@@ -210,8 +212,8 @@ def resolve_env(env: str | EnvSource) -> EnvSource:
             module = _import_user_module(module_name)
         except (Exception, SystemExit) as err:  # ImportError, or anything the module raises while importing
             if module_name == "ale_py" and isinstance(err, ImportError):
-                raise InputError(f"environment {env!r} needs ale-py: {ATARI_EXTRA}") from None
-            raise InputError(f"cannot import module {module_name!r} named by environment {env!r} ({_one_line(err)})") from None
+                raise InputError(f"environment {shown(env)} needs ale-py: {ATARI_EXTRA}") from None
+            raise InputError(f"cannot import module {shown(module_name)} named by environment {shown(env)} ({_one_line(err)})") from None
         target: Any = module
         if all(part.isidentifier() for part in attr.split(".")):
             for part in attr.split("."):
@@ -221,7 +223,7 @@ def resolve_env(env: str | EnvSource) -> EnvSource:
             if target is not None:
                 if not callable(target):
                     raise InputError(
-                        f"{env!r} is a {type(target).__name__}, not a gymnasium.Env class or a factory returning one"
+                        f"{shown(env)} is a {type(target).__name__}, not a gymnasium.Env class or a factory returning one"
                     )
                 return target
         # Gymnasium's own "module:EnvId": the import may have registered the id.
@@ -258,7 +260,7 @@ def _spec(env_id: str, original: str) -> gym.envs.registration.EnvSpec:
     except gym.error.Error as err:
         if _namespace(env_id) == "ALE" and _register_ale(original):
             return _spec(env_id, original)
-        raise InputError(f"unknown environment {original!r} ({_one_line(err)})") from None
+        raise InputError(f"unknown environment {shown(original)} ({_one_line(err)})") from None
 
 
 def _namespace(env_id: str) -> str | None:
@@ -278,7 +280,7 @@ def _register_ale(original: str) -> bool:
     try:
         import ale_py
     except ImportError:
-        raise InputError(f"environment {original!r} needs ale-py: {ATARI_EXTRA}") from None
+        raise InputError(f"environment {shown(original)} needs ale-py: {ATARI_EXTRA}") from None
     gym.register_envs(ale_py)
     return any(_namespace(env_id) == "ALE" for env_id in gym.registry)
 
@@ -331,31 +333,31 @@ def make_vec_env(
             naming it).
     """
     if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
-        raise InputError(f"num_envs must be a positive int, got {num_envs!r}")
+        raise InputError(f"num_envs must be a positive int, got {shown(num_envs)}")
     if time_limit is not None and (isinstance(time_limit, bool) or not isinstance(time_limit, int) or time_limit < 0):
-        raise InputError(f"time_limit must be a positive int, 0 (no limit) or None, got {time_limit!r}")
+        raise InputError(f"time_limit must be a positive int, 0 (no limit) or None, got {shown(time_limit)}")
     if vectorization not in VECTORIZATIONS:
-        raise InputError(f"unknown vectorization {vectorization!r}; valid: {', '.join(VECTORIZATIONS)}")
+        raise InputError(f"unknown vectorization {shown(vectorization)}; valid: {', '.join(VECTORIZATIONS)}")
     if not (
         isinstance(worker_threads, tuple)
         and len(worker_threads) == 2
         and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in worker_threads)
     ):
-        raise InputError(f"worker_threads must be (torch_threads, blas_threads), two positive ints, got {worker_threads!r}")
+        raise InputError(f"worker_threads must be (torch_threads, blas_threads), two positive ints, got {shown(worker_threads)}")
     kwargs = dict(env_kwargs or {})
     source = resolve_env(env_id_or_spec)
     name = env_name(env_id_or_spec)
     wrappers = tuple(wrappers)
     if wrappers:
         if vectorization == "vector":
-            raise InputError(f"environment {name!r}: wrapping each copy needs vectorization sync or async")
+            raise InputError(f"environment {shown(name)}: wrapping each copy needs vectorization sync or async")
         if vectorization == "auto":
             vectorization = "sync"
     if render_mode is not None:
         modes = _render_modes(source)
         if modes is not None and render_mode not in modes:
             raise InputError(
-                f"environment {name!r} does not render in mode {render_mode!r} (its render modes: "
+                f"environment {shown(name)} does not render in mode {shown(render_mode)} (its render modes: "
                 f"{', '.join(map(str, modes)) or 'none'})"
             )
         kwargs["render_mode"] = render_mode
@@ -377,7 +379,7 @@ def make_vec_env(
             envs = _from_spec(source, num_envs, time_limit, vectorization, kwargs, worker_threads, wrappers)
         elif isinstance(source, gym.Env):
             if vectorization == "vector":
-                raise InputError(f"environment {name!r} has no vectorised implementation; use sync or async")
+                raise InputError(f"environment {shown(name)} has no vectorised implementation; use sync or async")
             make_one = functools.partial(_copy_env, source, time_limit, wrappers)
             if vectorization == "async":
                 envs = _async(make_one, num_envs, worker_threads)
@@ -385,7 +387,7 @@ def make_vec_env(
                 envs = gym.vector.SyncVectorEnv([make_one] * num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
         else:
             if vectorization == "vector":
-                raise InputError(f"environment {name!r} has no vectorised implementation; use sync or async")
+                raise InputError(f"environment {shown(name)} has no vectorised implementation; use sync or async")
             make_one = functools.partial(_make_user_env, source, name, time_limit, kwargs, wrappers)
             if vectorization == "async":
                 envs = _async(make_one, num_envs, worker_threads)
@@ -398,7 +400,7 @@ def make_vec_env(
     except InputError:
         raise
     except Exception as err:
-        raise InputError(f"cannot create environment {name!r}: {_one_line(err)}") from None
+        raise InputError(f"cannot create environment {shown(name)}: {_one_line(err)}") from None
     return envs
 
 
@@ -420,7 +422,7 @@ def _from_spec(
             vectorization = "sync"
         elif vectorization == "vector" and built_in:
             raise InputError(
-                f"environment {spec.id!r}: its vectorised implementation has its own time limit, so "
+                f"environment {shown(spec.id)}: its vectorised implementation has its own time limit, so "
                 "time_limit=0 needs vectorization sync or async"
             )
         time_limit = None
@@ -430,10 +432,10 @@ def _from_spec(
         vectorization = "vector" if spec.vector_entry_point is not None and not atari else "sync"
     if vectorization == "vector":
         if atari:
-            raise InputError(f"environment {spec.id!r}: ale-py's vector env preprocesses the frames; "
+            raise InputError(f"environment {shown(spec.id)}: ale-py's vector env preprocesses the frames; "
                              "set atari_preprocessing, or use vectorization sync or async")
         if spec.vector_entry_point is None:
-            raise InputError(f"environment {spec.id!r} has no vectorised implementation; use sync or async")
+            raise InputError(f"environment {shown(spec.id)} has no vectorised implementation; use sync or async")
         if time_limit is not None:
             kwargs["max_episode_steps"] = time_limit
         if "autoreset_mode" not in kwargs and _accepts(spec.vector_entry_point, "autoreset_mode"):
@@ -616,7 +618,7 @@ def _make_user_env(factory: Callable[..., Any], name: str, time_limit: int | Non
                    wrappers: tuple[Callable[[gym.Env], gym.Env], ...] = ()) -> gym.Env:
     env = factory(**kwargs)
     if not isinstance(env, gym.Env):
-        raise InputError(f"{name!r} returned a {type(env).__name__}, not a gymnasium.Env")
+        raise InputError(f"{shown(name)} returned a {type(env).__name__}, not a gymnasium.Env")
     if time_limit:  # 0 and None: the env as the factory made it
         env = gym.wrappers.TimeLimit(env, max_episode_steps=time_limit)
     for wrap in wrappers:
