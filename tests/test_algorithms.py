@@ -26,6 +26,7 @@ from policygrad.losses import importance_surrogate
 from policygrad.policies import make_actor_critic
 from policygrad.returns import discounted_returns
 from policygrad.rollout import Rollout
+from policygrad.runconfig import TRAIN_KEYS, TrainConfig
 
 OBS_DIM = 4
 SPACES = {
@@ -332,7 +333,8 @@ def test_every_preset_is_a_valid_config():
     for algo, table in PRESETS.items():
         for env_id, preset in table.items():
             assert preset["total_steps"] > 0
-            make_config(algo, {k: v for k, v in preset.items() if k != "total_steps"})
+            make_config(algo, {k: v for k, v in preset.items() if k not in TRAIN_KEYS})
+            TrainConfig(**{k: v for k, v in preset.items() if k in TRAIN_KEYS})
     assert get_preset("ppo", "CartPole-v1")["total_steps"] == 100_000
     assert get_preset("ppo", "NoSuchEnv-v0") == {}
     get_preset("ppo", "CartPole-v1")["num_envs"] = 999  # a copy: the table is not changed

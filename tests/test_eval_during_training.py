@@ -108,7 +108,9 @@ def test_the_best_checkpoint_holds_the_best_evaluation(run: Path, capsys: pytest
     assert main([*argv, "--seed", str(meta["eval_seed"])]) == 0
     assert json.loads(capsys.readouterr().out)["mean_return"] == best_return
     assert main([*argv, "--steps", "300"]) == 0  # --steps as well
-    assert json.loads(capsys.readouterr().out)["steps"] == 300
+    # The valid steps of 3 copies x 100: 300 less one dummy step (CartPole's next-step auto-reset)
+    # after each episode that ends inside them, which depends on the policy and the seeds.
+    assert 250 <= json.loads(capsys.readouterr().out)["steps"] <= 300
 
 
 @pytest.mark.slow

@@ -25,11 +25,11 @@ KNOWN_PRIVATE_IMPORTS: list[tuple[str, str, str]] = []
 # lower layers, or modules of its own package (policies.heads -> policies.mlp); ARCHITECTURE.md
 # draws the same picture.
 LAYERS: list[list[str]] = [
-    ["version", "errors", "numeric"],  # foundations
+    ["version", "errors", "numeric", "seeding"],  # foundations
     ["files"],  # reading files that may come from someone else
     ["types", "returns", "trust_region", "distributions", "normalize", "logging", "threads"],  # data, pure math, state
     ["losses", "policies", "tabular", "plots"],
-    ["backends", "verify", "tasks", "checkpoint"],
+    ["backends", "verify", "tasks", "checkpoint", "atari"],
     ["rollout", "envs"],
     ["algorithms", "evaluation", "export"],
     ["runconfig"],

@@ -62,13 +62,17 @@ import inspect
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import gymnasium as gym
 from gymnasium.vector import AutoresetMode, VectorEnv
 
-from policygrad.errors import InputError, shown
+from policygrad.errors import InputError, describe_error, shown
+from policygrad.seeding import env_seed
 from policygrad.threads import ThreadLimited
+
+if TYPE_CHECKING:
+    from policygrad.atari import AtariOptions
 
 __all__ = ["VECTORIZATIONS", "EnvRecord", "describe_env", "make_vec_env", "env_name", "resolve_env"]
 
@@ -180,12 +184,9 @@ def _is_registered_as(spec: gym.envs.registration.EnvSpec) -> bool:
 
 
 def _one_line(err: BaseException) -> str:
-    """The first line of ``err``'s message, cut to about 200 characters (it may echo the user's id)."""
-    text = str(err).strip().splitlines()
-    line = text[0] if text else ""
-    if len(line) > 200:
-        line = line[:197] + "..."
-    return f"{type(err).__name__}: {line}" if line else type(err).__name__
+    """The whole of ``err``'s message on one line, cut to about 600 characters (a binding's
+    TypeError names the arguments it was given only after its first line)."""
+    return describe_error(err)
 
 
 def resolve_env(env: str | EnvSource) -> EnvSource:
@@ -210,6 +211,8 @@ def resolve_env(env: str | EnvSource) -> EnvSource:
         try:
             module = _import_user_module(module_name)
         except (Exception, SystemExit) as err:  # ImportError, or anything the module raises while importing
+            if module_name == "ale_py" and isinstance(err, ImportError):
+                raise InputError(f"environment {shown(env)} needs ale-py: {ATARI_EXTRA}") from None
             raise InputError(f"cannot import module {shown(module_name)} named by environment {shown(env)} ({_one_line(err)})") from None
         target: Any = module
         if all(part.isidentifier() for part in attr.split(".")):
@@ -247,11 +250,39 @@ def _import_user_module(name: str) -> Any:
         return importlib.import_module(name)
 
 
+ATARI_EXTRA = "pip install 'policygrad[atari]'"
+"""What installs ale-py, which the ``ALE/...`` environments need."""
+
+
 def _spec(env_id: str, original: str) -> gym.envs.registration.EnvSpec:
     try:
         return gym.spec(env_id)
     except gym.error.Error as err:
+        if _namespace(env_id) == "ALE" and _register_ale(original):
+            return _spec(env_id, original)
         raise InputError(f"unknown environment {shown(original)} ({_one_line(err)})") from None
+
+
+def _namespace(env_id: str) -> str | None:
+    """``"ALE"`` for ``"ALE/Pong-v5"``; None for an id without a namespace."""
+    return env_id.split("/", 1)[0] if "/" in env_id else None
+
+
+def _register_ale(original: str) -> bool:
+    """Register ale-py's ``ALE/...`` ids with Gymnasium, which does not know them until ale_py is
+    imported. False if they were registered already (the id is then unknown to ale-py too).
+
+    Raises:
+        InputError: ale-py is not installed (one line naming the extra that installs it).
+    """
+    if any(_namespace(env_id) == "ALE" for env_id in gym.registry):
+        return False
+    try:
+        import ale_py
+    except ImportError:
+        raise InputError(f"environment {shown(original)} needs ale-py: {ATARI_EXTRA}") from None
+    gym.register_envs(ale_py)
+    return any(_namespace(env_id) == "ALE" for env_id in gym.registry)
 
 
 def make_vec_env(
@@ -265,6 +296,7 @@ def make_vec_env(
     worker_threads: tuple[int, int] = (1, 1),
     render_mode: str | None = None,
     wrappers: Sequence[Callable[[gym.Env], gym.Env]] = (),
+    atari: AtariOptions | None = None,
 ) -> VectorEnv:
     """Build ``num_envs`` copies of an environment as one Gymnasium vector environment.
 
@@ -272,8 +304,9 @@ def make_vec_env(
         env_id_or_spec: a Gymnasium id, ``"module:attr"``, an ``EnvSpec``, or an env class or
             factory (see the module docstring).
         num_envs: N ≥ 1.
-        seed: if given, the environments are reset with it (copy i gets ``seed + i`` for sync
-            and async envs) and the action and observation spaces' samplers are seeded with it,
+        seed: if given, the environments are reset with it (copy i gets ``seed + i``, where a
+            seed that would take a copy past 2³¹ − 1 is first mapped into range by
+            :func:`policygrad.runconfig.env_seed`) and the action and observation spaces' samplers are seeded with it,
             so that the returned env is reproducible as it stands. A collector reseeds on its own
             reset.
         time_limit: the episode length at which an episode is truncated, replacing the
@@ -288,6 +321,8 @@ def make_vec_env(
             environment's default (no rendering).
         wrappers: applied to each copy in order, innermost first (not with "vector"
             vectorization; "auto" then means "sync").
+        atari: the Atari preprocessing (:mod:`policygrad.atari`) of an ``ALE/...`` id; its
+            episode time limit is ``atari.max_episode_frames``, so ``time_limit`` must be None.
 
     Returns:
         The vector environment; ``env.metadata["autoreset_mode"]`` says how it auto-resets.
@@ -326,8 +361,21 @@ def make_vec_env(
                 f"{', '.join(map(str, modes)) or 'none'})"
             )
         kwargs["render_mode"] = render_mode
+    if atari is not None:
+        from policygrad.atari import is_atari
+
+        if not (isinstance(source, gym.envs.registration.EnvSpec) and is_atari(source)):
+            raise InputError(f"atari_preprocessing applies to ale-py's ALE/... environments, not {name!r}")
+        if time_limit is not None:
+            raise InputError("with atari_preprocessing the time limit is max_episode_frames (emulator frames); "
+                             "leave time_limit unset")
     try:
-        if isinstance(source, gym.envs.registration.EnvSpec):
+        if atari is not None:
+            from policygrad.atari import make_atari_vec_env
+
+            envs = make_atari_vec_env(source, num_envs, atari, vectorization, kwargs,
+                                      functools.partial(_async, worker_threads=worker_threads), wrappers)
+        elif isinstance(source, gym.envs.registration.EnvSpec):
             envs = _from_spec(source, num_envs, time_limit, vectorization, kwargs, worker_threads, wrappers)
         elif isinstance(source, gym.Env):
             if vectorization == "vector":
@@ -348,7 +396,7 @@ def make_vec_env(
         if seed is not None:
             envs.action_space.seed(seed)
             envs.observation_space.seed(seed)
-            envs.reset(seed=seed)
+            envs.reset(seed=env_seed(seed, num_envs))
     except InputError:
         raise
     except Exception as err:
@@ -378,9 +426,14 @@ def _from_spec(
                 "time_limit=0 needs vectorization sync or async"
             )
         time_limit = None
+    atari = _is_ale(spec)
     if vectorization == "auto":
-        vectorization = "vector" if spec.vector_entry_point is not None else "sync"
+        # ale-py's vector entry point preprocesses the frames: only with atari_preprocessing.
+        vectorization = "vector" if spec.vector_entry_point is not None and not atari else "sync"
     if vectorization == "vector":
+        if atari:
+            raise InputError(f"environment {shown(spec.id)}: ale-py's vector env preprocesses the frames; "
+                             "set atari_preprocessing, or use vectorization sync or async")
         if spec.vector_entry_point is None:
             raise InputError(f"environment {shown(spec.id)} has no vectorised implementation; use sync or async")
         if time_limit is not None:
@@ -403,6 +456,12 @@ def _from_spec(
         disable_env_checker=True,
         **kwargs,
     )
+
+
+def _is_ale(spec: gym.envs.registration.EnvSpec) -> bool:
+    from policygrad.atari import is_atari
+
+    return is_atari(spec)
 
 
 def _async(make_one: Callable[[], gym.Env], num_envs: int, worker_threads: tuple[int, int]) -> VectorEnv:
@@ -492,13 +551,16 @@ class _Labelled(gym.Wrapper):
         try:
             return self.env.reset(**kwargs)
         except BaseException as err:
-            raise _labelled(err, self._index) from None
+            raise _labelled(err, self._index, whole=True) from None
 
 
-def _labelled(err: BaseException, index: int) -> BaseException:
+def _labelled(err: BaseException, index: int, whole: bool = False) -> BaseException:
     """An exception that survives the trip to the main process (Gymnasium re-raises
     ``type(err)(str(err))`` there) and names the copy: a RuntimeError, or the original type when
-    its message says where it came from."""
+    its message says where it came from. A step's error keeps its first line (as a sync env's
+    does); a reset's (``whole``) all of its message, joined into one line."""
+    if whole:
+        return EnvCopyError(f"[environment {index}] {describe_error(err)}")
     text = str(err).strip().splitlines()
     message = f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
     return EnvCopyError(f"[environment {index}] {message}")

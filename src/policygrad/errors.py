@@ -90,6 +90,16 @@ def signal_name(signum: int) -> str:
         return f"signal {signum}"
 
 
+def describe_error(err: BaseException, limit: int = 600) -> str:
+    """``"Type: message"`` on one line: every line of the message, joined by spaces (a binding's
+    ``TypeError`` says what it was given only after its first line), cut after ``limit``
+    characters."""
+    text = " ".join(str(err).split())
+    if len(text) > limit:
+        text = text[:limit] + "…"
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
 _repr = reprlib.Repr()
 _repr.maxlevel = 3
 _repr.maxlist = _repr.maxtuple = _repr.maxdict = _repr.maxset = 8

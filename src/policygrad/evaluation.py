@@ -42,9 +42,10 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from torch import Tensor
 
-from policygrad.errors import InputError, TrainingError, shown
+from policygrad.errors import InputError, TrainingError, describe_error, shown
 from policygrad.normalize import ObservationNormalizer
 from policygrad.rollout import EnvStepper
+from policygrad.seeding import env_seed
 
 __all__ = ["VIDEO_EXTRA", "VIDEO_PREFIX", "Actor", "ArrayActor", "Evaluation", "VideoRecorder", "evaluate"]
 
@@ -232,9 +233,9 @@ def evaluate(
     reward_sum, counted = 0.0, 0
 
     try:
-        obs, info = envs.reset(seed=seed)
+        obs, info = envs.reset(seed=None if seed is None else env_seed(seed, N))
     except Exception as err:
-        raise TrainingError(f"the environment raised on reset: {type(err).__name__}: {err}") from None
+        raise TrainingError(f"the environment raised on reset: {describe_error(err)}") from None
     # Masks are passed once the environment has given one (an environment without one allows all).
     mask_np = np.ones((N, io.mask_actions), dtype=bool) if io.mask_actions is not None else None
     masked = mask_np is not None and "action_mask" in info

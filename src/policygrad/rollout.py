@@ -37,9 +37,10 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from torch import Tensor
 
-from policygrad.errors import InputError, Interrupted, TrainingError, shown
+from policygrad.errors import InputError, Interrupted, TrainingError, describe_error, shown
 from policygrad.normalize import ObservationNormalizer, RewardScaler
 from policygrad.numeric import all_finite
+from policygrad.seeding import env_seed
 from policygrad.types import Rollout
 
 __all__ = ["Rollout", "RolloutCollector", "CollectionStopped", "EnvStepper", "make_policy", "autoreset_mode"]
@@ -375,6 +376,9 @@ class RolloutCollector:
             :func:`make_policy`). None: the observations are already flat floats.
         obs_normalizer: normalises the encoded observations (statistics updated while collecting).
         reward_scaler: scales the rewards (statistics updated while collecting).
+        clip_reward: train on ``sign(r)`` ∈ {−1, 0, 1} instead of ``r`` (the Atari preprocessing,
+            Mnih et al. 2015), before any scaling. The episode returns and ``reward_per_step`` stay
+            those of the raw rewards.
         device: where the policy lives; the buffers stay on the CPU and the returned rollout is
             moved there.
         sde_sample_freq: a gSDE policy (``policy.sde``) gets new noise matrices at the start of
@@ -389,7 +393,10 @@ class RolloutCollector:
         steps: environment steps taken so far (T · N per rollout, dummy steps included).
         reward_per_step: raw reward per valid step of the last rollout.
         episode_returns, episode_lengths: raw returns and lengths of the episodes finished since
-            the last :meth:`pop_episodes`, in the order they finished.
+            the last :meth:`pop_episodes`, in the order they finished. A step whose
+            ``info["life_loss"]`` is true (an Atari life lost while the game goes on; see
+            :class:`policygrad.atari.LifeLossTermination`) ends the episode for training but not
+            here: the game's return and length carry on to its real end.
     """
 
     def __init__(
@@ -401,6 +408,7 @@ class RolloutCollector:
         encoder: Encoder | None = None,
         obs_normalizer: ObservationNormalizer | None = None,
         reward_scaler: RewardScaler | None = None,
+        clip_reward: bool = False,
         device: torch.device | str = "cpu",
         sde_sample_freq: int = -1,
         actor: Any = None,
@@ -426,6 +434,7 @@ class RolloutCollector:
         self.device = torch.device(device)
         self.obs_normalizer = obs_normalizer
         self.reward_scaler = reward_scaler
+        self.clip_reward = bool(clip_reward)
         self._io = io = EnvStepper(envs, encoder, step_timeout)
         self.envs = envs
         self.num_envs = N = io.num_envs
@@ -485,12 +494,9 @@ class RolloutCollector:
     def reset(self, seed: int | None = None) -> None:
         """Reset every environment (seeded with ``seed`` when given) and start new episodes."""
         try:
-            obs, info = self.envs.reset(seed=seed)
+            obs, info = self.envs.reset(seed=None if seed is None else env_seed(seed, self.num_envs))
         except Exception as err:
-            text = str(err).strip().splitlines()
-            raise TrainingError(
-                f"the environment raised on reset: {type(err).__name__}: {text[0] if text else ''}"
-            ) from None
+            raise TrainingError(f"the environment raised on reset: {describe_error(err)}") from None
         self._io.check_observations(obs)
         self._store_obs(obs, 0, None)
         if self._io.mask_actions is not None and "action_mask" in info:
@@ -546,6 +552,7 @@ class RolloutCollector:
         masks_np = None if masks is None else masks.numpy()
         ep_return, ep_step, dummy = self._ep_return, self._ep_step, self._dummy
         reward_scaler = self.reward_scaler
+        clip_reward = self.clip_reward
         bootstrap: list[tuple[int, np.ndarray, np.ndarray]] = []  # (t, truncated envs, V(final obs))
         reward_sum = np.zeros(N, dtype=np.float64)  # raw rewards of valid steps, per environment
 
@@ -609,6 +616,8 @@ class RolloutCollector:
             done = terminated | truncated
             terminated_np[t] = terminated
             truncated_np[t] = truncated
+            if clip_reward:  # the episode statistics above took the raw rewards
+                reward = np.sign(reward)
             if reward_scaler is None:
                 rewards_np[t] = reward
             else:
@@ -616,7 +625,8 @@ class RolloutCollector:
 
             any_done = bool(np.logical_or.reduce(done))
             if any_done:
-                ended = np.nonzero(done)[0]
+                life_loss = info.get("life_loss")
+                ended = np.nonzero(done if life_loss is None else done & ~life_loss)[0]  # games over
                 self.episode_returns.extend(ep_return[ended].tolist())
                 self.episode_lengths.extend(ep_step[ended].tolist())  # steps taken = length
                 ep_return[ended] = 0.0

@@ -8,7 +8,8 @@ fields plus those of :class:`TrainConfig`. :func:`resolve_run` merges them into 
 
 Determinism. Every generator is seeded from the run's seed (:func:`seed_everything`); other
 seeds are derived from it and a few integers (:func:`derive_seed`), e.g. the step a run resumes
-from.
+from. Derived seeds lie below 2³⁰, so that the seeds of N environment copies (``seed + i``) are
+valid for every simulator (:func:`env_seed`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 
 from policygrad.version import __version__
 from policygrad.errors import InputError, shown
+from policygrad.seeding import derive_seed, env_seed
 
 __all__ = [
     "CONFIG_FILE",
@@ -42,6 +44,7 @@ __all__ = [
     "read_run_config",
     "check_run_code",
     "derive_seed",
+    "env_seed",
     "seed_everything",
     "library_versions",
 ]
@@ -83,6 +86,29 @@ class TrainConfig:
     time_limit: int | None = None
     """Truncate episodes after this many steps, replacing the registered limit (None: keep it; 0: no
     limit, a continuing run whose episodes end only by termination)."""
+    clip_reward: bool = False
+    """Train on sign(r) in {-1, 0, 1} instead of r (the Atari presets); the episode returns in
+    metrics.csv and the evaluations stay raw."""
+    atari_preprocessing: bool = False
+    """Apply the Atari preprocessing of the keys below to an ALE/... environment (the Atari presets
+    set it; see policygrad.atari). Evaluation uses it too, without terminal_on_life_loss."""
+    noop_max: int = 30
+    """Atari: start each game with a random number (1 .. noop_max) of no-op actions (0: none)."""
+    frame_skip: int = 4
+    """Atari: repeat each action this many frames; the observation is the pixelwise max of the last
+    two (the emulator then steps single frames, whatever the id's own frameskip)."""
+    screen_size: int = 84
+    """Atari: frames are resized to screen_size x screen_size."""
+    grayscale: bool = True
+    """Atari: frames in grayscale (false: RGB)."""
+    frame_stack: int = 4
+    """Atari: an observation is the last frame_stack frames, [frame_stack, screen_size, screen_size]."""
+    terminal_on_life_loss: bool = True
+    """Atari: a lost life ends the episode for training (the game goes on; no bootstrap across it).
+    metrics.csv still reports whole games, and evaluation plays whole games."""
+    max_episode_frames: int = 108_000
+    """Atari: a game is truncated after this many emulator frames (108,000 = 27,000 steps at frame skip
+    4 = 30 minutes of play); takes the place of time_limit, which must then stay unset."""
     vectorization: Literal["auto", "sync", "async", "vector"] = "auto"
     """How the environment copies are stepped: auto, sync, async or vector (see policygrad.envs)."""
     torch_threads: int = 1
@@ -124,6 +150,11 @@ class TrainConfig:
             raise InputError(f"time_limit must be > 0, 0 (no limit) or None, got {self.time_limit}")
         if self.target_return is not None and not math.isfinite(self.target_return):
             raise InputError(f"target_return must be a finite number, got {self.target_return}")
+        from policygrad.atari import AtariOptions
+
+        AtariOptions(**{f.name: getattr(self, f.name) for f in dataclasses.fields(AtariOptions)})  # checks them
+        if self.atari_preprocessing and self.time_limit is not None:
+            raise InputError("with atari_preprocessing the time limit is max_episode_frames; leave time_limit unset")
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -178,11 +209,6 @@ def library_versions() -> dict[str, str]:
         "numpy": np.__version__,
         "python": platform.python_version(),
     }
-
-
-def derive_seed(seed: int, *keys: int) -> int:
-    """A 32-bit seed determined by ``seed`` and ``keys`` (e.g. the step a run resumes from)."""
-    return int(np.random.SeedSequence([seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF, *keys]).generate_state(1)[0])
 
 
 def seed_everything(seed: int) -> None:

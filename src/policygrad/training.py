@@ -219,6 +219,7 @@ def build_session(spec: RunSpec, device_name: str | None = None, *, training: bo
     """
 
     from policygrad.algorithms import make_algorithm
+    from policygrad.atari import AtariOptions
     from policygrad.envs import make_vec_env
     from policygrad.normalize import ObservationNormalizer, RewardScaler
     from policygrad.rollout import RolloutCollector
@@ -232,6 +233,8 @@ def build_session(spec: RunSpec, device_name: str | None = None, *, training: bo
     envs = eval_envs = None
     # Evaluation is occasional: worker processes for it would mostly idle.
     eval_vectorization = "sync" if tcfg.vectorization == "async" else tcfg.vectorization
+    atari = AtariOptions.from_train(tcfg)  # None unless atari_preprocessing
+    eval_atari = None if atari is None else atari.for_evaluation()  # whole games
     try:
         # Seeding resets the environments once: one that fails there fails before any run
         # directory exists. Training reseeds them from (seed, step).
@@ -240,12 +243,14 @@ def build_session(spec: RunSpec, device_name: str | None = None, *, training: bo
             eval_envs = make_vec_env(
                 source, min(tcfg.eval_episodes, 32), spec.seed, time_limit=tcfg.time_limit,
                 vectorization=eval_vectorization, worker_threads=threads, env_kwargs=spec.env_kwargs,
+                atari=eval_atari,
             )
         else:
             if training:
                 raise InputError("a video recorder is for evaluation sessions (training=False)")
             eval_envs = make_vec_env(source, 1, None, time_limit=tcfg.time_limit, vectorization="sync",
-                                     env_kwargs=spec.env_kwargs, render_mode="rgb_array", wrappers=[recorder])
+                                     env_kwargs=spec.env_kwargs, render_mode="rgb_array", wrappers=[recorder],
+                                     atari=eval_atari)
         policy, encoder = _make_policy(spec, eval_envs, policy)
         policy.to(device)
         obs_normalizer = ObservationNormalizer(policy.obs_dim) if cfg.normalize_obs else None
@@ -253,7 +258,7 @@ def build_session(spec: RunSpec, device_name: str | None = None, *, training: bo
             return Session(spec, None, eval_envs, policy, encoder, None, obs_normalizer, None, None, device)
         envs = make_vec_env(
             source, cfg.num_envs, spec.seed, time_limit=tcfg.time_limit, vectorization=tcfg.vectorization,
-            worker_threads=threads, env_kwargs=spec.env_kwargs,
+            worker_threads=threads, env_kwargs=spec.env_kwargs, atari=atari,
         )
         total_updates = max(1, math.ceil(tcfg.total_steps / cfg.batch_size))
         algorithm = make_algorithm(spec.algo, policy, cfg, total_updates)
@@ -265,6 +270,7 @@ def build_session(spec: RunSpec, device_name: str | None = None, *, training: bo
             encoder=encoder,
             obs_normalizer=obs_normalizer,
             reward_scaler=reward_scaler,
+            clip_reward=tcfg.clip_reward,
             device=device,
             sde_sample_freq=cfg.sde_sample_freq,
             actor=algorithm.backend,

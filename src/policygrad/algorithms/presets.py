@@ -8,13 +8,21 @@ those entries were re-tuned here and say so. Every preset was checked with
 The MuJoCo presets (Hopper, HalfCheetah, Walker2d; ``pip install policygrad[mujoco]``) follow
 the published defaults of the PPO paper (Schulman et al. 2017, Table 3) and the Zoo's TRPO
 settings; they have not been re-tuned here.
+
+Patterns. A table key with a ``*`` is a pattern (``fnmatch``) that an id without an entry of its
+own falls back to: ``"ALE/*-v5"`` gives PPO and A2C presets to every Atari game of ale-py
+(``pip install policygrad[atari]``), written as ``ALE/Pong-v5`` or ``ale_py:ALE/Pong-v5``. They
+are the published settings, not re-tuned here: CleanRL's ``ppo_atari.py`` and the Zoo's A2C Atari
+entry, with the standard Atari preprocessing (:mod:`policygrad.atari`). They set no network
+(``hidden_sizes``): the policy for image observations is chosen by the observation space.
 """
 
 from __future__ import annotations
 
+import fnmatch
 from typing import Any
 
-__all__ = ["AVERAGE_PRESETS", "PRESETS", "get_preset"]
+__all__ = ["ATARI_PATTERN", "AVERAGE_PRESETS", "PRESETS", "get_preset"]
 
 # --- shared blocks ---------------------------------------------------------------------------
 
@@ -70,6 +78,64 @@ _A2C_MUJOCO: dict[str, Any] = {
 }
 
 _MUJOCO = ("Hopper-v5", "HalfCheetah-v5", "Walker2d-v5")
+
+_ATARI_PREPROCESSING: dict[str, Any] = {
+    # Mnih et al. 2015 / Machado et al. 2018 (policygrad.atari): no-op starts, frame skip 4 with
+    # max-pooling, 84x84 grayscale, 4 stacked frames, clipped rewards, a lost life ends a training
+    # episode, games truncated at 108k frames (27k steps), which evaluation episodes may reach.
+    "atari_preprocessing": True,
+    "noop_max": 30,
+    "frame_skip": 4,
+    "screen_size": 84,
+    "grayscale": True,
+    "frame_stack": 4,
+    "terminal_on_life_loss": True,
+    "max_episode_frames": 108_000,
+    "clip_reward": True,
+    "eval_max_episode_steps": 27_000,
+}
+
+_PPO_ATARI: dict[str, Any] = {
+    # CleanRL ppo_atari.py: 8 envs x 128 steps, 4 epochs of 4 minibatches (256 of the 1024),
+    # lr 2.5e-4 annealed to 0, clip 0.1 (and the clipped value loss), 10M steps.
+    **_ATARI_PREPROCESSING,
+    "total_steps": 10_000_000,
+    "num_envs": 8,
+    "num_steps": 128,
+    "num_epochs": 4,
+    "minibatch_size": 256,
+    "learning_rate": 2.5e-4,
+    "anneal_lr": True,
+    "gamma": 0.99,
+    "gae_lambda": 0.95,
+    "clip_eps": 0.1,
+    "clip_vloss": True,
+    "ent_coef": 0.01,
+    "vf_coef": 0.5,
+    "max_grad_norm": 0.5,
+    "normalize_advantages": True,
+}
+
+_A2C_ATARI: dict[str, Any] = {
+    # Zoo a2c.yml "atari": 16 envs x 5 steps, RMSprop (lr 7e-4, eps 1e-5), ent 0.01, vf 0.25, 10M steps;
+    # the A2C defaults otherwise (γ = 0.99, λ = 1, max grad norm 0.5, advantages not normalised).
+    **_ATARI_PREPROCESSING,
+    "total_steps": 10_000_000,
+    "num_envs": 16,
+    "num_steps": 5,
+    "optimizer": "rmsprop",
+    "learning_rate": 7e-4,
+    "optim_eps": 1e-5,
+    "gamma": 0.99,
+    "gae_lambda": 1.0,
+    "ent_coef": 0.01,
+    "vf_coef": 0.25,
+    "max_grad_norm": 0.5,
+    "normalize_advantages": False,
+}
+
+ATARI_PATTERN = "ALE/*-v5"
+"""The table key of the Atari presets: every v5 game of ale-py."""
 
 # --- the table -------------------------------------------------------------------------------
 
@@ -135,6 +201,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "normalize_reward": True,
         },
         **{env: dict(_PPO_MUJOCO) for env in _MUJOCO},
+        ATARI_PATTERN: _PPO_ATARI,
     },
     "a2c": {
         # Zoo: the A2C defaults (8 envs x 5 steps, RMSprop 7e-4, λ = 1).
@@ -186,6 +253,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "normalize_reward": True,
         },
         **{env: dict(_A2C_MUJOCO) for env in _MUJOCO},
+        ATARI_PATTERN: _A2C_ATARI,
     },
     "trpo": {
         # Zoo (tuned): 2 envs x 512 steps, damping 1e-3, λ = 0.98, 20 critic passes of 512.
@@ -325,10 +393,20 @@ AVERAGE_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 
 
 def get_preset(algo: str, env_id: str, criterion: str | None = None) -> dict[str, Any]:
-    """The preset of ``algo`` on ``env_id``: config keys plus ``total_steps``; {} if there is none.
+    """The preset of ``algo`` on ``env_id``: config keys plus training keys such as
+    ``total_steps``; {} if there is none.
 
-    With ``criterion="average"``, the entry of :data:`AVERAGE_PRESETS` if there is one.
+    With ``criterion="average"``, the entry of :data:`AVERAGE_PRESETS` if there is one. An id
+    without an entry of its own takes that of the first pattern key it matches (``"ALE/*-v5"``);
+    Gymnasium's ``"module:"`` prefix is ignored there (``ale_py:ALE/Pong-v5``).
     """
     if criterion == "average" and env_id in AVERAGE_PRESETS.get(algo, {}):
         return dict(AVERAGE_PRESETS[algo][env_id])
-    return dict(PRESETS.get(algo, {}).get(env_id, {}))
+    table = PRESETS.get(algo, {})
+    if env_id in table:
+        return dict(table[env_id])
+    bare = env_id.rpartition(":")[2]
+    for key, preset in table.items():
+        if "*" in key and fnmatch.fnmatchcase(bare, key):
+            return dict(preset)
+    return {}
