@@ -158,7 +158,8 @@ class FailsForSeed1(gym.Env):
 
     def step(self, action):
         self.t += 1
-        if getattr(self, "bad", False) and self.t > 80:
+        self.n = getattr(self, "n", 0) + 1  # steps of this copy, over episodes
+        if getattr(self, "bad", False) and self.n > 80:  # after the first update (64 steps per copy)
             raise ValueError("the simulator diverged")
         return np.zeros(2, np.float32), 1.0, False, self.t % 50 == 0, {{}}
 """
