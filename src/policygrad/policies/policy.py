@@ -61,6 +61,7 @@ class Policy(nn.Module):
 
         self.net = net
         self.encoder = encoder
+        self.action_space = action_space
         self.normalized = obs_normalizer is not None
         if obs_normalizer is not None:
             # Views of the normaliser's arrays (updated in place): always the current statistics.
