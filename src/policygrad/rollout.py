@@ -48,7 +48,8 @@ __all__ = [
 ]
 
 Encoder = Callable[[Tensor, torch.dtype], Tensor]
-"""Raw observations ``[N, *obs_shape]`` -> float ``[N, obs_dim]`` (``policygrad.policies`` encoders)."""
+"""Raw observations ``[N, *obs_shape]`` -> ``[N, obs_dim]`` (``policygrad.policies`` encoders): floats,
+or an image's raw pixels in the encoder's ``store_dtype``."""
 
 
 def make_policy(
