@@ -4,6 +4,7 @@ learning on the small tasks of :mod:`policygrad.space_tasks`."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -272,6 +273,16 @@ def test_export_image_policy_and_refuse_dict(tmp_path: Path) -> None:
         loaded = torch.jit.load(str(path))
     observations = np.stack(_line_states(PixelLine())[0])
     assert np.array_equal(loaded(torch.from_numpy(observations)).numpy(), model.predict(observations)[0])
+    if all(importlib.util.find_spec(name) for name in ("onnx", "onnxscript", "onnxruntime")):
+        import onnxruntime
+
+        onnx_path = model.export(tmp_path / "pixel.onnx")
+        session = onnxruntime.InferenceSession(str(onnx_path))
+        assert np.array_equal(session.run(None, {"observations": observations})[0], model.predict(observations)[0])
+        bits = pg.PPO(BitMatch(), **SMALL)
+        patterns = np.array([[1, 0, 1, 1], [0, 0, 0, 1]], np.int8)
+        out = onnxruntime.InferenceSession(str(bits.export(tmp_path / "bits.onnx"))).run(None, {"observations": patterns})[0]
+        assert out.dtype == np.int8 and np.array_equal(out, bits.predict(patterns)[0])
     with pytest.raises(InputError, match="cannot export a policy for observation space Dict"):
         pg.PPO(DictLine(), **SMALL).export(tmp_path / "dict.pt", format="torchscript")
 
@@ -363,3 +374,24 @@ def test_pixel_line_is_learnt_by_a_cnn() -> None:
         if np.mean(model.predict(observations)[0] == towards) >= 0.9:
             break
     assert np.mean(model.predict(observations)[0] == towards) >= 0.9
+
+
+class BitsNet(torch.nn.Module):
+    """A user's network for BitMatch: independent Bernoullis from torch.distributions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pi, self.v = torch.nn.Linear(4, 4), torch.nn.Linear(4, 1)
+
+    def distribution(self, x: torch.Tensor) -> torch.distributions.Distribution:
+        return torch.distributions.Independent(torch.distributions.Bernoulli(logits=self.pi(x)), 1)
+
+    def value(self, x: torch.Tensor) -> torch.Tensor:
+        return self.v(x).squeeze(-1)
+
+
+def test_own_network_with_bernoulli_actions() -> None:
+    model = pg.PPO(BitMatch(), policy=BitsNet(), **SMALL)
+    model.learn(256)
+    actions, _ = model.predict(np.array([1, 0, 1, 0], np.int8))
+    assert actions.dtype == np.int8 and actions.shape == (4,)

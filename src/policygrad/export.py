@@ -79,10 +79,11 @@ class DeterministicActor(nn.Module):
 
     Args:
         policy: the policy module (``model.policy``, :class:`policygrad.policies.Policy`).
-        observation_space: the environment's single observation space (Box or Discrete).
+        observation_space: the environment's single observation space (Box, Discrete,
+            MultiBinary or MultiDiscrete).
 
     Raises:
-        InputError: an observation space other than Box or Discrete.
+        InputError: another observation space (Dict, Tuple: the graph has one input).
     """
 
     def __init__(self, policy: nn.Module, observation_space: spaces.Space) -> None:
@@ -91,13 +92,13 @@ class DeterministicActor(nn.Module):
             self.obs_shape: tuple[int, ...] = ()
             self.obs_dtype = torch.int64
             self.obs_example = int(observation_space.start)
-        elif isinstance(observation_space, spaces.Box):
+        elif isinstance(observation_space, (spaces.Box, spaces.MultiBinary, spaces.MultiDiscrete)):
             self.obs_shape = tuple(int(n) for n in observation_space.shape)
             self.obs_dtype = torch.from_numpy(np.zeros(0, observation_space.dtype)).dtype
             self.obs_example = 0
         else:
             raise InputError(f"cannot export a policy for observation space {observation_space!r}: "
-                             "the exported graph reads Box or Discrete observations")
+                             "the exported graph reads one array (Box, Discrete, MultiBinary, MultiDiscrete)")
         self.policy = copy.deepcopy(policy).cpu().eval()
         self.policy.requires_grad_(False)
         self.binary_actions = isinstance(getattr(policy, "action_space", None), spaces.MultiBinary)

@@ -20,7 +20,7 @@ from policygrad.policies.encoders import (
     MultiOneHotObservation,
     ObservationTrunk,
     OneHotObservation,
-    _channels_last,
+    channels_last,
     is_image_space,
 )
 from policygrad.policies.heads import (
@@ -225,7 +225,7 @@ def image_layouts(observation_space: Any, image_obs: str = "auto") -> list[Image
             return start
         if is_image_space(space, image_obs):
             scale = 1.0 / 255.0 if space.dtype == np.uint8 else 1.0
-            layouts.append(ImageLayout(start, space.shape, bool(_channels_last(space.shape)), scale))
+            layouts.append(ImageLayout(start, space.shape, bool(channels_last(space.shape)), scale))
         return start + _encoder(space, image_obs, None).obs_dim
 
     walk(observation_space, 0)

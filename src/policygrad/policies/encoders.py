@@ -39,6 +39,7 @@ __all__ = [
     "ImageLayout",
     "Encoder",
     "is_image_space",
+    "channels_last",
     "IMAGE_OBS_MODES",
 ]
 
@@ -195,7 +196,7 @@ def is_image_space(space: Any, mode: str = "auto") -> bool:
 
     if mode == "no" or not isinstance(space, spaces.Box) or len(space.shape) != 3:
         return False
-    if _channels_last(space.shape) is None:
+    if channels_last(space.shape) is None:
         return False
     if mode == "yes":
         return True
@@ -206,7 +207,7 @@ def is_image_space(space: Any, mode: str = "auto") -> bool:
     )
 
 
-def _channels_last(shape: Sequence[int]) -> bool | None:
+def channels_last(shape: Sequence[int]) -> bool | None:
     """True for H×W×C, False for C×H×W, None if neither end holds 1, 3 or 4 channels. Where both
     could, the smaller dimension is the channels (SB3's rule); a tie reads as channels last."""
     first, last = shape[0] in (1, 3, 4), shape[-1] in (1, 3, 4)
