@@ -36,6 +36,12 @@ SMALL = {"num_envs": 2, "num_steps": 128}
 ALGOS = ["PPO", "A2C", "REINFORCE", "NPG", "TRPO"]
 
 
+@pytest.fixture(autouse=True)
+def _work_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Models that learn without a run_dir write runs/ under the working directory."""
+    monkeypatch.chdir(tmp_path)
+
+
 def _line_states(env: PixelLine | DictLine) -> tuple[list, np.ndarray]:
     """Every (agent, target) state's observation, and the action that moves towards the target."""
     observations, towards = [], []
@@ -263,6 +269,7 @@ def test_multibinary_predict_returns_int8_bits() -> None:
     assert actions.dtype == np.int8 and actions.shape == (2, 4) and set(np.unique(actions)) <= {0, 1}
 
 
+@pytest.mark.slow
 def test_export_image_policy_and_refuse_dict(tmp_path: Path) -> None:
     model = pg.PPO(PixelLine(), **SMALL)
     path = model.export(tmp_path / "pixel.pt", format="torchscript")
@@ -395,3 +402,12 @@ def test_own_network_with_bernoulli_actions() -> None:
     model.learn(256)
     actions, _ = model.predict(np.array([1, 0, 1, 0], np.int8))
     assert actions.dtype == np.int8 and actions.shape == (4,)
+
+
+def test_predict_on_tuple_observations() -> None:
+    model = pg.PPO("Blackjack-v1", **SMALL)  # Tuple(Discrete(32), Discrete(11), Discrete(2))
+    action, _ = model.predict((14, 10, 0))
+    actions, _ = model.predict((np.array([14, 20]), np.array([10, 3]), np.array([0, 1])))
+    assert np.shape(action) == () and actions.shape == (2,) and actions[0] == action
+    with pytest.raises(InputError, match="tuple of 3 parts"):
+        model.predict((14, 10))
