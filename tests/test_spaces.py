@@ -411,3 +411,20 @@ def test_predict_on_tuple_observations() -> None:
     assert np.shape(action) == () and actions.shape == (2,) and actions[0] == action
     with pytest.raises(InputError, match="tuple of 3 parts"):
         model.predict((14, 10))
+
+
+class NanInDict(DictLine):
+    """DictLine whose target turns NaN after the first step."""
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        obs["target"][:] = np.nan
+        return obs, reward, terminated, truncated, info
+
+
+def test_non_finite_part_of_a_dict_observation_is_named() -> None:
+    from policygrad.errors import TrainingError
+
+    model = pg.PPO(NanInDict(), **SMALL)
+    with pytest.raises(TrainingError, match="non-finite observation part 'target' at step"):
+        model.learn(256)

@@ -129,6 +129,16 @@ def stack_observations(observations: Sequence[Any]) -> Any:
     return np.stack(observations)
 
 
+def _float_parts(obs: Any, what: str) -> Any:
+    """``(label, array)`` for each floating-point array of a (nested) dict or tuple of arrays."""
+    for key, part in (obs.items() if isinstance(obs, dict) else enumerate(obs)):
+        label = f"{what} part {key!r}"
+        if isinstance(part, (dict, tuple)):
+            yield from _float_parts(part, label)
+        elif np.issubdtype(np.asarray(part).dtype, np.floating):
+            yield label, np.asarray(part)
+
+
 class EnvStepper:
     """What the collector and the evaluation (:mod:`policygrad.evaluation`) share: actions out,
     observations in, checked.
@@ -199,9 +209,17 @@ class EnvStepper:
             encoded = obs_normalizer.normalize(encoded)
         return np.ascontiguousarray(encoded, dtype=np.float32)
 
-    def check_observations(self, obs: np.ndarray, what: str = "observation") -> None:
-        """TrainingError naming the step and the environment if ``obs [N, ...]`` has a NaN or inf."""
-        if self.check_obs and not all_finite(obs):
+    def check_observations(self, obs: Any, what: str = "observation") -> None:
+        """TrainingError naming the step and the environment if ``obs [N, ...]`` has a NaN or inf
+        (in a float Box, or in any floating-point part of a Dict or Tuple observation)."""
+        if self.structured:
+            for name, part in _float_parts(obs, what):
+                self._check_finite(part, name)
+        elif self.check_obs:
+            self._check_finite(obs, what)
+
+    def _check_finite(self, obs: np.ndarray, what: str) -> None:
+        if not all_finite(obs):
             rows = np.asarray(obs).reshape(len(obs), -1)
             i = int(np.nonzero(~np.isfinite(rows).all(axis=1))[0][0])
             shown = f": {rows[i].tolist()}" if rows.shape[1] <= 8 else ""
