@@ -103,7 +103,7 @@ def test_config_fields_and_invalid_combinations() -> None:
         make_config("a2c", {"criterion": "average", "normalize_reward": True})
     with pytest.raises(InputError, match="rho_lr must lie in"):
         make_config("ppo", {"criterion": "average", "rho_lr": 0.0})
-    with pytest.raises(InputError, match="value_center_coef must be >= 0"):
+    with pytest.raises(InputError, match="value_center_coef must lie in \\[0, 1\\]"):
         make_config("ppo", {"value_center_coef": -1.0})
 
 

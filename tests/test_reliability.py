@@ -275,15 +275,25 @@ def test_an_environment_that_fails_stops_training_with_one_line(tmp_path: Path, 
     out = tmp_path / "run"
     start = time.monotonic()
     proc = _start(tmp_path, "train", "--env", f"badenvs:{env}", "--steps", "4096", "--out", str(out), "--quiet",
-                  "--set", f"vectorization={vectorization}", "--set", "env_step_timeout=2", "--set", "minibatch_size=64",
-                  *SMALL)
+                  "--set", f"vectorization={vectorization}", "--set", "env_step_timeout=2", *SMALL,
+                  "--set", "num_steps=32")  # one update (at step 64) before the failure at step 82
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1, err
     assert re.fullmatch(f"policygrad: error: {pattern}\n", err), err
     assert time.monotonic() - start < 2 + 5 + 10  # the timeout, plus start-up and shutdown
     assert _children(proc.pid) == []
-    # what the run had is intact: the step-0 checkpoint evaluates
+    # what the run had is intact: its checkpoint and the update before the failure
     assert (out / "checkpoints" / "last" / "meta.json").exists()
+    assert (out / "metrics.csv").read_text().splitlines()[-1].startswith("64,")
+
+
+@pytest.mark.slow
+def test_an_environment_that_fails_before_the_first_update_leaves_no_run_directory(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = _start(tmp_path, "train", "--env", "badenvs:Raises", "--steps", "4096", "--out", str(out), "--quiet", *SMALL)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and err.count("\n") == 1 and "the simulator diverged" in err
+    assert not out.exists()
 
 
 @pytest.mark.slow

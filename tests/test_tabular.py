@@ -634,3 +634,18 @@ def test_single_env():
     assert first == second
     with pytest.raises(InputError, match="out of range"):
         env.step(3)
+
+
+def test_sampling_a_row_by_binary_search_counts_the_entries_below_u():
+    from policygrad.tabular.env import _cumulative_rows, _sample_rows
+
+    rng = np.random.default_rng(0)
+    for size in (1, 2, 3, 4, 7, 8, 33):
+        weights = rng.random((5, 3, size)) * (rng.random((5, 3, size)) < 0.5)  # zeros repeat a value
+        weights[..., 0] += 1e-3
+        table = _cumulative_rows(weights)  # [5, 3, S]
+        s, a = rng.integers(5, size=1000), rng.integers(3, size=1000)
+        u = np.concatenate([rng.random(997), [0.0, 1.0 - 1e-16], table[0, 0, :1]])  # and a value on a row
+        naive = np.minimum((table[s, a] <= u[:, None]).sum(axis=1), size - 1)  # count the entries
+        np.testing.assert_array_equal(_sample_rows(table, u, rows=(s, a)), naive)
+        np.testing.assert_array_equal(_sample_rows(table[s, a], u), naive)

@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
-from policygrad.errors import InputError
+from policygrad.errors import InputError, shown
 
 if TYPE_CHECKING:
     import numpy as np
@@ -170,7 +170,7 @@ class Model:
         from policygrad.training import train
 
         if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
-            raise InputError(f"total_steps must be a positive int, got {total_steps!r}")
+            raise InputError(f"total_steps must be a positive int, got {shown(total_steps)}")
         if callback is not None and not (callable(callback) or isinstance(callback, Callback)):
             raise InputError(f"callback must be a function or a policygrad.Callback, got {type(callback).__name__}")
         if self._loaded_from is not None:
@@ -532,4 +532,4 @@ def _check_keys(algo: str, config: dict[str, Any]) -> None:
         if key not in valid:
             close = difflib.get_close_matches(key, valid, n=3)
             hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-            raise InputError(f"unknown {algo} config key {key!r}{hint} (valid: {', '.join(valid)})")
+            raise InputError(f"unknown {algo} config key {shown(key)}{hint} (valid: {', '.join(valid)})")

@@ -77,7 +77,7 @@ import torch
 from torch import Tensor
 
 from policygrad.version import __version__
-from policygrad.errors import InputError
+from policygrad.errors import InputError, shown
 from policygrad.files import open_new, read_bytes, read_json
 
 __all__ = [
@@ -283,7 +283,7 @@ def _check_writable_target(path: Path) -> None:
         if foreign:
             raise InputError(
                 f"refusing to write checkpoint into {path}: it is a directory that is not a checkpoint "
-                f"(holds {foreign[0]!r})"
+                f"(holds {shown(foreign[0])})"
             )
 
 
@@ -297,11 +297,11 @@ def _serialize_tensors(tensors: dict[str, Tensor]) -> bytes:
     storable: dict[str, Tensor] = {}
     for name, value in tensors.items():
         if not isinstance(name, str) or not name:
-            raise InputError(f"checkpoint tensor names must be non-empty strings, got {name!r}")
+            raise InputError(f"checkpoint tensor names must be non-empty strings, got {shown(name)}")
         if not isinstance(value, Tensor):
-            raise InputError(f"checkpoint tensor {name!r} is a {type(value).__name__}, not a torch.Tensor")
+            raise InputError(f"checkpoint tensor {shown(name)} is a {type(value).__name__}, not a torch.Tensor")
         if value.layout != torch.strided:
-            raise InputError(f"checkpoint tensor {name!r} has layout {value.layout}; only dense tensors are stored")
+            raise InputError(f"checkpoint tensor {shown(name)} has layout {value.layout}; only dense tensors are stored")
         # A private contiguous CPU copy: safetensors refuses views and shared storage.
         storable[name] = value.detach().to("cpu", copy=True).contiguous()
     try:
@@ -327,7 +327,7 @@ def _read_record(path: Path) -> dict[str, Any]:
     version = record.get("format_version")
     if version != FORMAT_VERSION or isinstance(version, bool) or not isinstance(version, int):
         raise InputError(
-            f"checkpoint {path} has unknown format version {version!r} (this policygrad reads version {FORMAT_VERSION})"
+            f"checkpoint {path} has unknown format version {shown(version)} (this policygrad reads version {FORMAT_VERSION})"
         )
     tensors_file, digest, size = record.get("tensors_file"), record.get("tensors_sha256"), record.get("tensors_bytes")
     if (
@@ -436,37 +436,37 @@ def load_module_state(module: torch.nn.Module, tensors: dict[str, Tensor], prefi
     unexpected = [name for name in found if name not in own]
     if missing:
         raise InputError(
-            f"checkpoint does not fit the model: missing {len(missing)} entries under {prefix!r}, "
-            f"e.g. {_join(prefix, missing[0])!r}"
+            f"checkpoint does not fit the model: missing {len(missing)} entries under {shown(prefix)}, "
+            f"e.g. {shown(_join(prefix, missing[0]))}"
         )
     if unexpected:
         raise InputError(
-            f"checkpoint does not fit the model: {len(unexpected)} unexpected entries under {prefix!r}, "
-            f"e.g. {_join(prefix, unexpected[0])!r}"
+            f"checkpoint does not fit the model: {len(unexpected)} unexpected entries under {shown(prefix)}, "
+            f"e.g. {shown(_join(prefix, unexpected[0]))}"
         )
     for name, value in own.items():
         if not isinstance(value, Tensor):
             continue
         got = found[name]
         if not isinstance(got, Tensor):
-            raise InputError(f"checkpoint entry {_join(prefix, name)!r} is a {type(got).__name__}, not a tensor")
+            raise InputError(f"checkpoint entry {shown(_join(prefix, name))} is a {type(got).__name__}, not a tensor")
         if got.shape != value.shape:
             raise InputError(
-                f"checkpoint does not fit the model: {_join(prefix, name)!r} has shape "
+                f"checkpoint does not fit the model: {shown(_join(prefix, name))} has shape "
                 f"{tuple(got.shape)}, the model expects {tuple(value.shape)}"
             )
         if value.is_floating_point() and got.dtype not in FLOAT_DTYPES:
             raise InputError(
-                f"checkpoint does not fit the model: {_join(prefix, name)!r} has dtype {got.dtype}, "
+                f"checkpoint does not fit the model: {shown(_join(prefix, name))} has dtype {got.dtype}, "
                 f"the model expects floating-point values ({value.dtype})"
             )
         if not value.is_floating_point() and got.dtype != value.dtype:
             raise InputError(
-                f"checkpoint does not fit the model: {_join(prefix, name)!r} has dtype {got.dtype}, "
+                f"checkpoint does not fit the model: {shown(_join(prefix, name))} has dtype {got.dtype}, "
                 f"the model expects {value.dtype}"
             )
         if name in parameters and not all_finite(got):
-            raise InputError(f"checkpoint tensor {_join(prefix, name)!r} holds NaN or infinite values")
+            raise InputError(f"checkpoint tensor {shown(_join(prefix, name))} holds NaN or infinite values")
     module.load_state_dict(found, strict=True)
 
 
@@ -527,11 +527,11 @@ def load_optimizer_state(optimizer: Any, tensors: dict[str, Tensor], meta: dict,
     else:  # another object with a state dict (an LR scheduler): only decoded
         state = _decode(meta, tensors, prefix, set())
         if not isinstance(state, dict):
-            raise InputError(f"optimizer state under {prefix!r} is malformed: expected a dict")
+            raise InputError(f"optimizer state under {shown(prefix)} is malformed: expected a dict")
     try:
         optimizer.load_state_dict(state)
     except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as err:
-        raise InputError(f"optimizer state under {prefix!r} does not fit the optimizer: {err}") from None
+        raise InputError(f"optimizer state under {shown(prefix)} does not fit the optimizer: {err}") from None
 
 
 # Hyperparameters of torch.optim's optimizers, by name: (lowest, highest, lowest allowed, highest
@@ -554,7 +554,7 @@ def _is_number(value: Any) -> bool:
 
 def _check_hyperparameter(key: str, value: Any, where: str) -> None:
     def bad(expected: str) -> InputError:
-        return InputError(f"optimizer state under {where!r} is malformed: {key} must be {expected}, got {value!r}")
+        return InputError(f"optimizer state under {shown(where)} is malformed: {key} must be {expected}, got {shown(value)}")
 
     if key == "betas":
         if not (isinstance(value, (tuple, list)) and len(value) == 2
@@ -574,11 +574,11 @@ def _check_hyperparameter(key: str, value: Any, where: str) -> None:
 def _check_step(value: Any, where: str) -> None:
     if isinstance(value, Tensor):
         if value.numel() != 1 or not (value.is_floating_point() or value.dtype in (torch.int32, torch.int64)):
-            raise InputError(f"optimizer state {where!r} must be one number, got a {value.dtype} tensor of shape "
+            raise InputError(f"optimizer state {shown(where)} must be one number, got a {value.dtype} tensor of shape "
                              f"{tuple(value.shape)}")
         value = value.reshape(()).item()
     if not (_is_number(value) and float(value).is_integer() and 0 <= value <= _MAX_STEP):
-        raise InputError(f"optimizer state {where!r} must be a whole number of steps >= 0, got {value!r}")
+        raise InputError(f"optimizer state {shown(where)} must be a whole number of steps >= 0, got {shown(value)}")
 
 
 def check_optimizer_state(tensors: dict[str, Tensor], meta: Any, prefix: str = "optim") -> dict[str, Any]:
@@ -597,43 +597,43 @@ def check_optimizer_state(tensors: dict[str, Tensor], meta: Any, prefix: str = "
         InputError: one line naming what is wrong (and where).
     """
     if not isinstance(meta, dict):
-        raise InputError(f"optimizer state under {prefix!r} is missing or malformed: expected an object")
+        raise InputError(f"optimizer state under {shown(prefix)} is missing or malformed: expected an object")
     state = _decode(meta, tensors, prefix, set())
     if not isinstance(state, dict) or set(state) != {"state", "param_groups"}:
-        raise InputError(f"optimizer state under {prefix!r} is malformed: expected exactly 'state' and 'param_groups'")
+        raise InputError(f"optimizer state under {shown(prefix)} is malformed: expected exactly 'state' and 'param_groups'")
     groups, per_param = state["param_groups"], state["state"]
     if not isinstance(groups, list) or not groups or not all(isinstance(g, dict) for g in groups):
-        raise InputError(f"optimizer state under {prefix!r} is malformed: param_groups must be a non-empty list of objects")
+        raise InputError(f"optimizer state under {shown(prefix)} is malformed: param_groups must be a non-empty list of objects")
     indices: list[int] = []
     for group in groups:
         params = group.get("params")
         if not isinstance(params, list) or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
                                                    for i in params):
-            raise InputError(f"optimizer state under {prefix!r} is malformed: a group's params must be indices >= 0")
+            raise InputError(f"optimizer state under {shown(prefix)} is malformed: a group's params must be indices >= 0")
         indices += params
         for key, value in group.items():
             if key != "params":
                 _check_hyperparameter(key, value, prefix)
     if len(set(indices)) != len(indices):
-        raise InputError(f"optimizer state under {prefix!r} is malformed: a parameter index appears twice")
+        raise InputError(f"optimizer state under {shown(prefix)} is malformed: a parameter index appears twice")
     if not isinstance(per_param, dict):
-        raise InputError(f"optimizer state under {prefix!r} is malformed: state must be an object")
+        raise InputError(f"optimizer state under {shown(prefix)} is malformed: state must be an object")
     known = set(indices)
     for index, entry in per_param.items():
         if index not in known or not isinstance(entry, dict):
-            raise InputError(f"optimizer state under {prefix!r} is malformed: state {index!r} is of no parameter")
+            raise InputError(f"optimizer state under {shown(prefix)} is malformed: state {shown(index)} is of no parameter")
         for name, value in entry.items():
             where = f"{prefix}.state.{index}.{name}"
             if name == "step":
                 _check_step(value, where)
             elif not isinstance(value, Tensor):
-                raise InputError(f"optimizer state {where!r} must be a tensor, got {type(value).__name__}")
+                raise InputError(f"optimizer state {shown(where)} must be a tensor, got {type(value).__name__}")
             elif value.dtype not in FLOAT_DTYPES:
-                raise InputError(f"optimizer state {where!r} has dtype {value.dtype}, not floating-point")
+                raise InputError(f"optimizer state {shown(where)} has dtype {value.dtype}, not floating-point")
             elif not all_finite(value):
-                raise InputError(f"optimizer state {where!r} holds NaN or infinite values")
+                raise InputError(f"optimizer state {shown(where)} holds NaN or infinite values")
             elif name in _SQUARES and bool((value < 0).any()):
-                raise InputError(f"optimizer state {where!r} holds negative values (a running average of squares)")
+                raise InputError(f"optimizer state {shown(where)} holds negative values (a running average of squares)")
     return state
 
 
@@ -656,7 +656,7 @@ def _check_fits_optimizer(optimizer: Any, state: dict[str, Any], prefix: str) ->
     fills in flags an older checkpoint lacks."""
 
     def unfit(why: str) -> InputError:
-        return InputError(f"optimizer state under {prefix!r} does not fit the optimizer: {why}")
+        return InputError(f"optimizer state under {shown(prefix)} does not fit the optimizer: {why}")
 
     groups, live_groups = state["param_groups"], optimizer.param_groups
     if len(groups) != len(live_groups):
@@ -672,7 +672,7 @@ def _check_fits_optimizer(optimizer: Any, state: dict[str, Any], prefix: str) ->
             expected[index] = keys
         for key in group:
             if key not in live:
-                raise unfit(f"setting {key!r} of group {g} is not one of the optimizer's")
+                raise unfit(f"setting {shown(key)} of group {g} is not one of the optimizer's")
         for key, value in live.items():
             if key in ("params", "param_names"):
                 continue
@@ -680,10 +680,10 @@ def _check_fits_optimizer(optimizer: Any, state: dict[str, Any], prefix: str) ->
                 if value is None or isinstance(value, bool):  # a flag newer than the checkpoint
                     group[key] = value
                     continue
-                raise unfit(f"group {g} lacks the setting {key!r}")
+                raise unfit(f"group {g} lacks the setting {shown(key)}")
             if value is None or isinstance(value, (bool, str)):
                 if type(group[key]) is not type(value) or group[key] != value:
-                    raise unfit(f"group {g} has {key}={group[key]!r}, the optimizer {value!r} (policygrad never "
+                    raise unfit(f"group {g} has {key}={shown(group[key])}, the optimizer {shown(value)} (policygrad never "
                                 "changes it)")
     for index, entry in state["state"].items():
         keys = expected[index]
@@ -709,7 +709,7 @@ def _encode(value: Any, name: str, tensors: dict[str, Tensor]) -> Any:
         items = []
         for k, v in value.items():
             if not isinstance(k, (str, int)) or isinstance(k, bool):
-                raise InputError(f"cannot store state key {k!r} of type {type(k).__name__} at {name!r}")
+                raise InputError(f"cannot store state key {shown(k)} of type {type(k).__name__} at {shown(name)}")
             items.append([k, _encode(v, f"{name}.{k}", tensors)])
         return {_ITEMS: items}
     if isinstance(value, tuple):
@@ -718,7 +718,7 @@ def _encode(value: Any, name: str, tensors: dict[str, Tensor]) -> Any:
         return [_encode(v, f"{name}.{i}", tensors) for i, v in enumerate(value)]
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    raise InputError(f"cannot store state value of type {type(value).__name__} at {name!r}")
+    raise InputError(f"cannot store state value of type {type(value).__name__} at {shown(name)}")
 
 
 def _decode(value: Any, tensors: dict[str, Tensor], prefix: str, used: set[str]) -> Any:
@@ -726,18 +726,18 @@ def _decode(value: Any, tensors: dict[str, Tensor], prefix: str, used: set[str])
     if isinstance(value, dict):
         marker = [m for m in (_T, _TUPLE, _ITEMS) if m in value]
         if marker and len(value) != 1:
-            raise InputError(f"state under {prefix!r} is malformed: {marker[0]} beside other keys")
+            raise InputError(f"state under {shown(prefix)} is malformed: {marker[0]} beside other keys")
         if _T in value:
             name = value[_T]
             if not isinstance(name, str) or name not in tensors:
-                raise InputError(f"checkpoint lacks tensor {name!r} needed by the state under {prefix!r}")
+                raise InputError(f"checkpoint lacks tensor {shown(name)} needed by the state under {shown(prefix)}")
             if name in used:
-                raise InputError(f"state under {prefix!r} is malformed: tensor {name!r} is used twice")
+                raise InputError(f"state under {shown(prefix)} is malformed: tensor {shown(name)} is used twice")
             used.add(name)
             return tensors[name]
         if _TUPLE in value:
             if not isinstance(value[_TUPLE], list):
-                raise InputError(f"state under {prefix!r} is malformed: bad {_TUPLE} entry")
+                raise InputError(f"state under {shown(prefix)} is malformed: bad {_TUPLE} entry")
             return tuple(_decode(v, tensors, prefix, used) for v in value[_TUPLE])
         if _ITEMS in value:
             items = value[_ITEMS]
@@ -745,9 +745,9 @@ def _decode(value: Any, tensors: dict[str, Tensor], prefix: str, used: set[str])
                 isinstance(i, list) and len(i) == 2 and isinstance(i[0], (str, int)) and not isinstance(i[0], bool)
                 for i in items
             ):
-                raise InputError(f"state under {prefix!r} is malformed: bad {_ITEMS} entry")
+                raise InputError(f"state under {shown(prefix)} is malformed: bad {_ITEMS} entry")
             if len({k for k, _ in items}) != len(items):
-                raise InputError(f"state under {prefix!r} is malformed: a key appears twice in {_ITEMS}")
+                raise InputError(f"state under {shown(prefix)} is malformed: a key appears twice in {_ITEMS}")
             return {k: _decode(v, tensors, prefix, used) for k, v in items}
         return {k: _decode(v, tensors, prefix, used) for k, v in value.items()}
     if isinstance(value, list):
@@ -809,7 +809,7 @@ def set_rng_state(tensors: dict[str, Tensor], meta: dict, prefix: str = "rng") -
         np.random.set_state(numpy_state)
         random.setstate(python_state)
     except (TypeError, ValueError, RuntimeError, OverflowError) as err:
-        raise InputError(f"random-generator state under {prefix!r} is malformed ({err})") from None
+        raise InputError(f"random-generator state under {shown(prefix)} is malformed ({err})") from None
     if cuda_states and torch.cuda.is_available() and torch.cuda.device_count() >= len(cuda_states):
         torch.cuda.set_rng_state_all(cuda_states)
 
@@ -834,7 +834,7 @@ def check_rng_state(tensors: dict[str, Tensor], meta: Any, prefix: str = "rng") 
     """
 
     def bad(why: str) -> InputError:
-        return InputError(f"random-generator state under {prefix!r} is missing or malformed ({why})")
+        return InputError(f"random-generator state under {shown(prefix)} is missing or malformed ({why})")
 
     def tensor(name: str, dtype: torch.dtype, size: int | None = None) -> Tensor:
         value = tensors.get(f"{prefix}.{name}")
@@ -847,7 +847,7 @@ def check_rng_state(tensors: dict[str, Tensor], meta: Any, prefix: str = "rng") 
 
     def whole(value: Any, low: int, high: int, what: str) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise bad(f"{what} must be a whole number in [{low}, {high}], got {value!r}")
+            raise bad(f"{what} must be a whole number in [{low}, {high}], got {shown(value)}")
         return value
 
     def words(value: Tensor, what: str) -> np.ndarray:
@@ -868,11 +868,11 @@ def check_rng_state(tensors: dict[str, Tensor], meta: Any, prefix: str = "rng") 
     torch_state = tensor("torch", torch.uint8, torch.get_rng_state().numel())
 
     if np_meta.get("bit_generator") != "MT19937":
-        raise bad(f"numpy bit_generator must be 'MT19937', got {np_meta.get('bit_generator')!r}")
+        raise bad(f"numpy bit_generator must be 'MT19937', got {shown(np_meta.get('bit_generator'))}")
     key = words(tensor("numpy.key", torch.int64, _MT_WORDS), f"{prefix}.numpy.key")
     cached = np_meta.get("cached_gaussian")
     if not _is_number(cached):
-        raise bad(f"numpy cached_gaussian must be a finite number, got {cached!r}")
+        raise bad(f"numpy cached_gaussian must be a finite number, got {shown(cached)}")
     numpy_state = ("MT19937", key.astype(np.uint32), whole(np_meta.get("pos"), 0, _MT_WORDS, "numpy pos"),
                    whole(np_meta.get("has_gauss"), 0, 1, "numpy has_gauss"), float(cached))
 
@@ -881,7 +881,7 @@ def check_rng_state(tensors: dict[str, Tensor], meta: Any, prefix: str = "rng") 
     whole(int(internal[-1]), 0, _MT_WORDS, "the python state's index")
     gauss_next = py_meta.get("gauss_next")
     if gauss_next is not None and not _is_number(gauss_next):
-        raise bad(f"python gauss_next must be None or a finite number, got {gauss_next!r}")
+        raise bad(f"python gauss_next must be None or a finite number, got {shown(gauss_next)}")
     python_state = (3, tuple(int(x) for x in internal.tolist()), None if gauss_next is None else float(gauss_next))
 
     cuda_devices = whole(meta.get("cuda_devices", 0), 0, _MAX_CUDA_DEVICES, "cuda_devices")

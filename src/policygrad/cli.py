@@ -18,22 +18,29 @@ import dataclasses
 import gc
 import json
 import os
+import re
 import signal
 import sys
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
-from policygrad.errors import InputError, Interrupted, PolicygradError, signal_name
+from policygrad.errors import SHOWN_CHARS, InputError, Interrupted, PolicygradError, one_line, shown, signal_name
 
 DEFAULT_EVAL_STEPS = 10_000
 """Environment steps over which ``policygrad eval`` measures the reward per step of a continuing run."""
 
 
+MAX_ERROR_CHARS = 2000
+"""Longest error line printed; a longer message is cut (its sources cut the values they echo)."""
+
+
 class _Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line and exit code 2."""
+    """An argument parser whose errors are one line, ``policygrad: error: ...``, and exit code 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        # argparse quotes the value it rejects ("invalid int value: '...'"), whatever its length.
+        message = re.sub(r"'([^'\n]{%d})[^'\n]{4,}'" % SHOWN_CHARS, r"'\1...'", message)
+        self.exit(2, f"policygrad: error: {one_line(message, MAX_ERROR_CHARS)}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -199,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PolicygradError as err:
         if getattr(args, "debug", False) and err.detail:
             print(err.detail.rstrip(), file=sys.stderr)
-        print(f"policygrad: error: {err}", file=sys.stderr)
+        print(f"policygrad: error: {one_line(str(err), MAX_ERROR_CHARS)}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print("policygrad: interrupted", file=sys.stderr)
@@ -239,9 +246,9 @@ def main_train(args: argparse.Namespace) -> int:
     from policygrad.rundir import default_run_dir, start_run
 
     if args.steps is not None and args.steps < 1:
-        raise InputError(f"--steps must be a positive number of environment steps, got {args.steps}")
+        raise InputError(f"--steps must be a positive number of environment steps, got {shown(args.steps)}")
     if args.eval_every is not None and args.eval_every < 1:
-        raise InputError(f"--eval-every must be a positive number of environment steps, got {args.eval_every}")
+        raise InputError(f"--eval-every must be a positive number of environment steps, got {shown(args.eval_every)}")
     if args.jobs is not None and args.seeds is None:
         raise InputError("--jobs runs several --seeds at once; give --seeds too")
     flags = {"total_steps": args.steps, "target_return": args.target_return, "eval_every": args.eval_every}
@@ -420,7 +427,7 @@ def main_eval(args: argparse.Namespace) -> int:
 
     steps = getattr(args, "steps", None)
     if steps is not None and steps < 1:
-        raise InputError(f"--steps must be a positive number of environment steps, got {steps}")
+        raise InputError(f"--steps must be a positive number of environment steps, got {shown(steps)}")
     video = getattr(args, "video", None)
     if video is not None:
         # Frames are drawn off-screen (render_mode rgb_array): without this, SDL looks for a

@@ -67,7 +67,7 @@ from typing import Any, Callable, Literal
 import gymnasium as gym
 from gymnasium.vector import AutoresetMode, VectorEnv
 
-from policygrad.errors import InputError
+from policygrad.errors import InputError, shown
 from policygrad.threads import ThreadLimited
 
 __all__ = ["VECTORIZATIONS", "EnvRecord", "describe_env", "make_vec_env", "env_name", "resolve_env"]
@@ -180,8 +180,12 @@ def _is_registered_as(spec: gym.envs.registration.EnvSpec) -> bool:
 
 
 def _one_line(err: BaseException) -> str:
+    """The first line of ``err``'s message, cut to about 200 characters (it may echo the user's id)."""
     text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+    line = text[0] if text else ""
+    if len(line) > 200:
+        line = line[:197] + "..."
+    return f"{type(err).__name__}: {line}" if line else type(err).__name__
 
 
 def resolve_env(env: str | EnvSource) -> EnvSource:
@@ -194,11 +198,11 @@ def resolve_env(env: str | EnvSource) -> EnvSource:
     if isinstance(env, (gym.envs.registration.EnvSpec, gym.Env)) or (callable(env) and not isinstance(env, str)):
         return env
     if not isinstance(env, str) or not env.strip():
-        raise InputError(f"an environment must be a Gymnasium id or module:attr, got {env!r}")
+        raise InputError(f"an environment must be a Gymnasium id or module:attr, got {shown(env)}")
     env = env.strip()
     if env.startswith("<"):
         raise InputError(
-            f"the environment {env} was an object given in Python, which a run directory cannot re-create; "
+            f"the environment {shown(env)} was an object given in Python, which a run directory cannot re-create; "
             "pass it again: policygrad.load(run_dir, env=...)"
         )
     if ":" in env:
@@ -206,7 +210,7 @@ def resolve_env(env: str | EnvSource) -> EnvSource:
         try:
             module = _import_user_module(module_name)
         except (Exception, SystemExit) as err:  # ImportError, or anything the module raises while importing
-            raise InputError(f"cannot import module {module_name!r} named by environment {env!r} ({_one_line(err)})") from None
+            raise InputError(f"cannot import module {shown(module_name)} named by environment {shown(env)} ({_one_line(err)})") from None
         target: Any = module
         if all(part.isidentifier() for part in attr.split(".")):
             for part in attr.split("."):
@@ -216,7 +220,7 @@ def resolve_env(env: str | EnvSource) -> EnvSource:
             if target is not None:
                 if not callable(target):
                     raise InputError(
-                        f"{env!r} is a {type(target).__name__}, not a gymnasium.Env class or a factory returning one"
+                        f"{shown(env)} is a {type(target).__name__}, not a gymnasium.Env class or a factory returning one"
                     )
                 return target
         # Gymnasium's own "module:EnvId": the import may have registered the id.
@@ -247,7 +251,7 @@ def _spec(env_id: str, original: str) -> gym.envs.registration.EnvSpec:
     try:
         return gym.spec(env_id)
     except gym.error.Error as err:
-        raise InputError(f"unknown environment {original!r} ({_one_line(err)})") from None
+        raise InputError(f"unknown environment {shown(original)} ({_one_line(err)})") from None
 
 
 def make_vec_env(
@@ -294,31 +298,31 @@ def make_vec_env(
             naming it).
     """
     if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
-        raise InputError(f"num_envs must be a positive int, got {num_envs!r}")
+        raise InputError(f"num_envs must be a positive int, got {shown(num_envs)}")
     if time_limit is not None and (isinstance(time_limit, bool) or not isinstance(time_limit, int) or time_limit < 0):
-        raise InputError(f"time_limit must be a positive int, 0 (no limit) or None, got {time_limit!r}")
+        raise InputError(f"time_limit must be a positive int, 0 (no limit) or None, got {shown(time_limit)}")
     if vectorization not in VECTORIZATIONS:
-        raise InputError(f"unknown vectorization {vectorization!r}; valid: {', '.join(VECTORIZATIONS)}")
+        raise InputError(f"unknown vectorization {shown(vectorization)}; valid: {', '.join(VECTORIZATIONS)}")
     if not (
         isinstance(worker_threads, tuple)
         and len(worker_threads) == 2
         and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in worker_threads)
     ):
-        raise InputError(f"worker_threads must be (torch_threads, blas_threads), two positive ints, got {worker_threads!r}")
+        raise InputError(f"worker_threads must be (torch_threads, blas_threads), two positive ints, got {shown(worker_threads)}")
     kwargs = dict(env_kwargs or {})
     source = resolve_env(env_id_or_spec)
     name = env_name(env_id_or_spec)
     wrappers = tuple(wrappers)
     if wrappers:
         if vectorization == "vector":
-            raise InputError(f"environment {name!r}: wrapping each copy needs vectorization sync or async")
+            raise InputError(f"environment {shown(name)}: wrapping each copy needs vectorization sync or async")
         if vectorization == "auto":
             vectorization = "sync"
     if render_mode is not None:
         modes = _render_modes(source)
         if modes is not None and render_mode not in modes:
             raise InputError(
-                f"environment {name!r} does not render in mode {render_mode!r} (its render modes: "
+                f"environment {shown(name)} does not render in mode {shown(render_mode)} (its render modes: "
                 f"{', '.join(map(str, modes)) or 'none'})"
             )
         kwargs["render_mode"] = render_mode
@@ -327,7 +331,7 @@ def make_vec_env(
             envs = _from_spec(source, num_envs, time_limit, vectorization, kwargs, worker_threads, wrappers)
         elif isinstance(source, gym.Env):
             if vectorization == "vector":
-                raise InputError(f"environment {name!r} has no vectorised implementation; use sync or async")
+                raise InputError(f"environment {shown(name)} has no vectorised implementation; use sync or async")
             make_one = functools.partial(_copy_env, source, time_limit, wrappers)
             if vectorization == "async":
                 envs = _async(make_one, num_envs, worker_threads)
@@ -335,7 +339,7 @@ def make_vec_env(
                 envs = gym.vector.SyncVectorEnv([make_one] * num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
         else:
             if vectorization == "vector":
-                raise InputError(f"environment {name!r} has no vectorised implementation; use sync or async")
+                raise InputError(f"environment {shown(name)} has no vectorised implementation; use sync or async")
             make_one = functools.partial(_make_user_env, source, name, time_limit, kwargs, wrappers)
             if vectorization == "async":
                 envs = _async(make_one, num_envs, worker_threads)
@@ -348,7 +352,7 @@ def make_vec_env(
     except InputError:
         raise
     except Exception as err:
-        raise InputError(f"cannot create environment {name!r}: {_one_line(err)}") from None
+        raise InputError(f"cannot create environment {shown(name)}: {_one_line(err)}") from None
     return envs
 
 
@@ -370,7 +374,7 @@ def _from_spec(
             vectorization = "sync"
         elif vectorization == "vector" and built_in:
             raise InputError(
-                f"environment {spec.id!r}: its vectorised implementation has its own time limit, so "
+                f"environment {shown(spec.id)}: its vectorised implementation has its own time limit, so "
                 "time_limit=0 needs vectorization sync or async"
             )
         time_limit = None
@@ -378,7 +382,7 @@ def _from_spec(
         vectorization = "vector" if spec.vector_entry_point is not None else "sync"
     if vectorization == "vector":
         if spec.vector_entry_point is None:
-            raise InputError(f"environment {spec.id!r} has no vectorised implementation; use sync or async")
+            raise InputError(f"environment {shown(spec.id)} has no vectorised implementation; use sync or async")
         if time_limit is not None:
             kwargs["max_episode_steps"] = time_limit
         if "autoreset_mode" not in kwargs and _accepts(spec.vector_entry_point, "autoreset_mode"):
@@ -552,7 +556,7 @@ def _make_user_env(factory: Callable[..., Any], name: str, time_limit: int | Non
                    wrappers: tuple[Callable[[gym.Env], gym.Env], ...] = ()) -> gym.Env:
     env = factory(**kwargs)
     if not isinstance(env, gym.Env):
-        raise InputError(f"{name!r} returned a {type(env).__name__}, not a gymnasium.Env")
+        raise InputError(f"{shown(name)} returned a {type(env).__name__}, not a gymnasium.Env")
     if time_limit:  # 0 and None: the env as the factory made it
         env = gym.wrappers.TimeLimit(env, max_episode_steps=time_limit)
     for wrap in wrappers:

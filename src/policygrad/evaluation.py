@@ -42,7 +42,7 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from torch import Tensor
 
-from policygrad.errors import InputError, TrainingError
+from policygrad.errors import InputError, TrainingError, shown
 from policygrad.normalize import ObservationNormalizer
 from policygrad.rollout import EnvStepper
 
@@ -113,7 +113,7 @@ class VideoRecorder:
         except ImportError:
             raise InputError(f"recording video needs the package 'moviepy': {VIDEO_EXTRA}") from None
         if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
-            raise InputError(f"the number of episodes to record must be a positive int, got {episodes!r}")
+            raise InputError(f"the number of episodes to record must be a positive int, got {shown(episodes)}")
         self.folder = Path(folder)
         if self.folder.exists() and not self.folder.is_dir():
             raise InputError(f"--video {self.folder} exists and is not a directory")
@@ -124,7 +124,7 @@ class VideoRecorder:
 
         name = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
         if env.render_mode != "rgb_array":
-            raise InputError(f"environment {name!r} does not render RGB frames (render_mode {env.render_mode!r}); "
+            raise InputError(f"environment {shown(name)} does not render RGB frames (render_mode {shown(env.render_mode)}); "
                              "recording video needs render_mode 'rgb_array'")
         # One frame first, so that an environment that cannot draw (pygame missing, say) fails
         # here with its reason rather than in the middle of the evaluation.
@@ -134,10 +134,10 @@ class VideoRecorder:
         except Exception as err:  # noqa: BLE001  (whatever the environment raises, in one line)
             text = str(err).strip().splitlines()
             detail = f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
-            raise InputError(f"environment {name!r} cannot render a frame ({detail}); {VIDEO_EXTRA} "
+            raise InputError(f"environment {shown(name)} cannot render a frame ({detail}); {VIDEO_EXTRA} "
                              "installs pygame for Gymnasium's own environments") from None
         if not (isinstance(frame, np.ndarray) and frame.ndim == 3):
-            raise InputError(f"environment {name!r} renders {type(frame).__name__}, not an RGB frame [H, W, 3]")
+            raise InputError(f"environment {shown(name)} renders {type(frame).__name__}, not an RGB frame [H, W, 3]")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "overwriting existing videos" in an existing folder
             return RecordVideo(env, str(self.folder), episode_trigger=self._records, name_prefix=VIDEO_PREFIX,
@@ -207,9 +207,9 @@ def evaluate(
         raise InputError("evaluate takes either episodes or steps")
     for name, value in (("the number of episodes", episodes), ("the number of steps", steps)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise InputError(f"{name} must be a positive int, got {value!r}")
+            raise InputError(f"{name} must be a positive int, got {shown(value)}")
     if isinstance(max_episode_steps, bool) or not isinstance(max_episode_steps, int) or max_episode_steps < 1:
-        raise InputError(f"max_episode_steps must be a positive int, got {max_episode_steps!r}")
+        raise InputError(f"max_episode_steps must be a positive int, got {shown(max_episode_steps)}")
     if encoder is None:
         from policygrad.policies import FlattenObservation
 

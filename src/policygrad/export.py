@@ -56,7 +56,7 @@ import torch
 from gymnasium import spaces
 from torch import Tensor, nn
 
-from policygrad.errors import InputError
+from policygrad.errors import InputError, shown
 
 __all__ = ["EXTRA", "FORMATS", "DeterministicActor", "check_format", "describe", "export_actor", "export_bytes"]
 
@@ -135,7 +135,7 @@ def check_format(format: str) -> None:
     """InputError for an unknown format, or for "onnx" without the exporter's packages (naming
     the extra to install)."""
     if format not in FORMATS:
-        raise InputError(f"unknown export format {format!r}; valid: {', '.join(FORMATS)}")
+        raise InputError(f"unknown export format {shown(format)}; valid: {', '.join(FORMATS)}")
     if format == "onnx":
         for package in ("onnx", "onnxscript"):
             try:

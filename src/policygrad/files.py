@@ -36,7 +36,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from policygrad.errors import InputError
+from policygrad.errors import InputError, shown
 
 __all__ = [
     "MAX_JSON_BYTES",
@@ -190,7 +190,7 @@ def parse_json(raw: bytes, where: str) -> Any:
     try:
         return json.loads(text, object_pairs_hook=_unique_object)
     except _DuplicateKey as err:
-        raise InputError(f"{where} is not valid JSON (key {err.args[0]!r} appears twice in one object)") from None
+        raise InputError(f"{where} is not valid JSON (key {shown(err.args[0])} appears twice in one object)") from None
     except json.JSONDecodeError as err:
         raise InputError(f"{where} is not valid JSON (line {err.lineno} column {err.colno}: {err.msg})") from None
     except (RecursionError, ValueError) as err:  # ValueError: e.g. an integer of too many digits

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from policygrad.errors import InputError
+from policygrad.errors import InputError, shown
 from policygrad.numeric import mean as _mean
 from policygrad.returns import discount_weights
 
@@ -66,7 +66,7 @@ def _reduce(x: Tensor, mask: Tensor | None, reduction: Reduction) -> Tensor:
     if reduction == "mean":
         count = x.numel() if mask is None else mask.sum().clamp(min=1)
         return x.sum() / count
-    raise InputError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    raise InputError(f"reduction must be 'mean' or 'sum', got {shown(reduction)}")
 
 
 def score_function_loss(

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from policygrad.errors import InputError
+from policygrad.errors import InputError, shown
 
 __all__ = ["RunningMeanStd", "ObservationNormalizer", "RewardScaler", "normalize_observations", "check_running_stats"]
 
@@ -136,7 +136,7 @@ def check_running_stats(tensors: dict[str, Tensor], meta: Any, prefix: str) -> t
             f"{mean_t.dtype} {tuple(mean_t.shape)} and {var_t.dtype} {tuple(var_t.shape)}"
         )
     if isinstance(count, bool) or not isinstance(count, (int, float)) or not (count > 0 and math.isfinite(count)):
-        raise InputError(f"normaliser state {prefix!r} has a bad count {count!r}")
+        raise InputError(f"normaliser state {prefix!r} has a bad count {shown(count)}")
     mean = mean_t.double().numpy().copy()
     var = var_t.double().numpy().copy()
     if not (np.isfinite(mean).all() and np.isfinite(var).all() and (var >= 0).all()):

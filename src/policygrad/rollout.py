@@ -37,7 +37,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from torch import Tensor
 
-from policygrad.errors import InputError, Interrupted, TrainingError
+from policygrad.errors import InputError, Interrupted, TrainingError, shown
 from policygrad.normalize import ObservationNormalizer, RewardScaler
 from policygrad.numeric import all_finite
 from policygrad.types import Rollout
@@ -460,7 +460,7 @@ class RolloutCollector:
         step_timeout: float | None = None,
     ) -> None:
         if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-            raise InputError(f"num_steps must be a positive int, got {num_steps!r}")
+            raise InputError(f"num_steps must be a positive int, got {shown(num_steps)}")
         if encoder is None:
             from policygrad.policies import FlattenObservation
 

@@ -26,7 +26,7 @@ from typing import Any, Literal, Mapping
 import numpy as np
 
 from policygrad.version import __version__
-from policygrad.errors import InputError
+from policygrad.errors import InputError, shown
 
 __all__ = [
     "CONFIG_FILE",
@@ -48,6 +48,12 @@ __all__ = [
 
 CONFIG_FILE = "config.json"
 """The file of a run directory that holds its :class:`RunSpec` (:meth:`RunSpec.to_json`)."""
+
+MAX_CONFIG_BYTES = 1_000_000
+"""Largest ``--config`` TOML file read (1 MB); a larger one is refused before it is parsed."""
+MAX_THREADS = 1024
+"""Most threads of torch_threads and blas_threads (more than any machine's cores; torch crashes
+when asked for 100,000)."""
 
 
 @dataclass(frozen=True)
@@ -81,10 +87,10 @@ class TrainConfig:
     """How the environment copies are stepped: auto, sync, async or vector (see policygrad.envs)."""
     torch_threads: int = 1
     """CPU threads of torch's intra-op pool (1 is fastest for small networks and leaves cores to the
-    environments); also in each async environment worker."""
+    environments); also in each async environment worker. 1 to 1024."""
     blas_threads: int = 1
     """CPU threads of NumPy's BLAS library and of OpenMP runtimes (the NumPy update path's matrix
-    products); also in each async environment worker."""
+    products); also in each async environment worker. 1 to 1024."""
     env_step_timeout: float = 60.0
     """Seconds one vectorised environment step may take before training stops with an error
     naming the step (0: no bound). Async workers that overrun are shut down."""
@@ -103,6 +109,9 @@ class TrainConfig:
         for name in ("total_steps", "eval_episodes", "eval_max_episode_steps", "torch_threads", "blas_threads"):
             if not getattr(self, name) > 0:
                 raise InputError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("torch_threads", "blas_threads"):
+            if getattr(self, name) > MAX_THREADS:
+                raise InputError(f"{name} must be at most {MAX_THREADS}, got {getattr(self, name):,}")
         if not self.env_step_timeout >= 0:
             raise InputError(f"env_step_timeout must be >= 0 (0: no bound), got {self.env_step_timeout}")
         if not self.tensorboard_every >= 0:
@@ -207,6 +216,8 @@ def parse_env_kwargs(text: str) -> dict[str, Any]:
         value = json.loads(text)
     except json.JSONDecodeError as err:
         raise InputError(f"--env-kwargs is not valid JSON ({err})") from None
+    except (ValueError, RecursionError, MemoryError) as err:  # e.g. an int of 5,000 digits; nesting
+        raise InputError(f"--env-kwargs cannot be read ({_reason(err)})") from None
     if not isinstance(value, dict):
         raise InputError(f"--env-kwargs must be a JSON object of keyword arguments, got {type(value).__name__}")
     return value
@@ -214,7 +225,10 @@ def parse_env_kwargs(text: str) -> dict[str, Any]:
 
 def parse_set(items: list[str]) -> dict[str, Any]:
     """``["key=value", ...]`` -> dict; values are TOML literals (``[64, 64]``, ``true``, ``3e-4``),
-    anything else a string."""
+    anything else a string. A value longer than ``MAX_VALUE_CHARS`` (10,000 characters) or nested
+    too deeply to parse is an InputError."""
+    from policygrad.algorithms.config import MAX_VALUE_CHARS
+
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10: the tomli backport (a dependency there)
@@ -225,18 +239,24 @@ def parse_set(items: list[str]) -> dict[str, Any]:
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise InputError(f"--set expects KEY=VALUE, got {item!r}")
+            raise InputError(f"--set expects KEY=VALUE, got {shown(item)}")
+        if len(text) > MAX_VALUE_CHARS:
+            raise InputError(
+                f"--set {shown(key)}: a value of {len(text):,} characters exceeds the limit of {MAX_VALUE_CHARS:,}"
+            )
         try:
             value = tomllib.loads(f"v = {text.strip()}")["v"]
-        except tomllib.TOMLDecodeError:
+        except ValueError:  # not a TOML literal (TOMLDecodeError), or an int beyond int()'s digits
             value = text.strip()
+        except (RecursionError, MemoryError) as err:
+            raise InputError(f"--set {shown(key)}: the value cannot be parsed ({_reason(err)})") from None
         out[key] = value
     return out
 
 
 def read_toml(path: str | os.PathLike) -> dict[str, Any]:
     """The top-level table of a TOML file, an ``[env_kwargs]`` table's entries as ``env.KEY``; InputError
-    (one line) if missing or invalid."""
+    (one line) if missing, invalid, nested too deeply or larger than :data:`MAX_CONFIG_BYTES`."""
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10: the tomli backport (a dependency there)
@@ -244,8 +264,10 @@ def read_toml(path: str | os.PathLike) -> dict[str, Any]:
 
     path = Path(path)
     try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
+        raw = read_limited(path, MAX_CONFIG_BYTES, "config file")
+        data = tomllib.loads(raw.decode("utf-8"))
+    except InputError:
+        raise
     except FileNotFoundError:
         raise InputError(f"config file {path} does not exist") from None
     except IsADirectoryError:
@@ -254,15 +276,42 @@ def read_toml(path: str | os.PathLike) -> dict[str, Any]:
         raise InputError(f"bad TOML in {path}: {err}") from None
     except (OSError, UnicodeDecodeError) as err:
         raise InputError(f"cannot read config file {path}: {err}") from None
+    except (ValueError, RecursionError, MemoryError) as err:  # an int of 5,000 digits; deep nesting
+        raise InputError(f"cannot read config file {path}: {_reason(err)}") from None
     # The environment's keyword arguments: an [env_kwargs] table.
     env_table = data.pop("env_kwargs", None) if isinstance(data.get("env_kwargs"), dict) else None
     nested = [k for k, v in data.items() if isinstance(v, dict)]
     if nested:
         raise InputError(
-            f"config file {path}: expected flat key = value pairs (and an [env_kwargs] table), found the table [{nested[0]}]"
+            f"config file {path}: expected flat key = value pairs (and an [env_kwargs] table), found the table "
+            f"{shown(nested[0])}"
         )
     data.update({f"env.{k}": v for k, v in (env_table or {}).items()})
     return data
+
+
+def read_limited(path: Path, limit: int, what: str) -> bytes:
+    """The bytes of the file ``path``, InputError if it holds more than ``limit`` bytes. Reads at
+    most ``limit`` + 1 bytes, so a device or pipe without end costs no more than a large file.
+
+    Raises:
+        InputError: the file is larger than ``limit``; OSError as ``open`` raises it.
+    """
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise InputError(f"{what} {path} is larger than the limit of {limit:,} bytes")
+    return data
+
+
+def _reason(err: BaseException) -> str:
+    """A short reason for a parser's failure that is no fault of the syntax."""
+    if isinstance(err, RecursionError):
+        return "nested too deeply"
+    if isinstance(err, MemoryError):
+        return "out of memory"
+    text = str(err)
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def resolve_run(
@@ -291,10 +340,10 @@ def resolve_run(
     env = env or file_values.pop("env", None) or "CartPole-v1"
     file_values.pop("algo", None)
     file_values.pop("env", None)
-    if algo not in ALGORITHMS:
-        raise InputError(f"unknown algorithm {algo!r}; valid: {', '.join(ALGORITHMS)}")
+    if not isinstance(algo, str) or algo not in ALGORITHMS:
+        raise InputError(f"unknown algorithm {shown(algo)}; valid: {', '.join(ALGORITHMS)}")
     if not isinstance(env, str):
-        raise InputError(f"env must be a string, got {env!r}")
+        raise InputError(f"env must be a string, got {shown(env)}")
     file_values, file_env = split_env_keys(file_values)
     overrides, set_env = split_env_keys(overrides or {})
     env_values = {**file_env, **set_env, **(env_kwargs or {})}
@@ -309,7 +358,7 @@ def resolve_run(
         for key in values:
             if key not in algo_keys and key not in TRAIN_KEYS:
                 valid = ", ".join(sorted(set(algo_keys) | set(TRAIN_KEYS)))
-                raise InputError(f"unknown {algo} hyperparameter {key!r} in {source}; valid: {valid}")
+                raise InputError(f"unknown {algo} hyperparameter {shown(key)} in {source}; valid: {valid}")
         merged.update(values)
     if merged.get("criterion") == "average" and "gamma" in given:
         raise InputError("gamma has no meaning under criterion='average' (nothing is discounted); drop it")

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from policygrad.checkpoint import write_atomically
-from policygrad.errors import InputError
+from policygrad.errors import InputError, TrainingError
 from policygrad.runconfig import CONFIG_FILE, RunSpec
 
 __all__ = [
@@ -237,6 +237,11 @@ def start_run(spec: RunSpec, run_dir: Path, device: str | None = None, *, quiet:
         except InputError:  # only set-up failures: training turns them into TrainingError
             session.close()
             created.undo()
+            raise
+        except TrainingError:
+            if session.step == 0:  # failed before its first update (an environment that fails at once): no trace
+                session.close()
+                created.undo()
             raise
     except BaseException:
         session.close()

@@ -28,7 +28,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, TextIO
 
-from policygrad.errors import InputError, PolicygradError
+from policygrad.errors import InputError, PolicygradError, shown
 from policygrad.runconfig import RunSpec
 from policygrad.rundir import check_new_run_dir
 
@@ -47,7 +47,7 @@ def parse_seeds(text: str) -> list[int]:
     try:
         seeds = [int(part) for part in text.split(",")]
     except ValueError:
-        raise InputError(f"--seeds expects comma-separated integers such as 0,1,2, got {text!r}") from None
+        raise InputError(f"--seeds expects comma-separated integers such as 0,1,2, got {shown(text)}") from None
     repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
     if repeated:
         raise InputError(f"--seeds lists seed {repeated[0]} more than once")

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from policygrad.errors import InputError
+from policygrad.errors import InputError, shown
 
 __all__ = ["limit_threads", "ThreadLimited"]
 
@@ -39,7 +39,7 @@ def limit_threads(torch_threads: int, blas_threads: int) -> None:
     """
     for name, value in (("torch_threads", torch_threads), ("blas_threads", blas_threads)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InputError(f"{name} must be a positive int, got {value!r}")
+            raise InputError(f"{name} must be a positive int, got {shown(value)}")
     import numpy  # noqa: F401  (loads the BLAS library that the limit is to reach)
     import threadpoolctl
     import torch

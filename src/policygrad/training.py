@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from policygrad.errors import InputError, Interrupted, TrainingError
+from policygrad.errors import InputError, Interrupted, TrainingError, check_seed, shown
 from policygrad.runconfig import RunSpec, derive_seed, read_run_config, seed_everything
 
 if TYPE_CHECKING:
@@ -172,16 +172,26 @@ def _close_envs(envs: Any) -> None:
 
 
 def _device(name: str | None) -> Any:
+    """The torch device ``name`` (default cpu), once a tensor has been written to it and read back:
+    a device that holds no data (meta) or cannot be used here is an InputError before anything of
+    a run exists."""
     import torch
+
+    def reason(err: Exception) -> str:  # torch's message may echo the name: its first 200 characters
+        return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
 
     try:
         device = torch.device(name or "cpu")
     except (RuntimeError, TypeError, ValueError) as err:
-        raise InputError(f"unknown device {name!r} ({err})") from None
+        raise InputError(f"unknown device {shown(name)} ({reason(err)})") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {name!r} requested but CUDA is not available")
+        raise InputError(f"device {shown(name)} requested but CUDA is not available")
     if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise InputError(f"device {name!r} requested but MPS is not available")
+        raise InputError(f"device {shown(name)} requested but MPS is not available")
+    try:
+        torch.ones(1, device=device).cpu()
+    except Exception as err:  # meta: NotImplementedError; a missing index or backend: RuntimeError
+        raise InputError(f"device {shown(name)} cannot hold the run's tensors ({reason(err)})") from None
     return device
 
 
@@ -388,18 +398,18 @@ def load_run_checkpoint(path: Path, run_dir: Path | None = None) -> tuple[dict, 
         raise bad(f"step {step} is out of range")
     wall_time = meta.get("wall_time", 0.0)
     if not _is_number(wall_time) or wall_time < 0:
-        raise bad(f"wall_time must be a finite number >= 0, got {wall_time!r}")
+        raise bad(f"wall_time must be a finite number >= 0, got {shown(wall_time)}")
     for key in ("algo", "env"):
         if not isinstance(meta.get(key), str):
-            raise bad(f"{key} must be a string, got {meta.get(key)!r}")
+            raise bad(f"{key} must be a string, got {shown(meta.get(key))}")
     if "run" in meta and not isinstance(meta["run"], dict):
         raise bad("run must be an object")
     algorithm = meta.get("algorithm")
     if not isinstance(algorithm, dict) or algorithm.get("algorithm") != meta["algo"]:
-        raise bad(f"its algorithm state is missing or not of {meta['algo']!r}")
+        raise bad(f"its algorithm state is missing or not of {shown(meta['algo'])}")
     updates = algorithm.get("updates")
     if isinstance(updates, bool) or not isinstance(updates, int) or not 0 <= updates <= _MAX_COUNTER:
-        raise bad(f"the algorithm's update counter must be a whole number >= 0, got {updates!r}")
+        raise bad(f"the algorithm's update counter must be a whole number >= 0, got {shown(updates)}")
     if not isinstance(algorithm.get("backend"), str):
         raise bad("the algorithm state names no backend")
     non_finite = _non_finite(algorithm, "algorithm")
@@ -411,15 +421,15 @@ def load_run_checkpoint(path: Path, run_dir: Path | None = None) -> tuple[dict, 
         if meta.get(key) is not None:
             check_running_stats(tensors, meta[key], key)
     if "eval_return" in meta and not _is_number(meta["eval_return"]):
-        raise bad(f"eval_return must be a finite number, got {meta['eval_return']!r}")
+        raise bad(f"eval_return must be a finite number, got {shown(meta['eval_return'])}")
     eval_seed = meta.get("eval_seed", 0)
     if isinstance(eval_seed, bool) or not isinstance(eval_seed, int) or not 0 <= eval_seed < 2**32:
-        raise bad(f"eval_seed must be a 32-bit seed, got {eval_seed!r}")
+        raise bad(f"eval_seed must be a 32-bit seed, got {shown(eval_seed)}")
     for name, value in tensors.items():
         if not name.startswith(_TENSOR_PREFIXES):
-            raise bad(f"it holds a tensor {name!r} of no part of a run")
+            raise bad(f"it holds a tensor {shown(name)} of no part of a run")
         if value.is_complex() or (value.is_floating_point() and value.dtype not in FLOAT_DTYPES):
-            raise bad(f"tensor {name!r} has dtype {value.dtype}")
+            raise bad(f"tensor {shown(name)} has dtype {value.dtype}")
     return tensors, meta
 
 
@@ -450,8 +460,8 @@ def check_fits_run(spec: RunSpec, tensors: dict, meta: dict) -> None:
     tens of gigabytes to be refused afterwards)."""
     if meta.get("algo") != spec.algo or meta.get("env") != spec.env:
         raise InputError(
-            f"checkpoint is of {meta.get('algo')!r} on {meta.get('env')!r}, the run is "
-            f"{spec.algo!r} on {spec.env!r}"
+            f"checkpoint is of {shown(meta.get('algo'))} on {shown(meta.get('env'))}, the run is "
+            f"{shown(spec.algo)} on {shown(spec.env)}"
         )
     if spec.policy is not None:
         return
@@ -536,7 +546,7 @@ def measure_reward_per_step(
         ``(reward per step, steps counted)``.
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise InputError(f"--steps must be a positive number of environment steps, got {steps!r}")
+        raise InputError(f"--steps must be a positive number of environment steps, got {shown(steps)}")
     result = _evaluate(session, deterministic, seed, steps=steps)
     return result.reward_per_step, result.steps
 
@@ -561,7 +571,7 @@ def _evaluate(session: Session, deterministic: bool, seed: int | None, **how: An
 
     from policygrad.evaluation import ArrayActor, evaluate
 
-    seed = derive_seed(session.spec.seed, _EVAL_KEY) if seed is None else seed
+    seed = derive_seed(session.spec.seed, _EVAL_KEY) if seed is None else check_seed(seed)
     generator = None if deterministic else torch.Generator(device=session.device).manual_seed(seed)
     # On the CPU, act through the backend (the training forward; the NumPy one where it serves);
     # elsewhere through the policy's torch modules.
@@ -935,7 +945,9 @@ def evaluate_run(path: str | os.PathLike, episodes: int = 20, *, deterministic: 
     from policygrad.evaluation import VideoRecorder
 
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
-        raise InputError(f"--episodes must be a positive int, got {episodes}")
+        raise InputError(f"--episodes must be a positive int, got {shown(episodes)}")
+    if seed is not None:
+        check_seed(seed, "--seed")
     recorder = VideoRecorder(video, episodes) if video is not None else None
     session = _open_run(Path(path), episodes, recorder, env=env, trust=trust)
     try:
@@ -951,6 +963,8 @@ def evaluate_run_steps(
     """:func:`measure_reward_per_step` of the policy in the checkpoint ``path`` names (as for
     :func:`evaluate_run`), over ``copies`` (at most 32) environment copies that each take
     ⌈steps / copies⌉ steps."""
+    if seed is not None:
+        check_seed(seed, "--seed")
     session = _open_run(Path(path), copies, env=env, trust=trust)
     try:
         return measure_reward_per_step(session, steps, deterministic=deterministic, seed=seed)

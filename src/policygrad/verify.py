@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from policygrad.errors import InputError
+from policygrad.errors import InputError, check_seed, shown
 from policygrad.losses import score_function_loss
 from policygrad.returns import (
     differential_gae,
@@ -51,6 +51,16 @@ if TYPE_CHECKING:
 
 SETTINGS = ("episodic", "discounted", "average")
 _MAX_EPISODIC_HORIZON = 10_000
+
+MAX_STEPS = 100_000
+"""Most steps per sampled episode (each step costs about 0.2 ms of Python besides its arithmetic)."""
+
+MAX_SAMPLE_ENTRIES = 24_000_000
+"""Most entries of a verification's samples: episodes × (steps × (actions + 2) + states × actions).
+What verify holds grows with it, at most about 60 bytes per entry: per step of each episode the
+states, rewards and every estimator's Ψ (the "+ 2"), and the action log-probabilities with their
+gradients ([H, E, A]); per episode one gradient table ([E, S, A]). At this limit a run peaked below
+1.5 GB and took at most about half a minute (measurements in docs/verify.md)."""
 
 
 @dataclass(frozen=True)
@@ -317,34 +327,59 @@ def verify(mdp: FiniteMDP, theta: np.ndarray | None = None, setting: str | None 
         episodes: sampled episodes (windows, for average reward); at least 4.
         horizon: steps per episode (default :func:`default_horizon`).
         lam: λ of the GAE estimators.
-        seed: seeds the environment and the policy's sampling.
+        seed: seeds the environment and the policy's sampling, in [0, 2**63).
 
     Returns:
         A :class:`VerifyReport`.
+
+    Raises:
+        InputError: a bad argument; an MDP of more than ``MAX_MDP_ENTRIES`` transition
+            probabilities (S·A·S); episodes longer than :data:`MAX_STEPS` or samples of more than
+            :data:`MAX_SAMPLE_ENTRIES` entries (episodes × (steps × (actions + 2) + states ×
+            actions)), refused before sampling, or (episodic) once the most steps they allow leave
+            episodes still running.
     """
     from policygrad.tabular import exact_solution, validate_setting
+    from policygrad.tabular.mdp import MAX_MDP_ENTRIES
 
     if setting is None:
         setting = "episodic" if len(mdp.terminal) else "discounted"
     if setting not in SETTINGS:
-        raise InputError(f"unknown setting {setting!r}; choose one of {', '.join(SETTINGS)}")
+        raise InputError(f"unknown setting {shown(setting)}; choose one of {', '.join(SETTINGS)}")
     if episodes < 4:
-        raise InputError(f"--episodes must be at least 4, got {episodes}")
+        raise InputError(f"--episodes must be at least 4, got {shown(episodes)}")
     if horizon is not None and horizon < 1:
-        raise InputError(f"--horizon must be at least 1, got {horizon}")
+        raise InputError(f"--horizon must be at least 1, got {shown(horizon)}")
     if not 0.0 <= lam <= 1.0:
         raise InputError(f"--lam must lie in [0, 1], got {lam}")
+    check_seed(seed, "--seed")
     S, A = mdp.num_states, mdp.num_actions
+    if S * A * S > MAX_MDP_ENTRIES:
+        raise InputError(
+            f"the MDP has {S:,} states and {A:,} actions: S·A·S = {S * A * S:,} transition probabilities, "
+            f"above verify's limit of {MAX_MDP_ENTRIES:,}"
+        )
     theta = np.zeros((S, A)) if theta is None else np.asarray(theta, dtype=np.float64)
     if theta.shape != (S, A):
         raise InputError(f"theta has shape {theta.shape}, expected ({S}, {A})")
     validate_setting(mdp, setting, theta)
+    why = ""
+    if horizon is None:
+        horizon = default_horizon(mdp, setting)
+        if setting == "discounted":
+            why = f" ({horizon:,} steps is the default for γ = {mdp.gamma:g}: γ^H ≤ 1e-8)"
+    max_steps = _sample_limit(episodes, horizon, S, A, setting, why)
     exact = exact_solution(mdp, theta, setting)
-    horizon = default_horizon(mdp, setting) if horizon is None else horizon
 
     theta_t = torch.as_tensor(theta, dtype=torch.float64)
     initial = exact.d if setting == "average" else None
-    samples = sample_episodes(mdp, theta_t, setting, episodes, horizon, seed, initial=initial)
+    samples = sample_episodes(mdp, theta_t, setting, episodes, min(horizon, max_steps), seed, initial=initial)
+    if horizon > max_steps and samples.truncated[-1].any():  # episodic: still running at the limit
+        raise InputError(
+            f"{int(samples.truncated[-1].sum()):,} of {episodes:,} episodes are still running after {max_steps:,} "
+            f"steps, the most verify samples for {episodes:,} episodes of {S:,} states and {A:,} actions; pass "
+            f"--horizon {max_steps:,} or shorter (episodes cut there are bootstrapped from V^π) or fewer --episodes"
+        )
     gamma = 1.0 if setting == "average" else float(mdp.gamma)
     scale = 1.0 / samples.states.shape[0] if setting == "average" else 1.0
 
@@ -366,6 +401,37 @@ def verify(mdp: FiniteMDP, theta: np.ndarray | None = None, setting: str | None 
         episodes=episodes,
         horizon=int(samples.states.shape[0]),
         seed=seed,
+    )
+
+
+def _sample_limit(episodes: int, horizon: int, num_states: int, num_actions: int, setting: str,
+                  why: str) -> int:
+    """The most steps ``episodes`` episodes may take: :data:`MAX_STEPS`, and within
+    :data:`MAX_SAMPLE_ENTRIES` episodes × (steps × (actions + 2) + states × actions). InputError if
+    not one step fits, or if ``horizon`` steps do not fit and are every episode's length (every
+    setting but episodic, whose episodes mostly end early); ``why`` explains a default horizon."""
+    per_step, per_episode = num_actions + 2, num_states * num_actions
+    max_steps = min(MAX_STEPS, (MAX_SAMPLE_ENTRIES // episodes - per_episode) // per_step)
+    if max_steps < 1:
+        most = MAX_SAMPLE_ENTRIES // (per_step + per_episode)
+        raise InputError(
+            f"{episodes:,} episodes of {num_states:,} states and {num_actions:,} actions exceed verify's limit of "
+            f"{MAX_SAMPLE_ENTRIES:,} sampled entries before the first step; pass --episodes {most:,} or fewer"
+        )
+    if horizon <= max_steps or setting == "episodic":
+        return max_steps
+    if horizon > MAX_STEPS:
+        raise InputError(
+            f"episodes of {horizon:,} steps exceed verify's limit of {MAX_STEPS:,} steps; "
+            f"pass --horizon {max_steps:,} or shorter{why}"
+        )
+    entries = episodes * (horizon * per_step + per_episode)
+    most = MAX_SAMPLE_ENTRIES // (horizon * per_step + per_episode)
+    fewer = f"--episodes {most:,} or fewer, or " if most >= 4 else ""
+    raise InputError(
+        f"{episodes:,} episodes × ({horizon:,} steps × ({num_actions:,} actions + 2) + {num_states:,} states × "
+        f"{num_actions:,} actions) = {entries:,} sampled entries, above verify's limit of "
+        f"{MAX_SAMPLE_ENTRIES:,}; pass {fewer}--horizon {max_steps:,} or shorter{why}"
     )
 
 

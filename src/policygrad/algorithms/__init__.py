@@ -33,7 +33,7 @@ from policygrad.algorithms.ppo import PPO, PPOConfig
 from policygrad.algorithms.presets import PRESETS, get_preset
 from policygrad.algorithms.reinforce import Reinforce, ReinforceConfig
 from policygrad.algorithms.trpo import NPG, TRPO, NPGConfig, TRPOConfig
-from policygrad.errors import InputError
+from policygrad.errors import InputError, shown
 
 __all__ = [
     "ALGORITHMS",
@@ -80,7 +80,7 @@ _CLASSES: dict[str, type[Algorithm]] = {
 
 def _check_algo(algo: str) -> str:
     if algo not in ALGORITHMS:
-        raise InputError(f"unknown algorithm {algo!r}; valid: {', '.join(ALGORITHMS)}")
+        raise InputError(f"unknown algorithm {shown(algo)}; valid: {', '.join(ALGORITHMS)}")
     return algo
 
 

@@ -74,7 +74,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from policygrad.errors import InputError
+from policygrad.errors import InputError, shown
 from policygrad.returns import differential_gae
 
 __all__ = ["CRITERIA", "AverageReward", "check_continuing", "differential_targets", "valid_mean"]
@@ -174,5 +174,5 @@ class AverageReward:
             raise InputError("checkpoint lacks the average-reward state (rho) of a criterion='average' run")
         rho = meta.get("rho")
         if rho is not None and (isinstance(rho, bool) or not isinstance(rho, (int, float)) or not math.isfinite(rho)):
-            raise InputError(f"checkpoint's average-reward state has a bad rho {rho!r}")
+            raise InputError(f"checkpoint's average-reward state has a bad rho {shown(rho)}")
         self.rho = None if rho is None else float(rho)

@@ -26,7 +26,7 @@ from torch import Tensor
 from policygrad.algorithms.average import AverageReward
 from policygrad.algorithms.config import BaseConfig
 from policygrad.backends import Backend, Term, make_backend, resolve_backend
-from policygrad.errors import InputError, TrainingError
+from policygrad.errors import InputError, TrainingError, shown
 from policygrad.losses import entropy_bonus, score_function_loss, value_loss
 from policygrad.numeric import all_finite, mean
 from policygrad.returns import gae
@@ -265,10 +265,10 @@ class Algorithm(abc.ABC):
 
         if not isinstance(meta, dict) or meta.get("algorithm") != self.name:
             found = meta.get("algorithm") if isinstance(meta, dict) else None
-            raise InputError(f"checkpoint holds the state of algorithm {found!r}, not {self.name!r}")
+            raise InputError(f"checkpoint holds the state of algorithm {shown(found)}, not {shown(self.name)}")
         updates = meta.get("updates")
         if isinstance(updates, bool) or not isinstance(updates, int) or updates < 0:
-            raise InputError(f"checkpoint's algorithm state has a bad update counter {updates!r}")
+            raise InputError(f"checkpoint's algorithm state has a bad update counter {shown(updates)}")
         load_optimizer_state(self.optimizer, tensors, meta.get("optimizer"), prefix="algo.optim")
         self.updates = updates
         if self.average is not None:

@@ -34,7 +34,7 @@ from torch import Tensor
 from policygrad.algorithms.base import Algorithm, Batch, standardize
 from policygrad.algorithms.config import BaseConfig, non_negative, positive, unit_interval
 from policygrad.backends import Term
-from policygrad.errors import InputError
+from policygrad.errors import InputError, shown
 from policygrad.losses import (
     approx_kl,
     clip_fraction,
@@ -188,7 +188,7 @@ class PPO(Algorithm):
     def _load_extra_state(self, meta: dict) -> None:
         beta = meta.get("kl_beta", self.config.kl_beta)
         if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta < math.inf:
-            raise InputError(f"checkpoint's PPO state has a bad kl_beta {beta!r}")
+            raise InputError(f"checkpoint's PPO state has a bad kl_beta {shown(beta)}")
         self.kl_beta = float(beta)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from policygrad.backends.base import Backend, PerSample, Term
 from policygrad.backends.numpy import NumpyBackend, unsupported_reason
 from policygrad.backends.torch import TorchBackend
-from policygrad.errors import InputError
+from policygrad.errors import InputError, shown
 
 __all__ = ["Backend", "PerSample", "Term", "TorchBackend", "NumpyBackend", "BACKENDS", "resolve_backend", "make_backend"]
 
@@ -36,7 +36,7 @@ def resolve_backend(requested: str, policy: Any, numpy_refusal: str | None = Non
             an unknown name.
     """
     if requested not in BACKENDS:
-        raise InputError(f"unknown backend {requested!r}; valid: {', '.join(BACKENDS)}")
+        raise InputError(f"unknown backend {shown(requested)}; valid: {', '.join(BACKENDS)}")
     why_not = numpy_refusal or unsupported_reason(policy)
     if requested == "torch":
         return "torch", "requested"
@@ -54,5 +54,5 @@ def make_backend(name: str, policy: Any, *, optimizer: str | None = None, learni
     """The backend ``name`` ("torch" or "numpy") around ``policy``; ``optimizer`` None: for acting only."""
     cls = {"torch": TorchBackend, "numpy": NumpyBackend}.get(name)
     if cls is None:
-        raise InputError(f"unknown backend {name!r}; valid: torch, numpy")
+        raise InputError(f"unknown backend {shown(name)}; valid: torch, numpy")
     return cls(policy, optimizer, learning_rate, optim_eps, max_grad_norm, reason)

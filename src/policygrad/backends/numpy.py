@@ -38,7 +38,7 @@ from policygrad.distributions import (
     gsde_backward_np,
     gsde_terms_np,
 )
-from policygrad.errors import InputError, TrainingError
+from policygrad.errors import InputError, TrainingError, shown
 from policygrad.losses import DERIVATIVES
 
 __all__ = ["NumpyBackend", "NumpyOptimizer", "unsupported_reason", "mlp_forward", "mlp_backward", "ACTIVATIONS"]
@@ -142,7 +142,7 @@ class NumpyOptimizer:
     def __init__(self, kind: str, params: list[Tensor], spans: list[tuple[int, int]], flat_params: np.ndarray,
                  flat_grads: np.ndarray, lr: float, eps: float) -> None:
         if kind not in _TORCH_OPTIMIZERS:
-            raise InputError(f"unknown optimizer {kind!r}; valid: adam, rmsprop")
+            raise InputError(f"unknown optimizer {shown(kind)}; valid: adam, rmsprop")
         self.kind = kind
         self.param_groups: list[dict[str, Any]] = [{**_torch_defaults(kind), "lr": lr, "eps": eps, "params": params}]
         self.state: dict[str, Any] = {}

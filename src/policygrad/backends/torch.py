@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from policygrad.backends.base import Backend, PerSample, Term
-from policygrad.errors import InputError
+from policygrad.errors import InputError, shown
 
 __all__ = ["TorchBackend", "make_torch_optimizer"]
 
@@ -24,7 +24,7 @@ def make_torch_optimizer(params: list[Tensor], kind: str, lr: float, eps: float)
         return torch.optim.Adam(params, lr=lr, eps=eps)
     if kind == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, alpha=0.99, eps=eps)
-    raise InputError(f"unknown optimizer {kind!r}; valid: adam, rmsprop")
+    raise InputError(f"unknown optimizer {shown(kind)}; valid: adam, rmsprop")
 
 
 class TorchBackend(Backend):

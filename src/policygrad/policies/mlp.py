@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from policygrad.errors import InputError
+from policygrad.errors import InputError, shown
 
 __all__ = ["ACTIVATIONS", "MLP", "HIDDEN_GAIN", "POLICY_GAIN", "VALUE_GAIN", "activation_function",
            "check_last_dim", "check_positive", "check_integer"]
@@ -40,7 +40,7 @@ def activation_function(name: str) -> Callable[[Tensor], Tensor]:
     try:
         return ACTIVATIONS[name]
     except KeyError:
-        raise InputError(f"unknown activation {name!r}: choose one of {', '.join(ACTIVATIONS)}") from None
+        raise InputError(f"unknown activation {shown(name)}: choose one of {', '.join(ACTIVATIONS)}") from None
 
 
 def check_last_dim(name: str, x: Tensor, size: int) -> None:

@@ -17,7 +17,7 @@ from gymnasium.error import ResetNeeded
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-from policygrad.errors import InputError
+from policygrad.errors import InputError, shown
 from policygrad.tabular.mdp import FiniteMDP
 
 __all__ = ["FiniteMDPEnv", "FiniteMDPVectorEnv"]
@@ -33,17 +33,39 @@ def _cumulative_rows(probabilities: np.ndarray) -> np.ndarray:
     return cumulative / cumulative[..., -1:]
 
 
-def _sample_rows(cumulative: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
-    """One index per row: ``cumulative`` ``[N, S]``, ``uniforms`` ``[N]`` → ``[N]`` int64."""
-    index = (cumulative <= uniforms[:, None]).sum(axis=1)
-    return np.minimum(index, cumulative.shape[1] - 1).astype(np.int64)
+def _sample_rows(cumulative: np.ndarray, uniforms: np.ndarray,
+                 rows: tuple[np.ndarray, ...] | None = None) -> np.ndarray:
+    """One index per draw: the number of entries ≤ u in the draw's row, at most S − 1.
+
+    Args:
+        cumulative: rows ending at 1.0 (:func:`_cumulative_rows`), ``[N, S]`` one per draw, or any
+            ``[..., S]`` table whose row for draw i is ``cumulative[rows][i]``.
+        uniforms: ``[N]`` u ~ U[0, 1).
+        rows: ``None`` (row i for draw i), or index arrays, each ``[N]``, into the leading axes.
+
+    Returns:
+        ``[N]`` int64. A binary search (rows are non-decreasing), ⌈log2(S + 1)⌉ gathers of N
+        entries: the same index as counting every entry, without reading S entries per draw.
+    """
+    if rows is None:
+        rows = (np.arange(len(uniforms)),)
+    size = cumulative.shape[-1]
+    lo = np.zeros(len(uniforms), dtype=np.int64)  # the count lies in [lo, hi]
+    hi = np.full(len(uniforms), size, dtype=np.int64)
+    for _ in range(size.bit_length()):
+        mid = (lo + hi) // 2
+        below = cumulative[(*rows, np.minimum(mid, size - 1))] <= uniforms  # [N]
+        searching = lo < hi
+        lo = np.where(searching & below, mid + 1, lo)
+        hi = np.where(searching & ~below, mid, hi)
+    return np.minimum(lo, size - 1)
 
 
 def _check_max_episode_steps(max_episode_steps: int | None) -> int | None:
     if max_episode_steps is None:
         return None
     if isinstance(max_episode_steps, bool) or int(max_episode_steps) != max_episode_steps or max_episode_steps < 1:
-        raise InputError(f"max_episode_steps must be a positive integer or None, got {max_episode_steps!r}")
+        raise InputError(f"max_episode_steps must be a positive integer or None, got {shown(max_episode_steps)}")
     return int(max_episode_steps)
 
 
@@ -87,7 +109,7 @@ class FiniteMDPEnv(gymnasium.Env):
             raise ResetNeeded("call reset() before step()")
         if isinstance(action, (bool, np.bool_)) or not np.issubdtype(np.asarray(action).dtype, np.integer) \
                 or np.ndim(action) != 0:
-            raise InputError(f"action must be an integer in 0..{self.mdp.num_actions - 1}, got {action!r}")
+            raise InputError(f"action must be an integer in 0..{self.mdp.num_actions - 1}, got {shown(action)}")
         a = int(action)
         if not 0 <= a < self.mdp.num_actions:
             raise InputError(f"action {a} is out of range for {self.mdp.num_actions} actions")
@@ -138,12 +160,12 @@ class FiniteMDPVectorEnv(gymnasium.vector.VectorEnv):
         if not isinstance(mdp, FiniteMDP):
             raise InputError(f"mdp must be a FiniteMDP, got {type(mdp).__name__}")
         if isinstance(num_envs, bool) or int(num_envs) != num_envs or num_envs < 1:
-            raise InputError(f"num_envs must be a positive integer, got {num_envs!r}")
+            raise InputError(f"num_envs must be a positive integer, got {shown(num_envs)}")
         try:
             mode = autoreset_mode if isinstance(autoreset_mode, AutoresetMode) else AutoresetMode(autoreset_mode)
         except ValueError:
             choices = ", ".join(m.value for m in AutoresetMode)
-            raise InputError(f"unknown autoreset_mode {autoreset_mode!r}; choose one of {choices}") from None
+            raise InputError(f"unknown autoreset_mode {shown(autoreset_mode)}; choose one of {choices}") from None
         self.mdp = mdp
         self.num_envs = int(num_envs)
         self.max_episode_steps = _check_max_episode_steps(max_episode_steps)
@@ -211,7 +233,7 @@ class FiniteMDPVectorEnv(gymnasium.vector.VectorEnv):
         idx = np.flatnonzero(moving)
         s, a = self._states[idx], actions[idx]
         rewards[idx] = self.mdp.effective_rewards[s, a]
-        next_states = _sample_rows(self._cumulative[s, a], self.np_random.random(idx.size))
+        next_states = _sample_rows(self._cumulative, self.np_random.random(idx.size), rows=(s, a))
         self._states[idx] = next_states
         self._elapsed[idx] += 1
         self._terminated[idx] = self.mdp.terminal_mask[next_states]

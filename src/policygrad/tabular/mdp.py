@@ -28,11 +28,15 @@ JSON format (:func:`load_mdp_json`)::
 
     {"transitions": S×A×S, "rewards": S×A, "initial": S, "gamma": float,
      "terminal": [state indices] (optional, default []), "theta": S×A logits (optional)}
+
+A file is read only up to :data:`MAX_MDP_FILE_BYTES` and an MDP up to :data:`MAX_MDP_ENTRIES`
+transition probabilities (S·A·S), checked before the arrays are built.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -41,11 +45,13 @@ from typing import Any
 
 import numpy as np
 
-from policygrad.errors import InputError
+from policygrad.errors import InputError, shown
 from policygrad.tabular.graph import avoidable_termination, closed_classes, reachability
 
 __all__ = [
     "SETTINGS",
+    "MAX_MDP_ENTRIES",
+    "MAX_MDP_FILE_BYTES",
     "FiniteMDP",
     "load_mdp_json",
     "validate_setting",
@@ -59,6 +65,14 @@ SETTINGS = ("episodic", "discounted", "average")
 ROW_SUM_TOL = 1e-8
 """Largest |Σ_s' P[s, a, s'] − 1| (and |Σ_s μ0(s) − 1|) accepted."""
 
+MAX_MDP_ENTRIES = 1_000_000
+"""Largest MDP read from JSON or verified: S·A·S transition probabilities (S = 1000 states with one
+action, 316 with ten). ``policygrad verify`` on it stays within the time and memory of docs/verify.md."""
+
+MAX_MDP_FILE_BYTES = 64_000_000
+"""Largest MDP file read (64 MB): 1,000,000 probabilities of up to ~25 characters each, with room
+for indentation; a larger file is refused before it is read."""
+
 _REQUIRED_KEYS = ("transitions", "rewards", "initial", "gamma")
 _OPTIONAL_KEYS = ("terminal", "theta")
 
@@ -71,8 +85,8 @@ def _float_array(value: Any, name: str, ndim: int, expected: str) -> np.ndarray:
     """``value`` as a fresh float64 array with ``ndim`` dimensions, or an InputError naming ``name``."""
     try:
         array = np.array(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"'{name}' must be a numeric array of shape {expected}: {exc}") from None
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InputError(f"'{name}' must be a numeric array of shape {expected}: {str(exc)[:200]}") from None
     if array.ndim != ndim:
         raise InputError(f"'{name}' must have shape {expected}, got shape {array.shape}")
     return array
@@ -140,8 +154,11 @@ class FiniteMDP:
 
         gamma = self.gamma
         if isinstance(gamma, (bool, np.bool_)) or not isinstance(gamma, (int, float, np.integer, np.floating)):
-            raise InputError(f"'gamma' must be a number in (0, 1], got {gamma!r}")
-        gamma = float(gamma)
+            raise InputError(f"'gamma' must be a number in (0, 1], got {shown(gamma)}")
+        try:
+            gamma = float(gamma)
+        except OverflowError:  # an int beyond the float range
+            raise InputError(f"'gamma' must lie in (0, 1], got {shown(self.gamma)}") from None
         if not (0.0 < gamma <= 1.0):  # also rejects NaN
             raise InputError(f"'gamma' must lie in (0, 1], got {gamma}")
 
@@ -180,11 +197,11 @@ class FiniteMDP:
     def _checked_terminal(self, num_states: int) -> tuple[int, ...]:
         values = self.terminal
         if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
-            raise InputError(f"'terminal' must be a list of state indices, got {values!r}")
+            raise InputError(f"'terminal' must be a list of state indices, got {shown(values)}")
         seen: set[int] = set()
         for value in values:
             if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-                raise InputError(f"'terminal' must hold integer state indices, got {value!r}")
+                raise InputError(f"'terminal' must hold integer state indices, got {shown(value)}")
             index = int(value)
             if not 0 <= index < num_states:
                 raise InputError(
@@ -252,34 +269,78 @@ class FiniteMDP:
         }
 
 
-def _nested_array(value: Any, name: str, ndim: int, expected: str) -> np.ndarray:
-    """A JSON value (nested lists of numbers) as a float64 array; clear errors for anything else."""
-    shape = _json_shape(value, name, ())
+def _nested_array(value: Any, name: str, ndim: int, expected: str, max_entries: int | None = None) -> np.ndarray:
+    """A JSON value (nested lists of numbers) as a float64 array; clear errors for anything else,
+    including more than ``max_entries`` entries (checked before the lists are walked)."""
+    if max_entries is not None:
+        _check_entries(value, name, ndim, max_entries)
+    shape = _json_shape(value, name, ndim, expected)
     if len(shape) != ndim:
         raise InputError(f"'{name}' must be a {ndim}-D array of shape {expected}, got shape {shape}")
     return np.array(value, dtype=np.float64)
 
 
-def _json_shape(value: Any, name: str, index: tuple[int, ...]) -> tuple[int, ...]:
-    """Shape of nested lists of numbers; InputError naming the first ragged or non-numeric entry."""
-    if isinstance(value, list):
-        if not value:
-            return (0,)
-        shapes = [_json_shape(item, name, index + (i,)) for i, item in enumerate(value)]
-        for i, shape in enumerate(shapes):
-            if shape != shapes[0]:
+def _check_entries(value: Any, name: str, ndim: int, max_entries: int) -> None:
+    """InputError if the shape read along the first entries (``value[0][0]...``) holds more than
+    ``max_entries`` entries; :func:`_json_shape` then visits no more than that."""
+    dims: list[int] = []
+    while isinstance(value, list) and len(dims) < ndim:
+        dims.append(len(value))
+        value = value[0] if value else None
+    entries = int(np.prod(dims, dtype=object)) if dims else 1
+    if entries <= max_entries:
+        return
+    if name == "transitions" and len(dims) == 3 and dims[0] == dims[2]:
+        raise InputError(
+            f"the MDP has {dims[0]:,} states and {dims[1]:,} actions: S·A·S = {entries:,} transition probabilities, "
+            f"above the limit of {max_entries:,}"
+        )
+    raise InputError(
+        f"'{name}' has {entries:,} entries (shape {tuple(dims)} by its first rows), above the limit of {max_entries:,}"
+    )
+
+
+def _json_shape(value: Any, name: str, ndim: int, expected: str) -> tuple[int, ...]:
+    """Shape of nested lists of numbers at most ``ndim`` deep; InputError naming the first ragged,
+    non-numeric or too deep entry. Level by level, without recursion: any nesting is safe, and the
+    work is the number of entries."""
+    shape: list[int] = []
+    level = [value]  # every entry at depth len(shape), in C order
+    while True:
+        is_list = [isinstance(item, list) for item in level]
+        if not any(is_list):
+            for i, item in enumerate(level):
+                if isinstance(item, bool) or not isinstance(item, (int, float)):
+                    where = f" at {_fmt_index(np.unravel_index(i, shape))}" if shape else ""
+                    raise InputError(f"'{name}' has a non-numeric entry {shown(item)}{where}")
+                if isinstance(item, int) and abs(item) > sys.float_info.max:
+                    where = f" at {_fmt_index(np.unravel_index(i, shape))}" if shape else ""
+                    raise InputError(f"'{name}' has an integer too large for a float{where}")
+            return tuple(shape)
+        if not all(is_list):
+            i = is_list.index(False) if is_list[0] else is_list.index(True)
+            raise InputError(
+                f"'{name}' is ragged: entry {_fmt_index(np.unravel_index(i, shape))} and entry "
+                f"{_fmt_index(np.unravel_index(0, shape))} differ in depth"
+            )
+        if len(shape) == ndim:
+            raise InputError(f"'{name}' must be a {ndim}-D array of shape {expected}, got more dimensions")
+        length = len(level[0])
+        for i, item in enumerate(level):
+            if len(item) != length:
                 raise InputError(
-                    f"'{name}' is ragged: entry {_fmt_index(index + (i,))} has shape {shape}, "
-                    f"entry {_fmt_index(index + (0,))} has shape {shapes[0]}"
+                    f"'{name}' is ragged: entry {_fmt_index(np.unravel_index(i, shape))} has length {len(item)}, "
+                    f"entry {_fmt_index(np.unravel_index(0, shape))} has length {length}"
                 )
-        return (len(value),) + shapes[0]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        where = f" at {_fmt_index(index)}" if index else ""
-        raise InputError(f"'{name}' has a non-numeric entry {value!r}{where}")
-    return ()
+        shape.append(length)
+        if length == 0:
+            return tuple(shape)
+        level = [entry for item in level for entry in item]
 
 
-def _parse_document(document: Any) -> tuple[FiniteMDP, np.ndarray | None]:
+def _parse_document(document: Any, max_entries: int | None = None) -> tuple[FiniteMDP, np.ndarray | None]:
+    """The MDP and θ of a JSON document; ``max_entries`` bounds S·A·S (and every other array) before
+    any array is walked."""
     if not isinstance(document, Mapping):
         raise InputError(
             f"an MDP document must be a JSON object with keys {', '.join(_REQUIRED_KEYS)}, "
@@ -289,27 +350,29 @@ def _parse_document(document: Any) -> tuple[FiniteMDP, np.ndarray | None]:
     unknown = [key for key in document if key not in known]
     if unknown:
         raise InputError(
-            f"unknown key(s) {', '.join(repr(k) for k in unknown)} in MDP document; "
+            f"unknown key(s) {', '.join(shown(k) for k in unknown[:5])}"
+            f"{f' and {len(unknown) - 5:,} more' if len(unknown) > 5 else ''} in MDP document; "
             f"expected {', '.join(_REQUIRED_KEYS)} and optionally {', '.join(_OPTIONAL_KEYS)}"
         )
     missing = [key for key in _REQUIRED_KEYS if key not in document]
     if missing:
         raise InputError(f"missing key(s) {', '.join(repr(k) for k in missing)} in MDP document")
 
-    transitions = _nested_array(document["transitions"], "transitions", 3, "(S, A, S)")
-    rewards = _nested_array(document["rewards"], "rewards", 2, "(S, A)")
-    initial = _nested_array(document["initial"], "initial", 1, "(S,)")
+    transitions = _nested_array(document["transitions"], "transitions", 3, "(S, A, S)", max_entries)
+    rewards = _nested_array(document["rewards"], "rewards", 2, "(S, A)", max_entries)
+    initial = _nested_array(document["initial"], "initial", 1, "(S,)", max_entries)
     gamma = document["gamma"]
     if isinstance(gamma, bool) or not isinstance(gamma, (int, float)):
-        raise InputError(f"'gamma' must be a number in (0, 1], got {gamma!r}")
+        raise InputError(f"'gamma' must be a number in (0, 1], got {shown(gamma)}")
     terminal = document.get("terminal", [])
     if not isinstance(terminal, list):
-        raise InputError(f"'terminal' must be a list of state indices, got {terminal!r}")
+        raise InputError(f"'terminal' must be a list of state indices, got {shown(terminal)}")
     mdp = FiniteMDP(transitions=transitions, rewards=rewards, initial=initial, gamma=gamma,
                     terminal=tuple(terminal))
     theta = None
     if document.get("theta") is not None:
-        theta = _nested_array(document["theta"], "theta", 2, f"(S, A) = ({mdp.num_states}, {mdp.num_actions})")
+        theta = _nested_array(document["theta"], "theta", 2, f"(S, A) = ({mdp.num_states}, {mdp.num_actions})",
+                              max_entries)
         theta = validate_theta(mdp, theta)
     return mdp, theta
 
@@ -324,7 +387,9 @@ def load_mdp_json(path: str | Path) -> tuple[FiniteMDP, np.ndarray | None]:
         ``(mdp, theta)``; theta is ``[S, A]`` float64 or None when the file has none.
 
     Raises:
-        InputError: the file is missing or unreadable, is not valid JSON, or describes an invalid MDP.
+        InputError: the file is missing or unreadable, larger than :data:`MAX_MDP_FILE_BYTES`, is not
+            valid JSON (or nested too deeply to parse), or describes an invalid MDP or one of more
+            than :data:`MAX_MDP_ENTRIES` transition probabilities.
     """
     path = Path(path)
     if not path.exists():
@@ -332,7 +397,14 @@ def load_mdp_json(path: str | Path) -> tuple[FiniteMDP, np.ndarray | None]:
     if not path.is_file():
         raise InputError(f"MDP path is not a file: {path}")
     try:
-        text = path.read_text(encoding="utf-8")
+        size = path.stat().st_size
+        if size > MAX_MDP_FILE_BYTES:
+            raise InputError(f"MDP file {path} has {size:,} bytes, above the limit of {MAX_MDP_FILE_BYTES:,}")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_MDP_FILE_BYTES + 1)  # the file may have grown since
+        if len(raw) > MAX_MDP_FILE_BYTES:
+            raise InputError(f"MDP file {path} is larger than the limit of {MAX_MDP_FILE_BYTES:,} bytes")
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read MDP file {path}: {exc}") from None
     try:
@@ -341,7 +413,13 @@ def load_mdp_json(path: str | Path) -> tuple[FiniteMDP, np.ndarray | None]:
         raise InputError(
             f"MDP file {path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
-    return _parse_document(document)
+    except RecursionError:
+        raise InputError(f"MDP file {path} is nested too deeply to parse") from None
+    except ValueError as exc:  # an integer literal beyond int()'s 4300 digits
+        raise InputError(f"MDP file {path} cannot be read: {str(exc)[:200]}") from None
+    except MemoryError:
+        raise InputError(f"MDP file {path} is too large to parse") from None
+    return _parse_document(document, MAX_MDP_ENTRIES)
 
 
 def validate_theta(mdp: FiniteMDP, theta: Any) -> np.ndarray:
@@ -387,7 +465,7 @@ def validate_setting(mdp: FiniteMDP, setting: str, theta: Any = None) -> None:
         InputError: naming the first problem found.
     """
     if setting not in SETTINGS:
-        raise InputError(f"unknown setting {setting!r}; choose one of {', '.join(SETTINGS)}")
+        raise InputError(f"unknown setting {shown(setting)}; choose one of {', '.join(SETTINGS)}")
     if theta is not None:
         validate_theta(mdp, theta)
     if setting == "episodic":
@@ -542,7 +620,7 @@ def example_mdp(setting: str) -> FiniteMDP:
     """
     builders = {"episodic": _episodic_example, "discounted": _discounted_example, "average": _average_example}
     if setting not in builders:
-        raise InputError(f"unknown setting {setting!r}; choose one of {', '.join(SETTINGS)}")
+        raise InputError(f"unknown setting {shown(setting)}; choose one of {', '.join(SETTINGS)}")
     mdp = builders[setting]()
     validate_setting(mdp, setting)
     return mdp
@@ -574,12 +652,12 @@ def random_mdp(num_states: int, num_actions: int, *, seed: int, setting: str,
         A :class:`FiniteMDP` that passes :func:`validate_setting` for ``setting``.
     """
     if setting not in SETTINGS:
-        raise InputError(f"unknown setting {setting!r}; choose one of {', '.join(SETTINGS)}")
+        raise InputError(f"unknown setting {shown(setting)}; choose one of {', '.join(SETTINGS)}")
     min_states = 2 if setting == "episodic" else 1
     if int(num_states) != num_states or num_states < min_states:
-        raise InputError(f"num_states must be an integer >= {min_states} for setting {setting!r}, got {num_states}")
+        raise InputError(f"num_states must be an integer >= {min_states} for setting {shown(setting)}, got {shown(num_states)}")
     if int(num_actions) != num_actions or num_actions < 1:
-        raise InputError(f"num_actions must be an integer >= 1, got {num_actions}")
+        raise InputError(f"num_actions must be an integer >= 1, got {shown(num_actions)}")
     if gamma is None:
         gamma = 0.9 if setting == "discounted" else 1.0
     S, A = int(num_states), int(num_actions)

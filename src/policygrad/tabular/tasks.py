@@ -35,7 +35,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from policygrad.errors import InputError
+from policygrad.errors import InputError, shown
 from policygrad.tabular.exact import relative_value_iteration
 from policygrad.tabular.mdp import FiniteMDP, validate_setting
 
@@ -82,14 +82,14 @@ SWIM_RIGHT = 1
 
 def _check_count(value: object, name: str, minimum: int) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise InputError(f"{name} must be an integer >= {minimum}, got {shown(value)}")
     return int(value)
 
 
 def _check_real(value: object, name: str) -> float:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
             or not math.isfinite(value):
-        raise InputError(f"{name} must be a finite number, got {value!r}")
+        raise InputError(f"{name} must be a finite number, got {shown(value)}")
     return float(value)
 
 
@@ -194,7 +194,7 @@ def access_control_mdp(num_servers: int = 10, priorities: Sequence[float] = (1, 
     except TypeError:
         values = []
     if not values:
-        raise InputError(f"priorities must be a non-empty sequence of numbers, got {priorities!r}")
+        raise InputError(f"priorities must be a non-empty sequence of numbers, got {shown(priorities)}")
     rewards_by_class = np.array([_check_real(v, "each priority") for v in values])  # [m]
     p = _check_probability(free_prob, "free_prob", open_low=True)
     m = rewards_by_class.size
