@@ -149,9 +149,9 @@ class CompositeObservation:
 
     def __call__(self, obs: Any, dtype: torch.dtype) -> Tensor:
         """``obs``: a dict (or tuple) of arrays or tensors ``[..., *part_shape]`` -> ``[..., obs_dim]``."""
-        if not isinstance(obs, (dict, tuple, list)) and not hasattr(obs, "keys"):
-            raise InputError(f"observations must be a {'dict' if self._is_dict else 'tuple'} of arrays, "
-                             f"got a {type(obs).__name__}")
+        if not isinstance(obs, (dict, tuple, list)):
+            kind = "dict" if isinstance(self.parts[0][0], str) else "tuple"
+            raise InputError(f"observations must be a {kind} of arrays, got a {type(obs).__name__}")
         encoded = []
         for key, encoder in self.parts:
             try:
@@ -165,10 +165,6 @@ class CompositeObservation:
         if len(batch) != 1:
             raise InputError(f"the parts of the observations have different batch shapes: {sorted(map(tuple, batch))}")
         return torch.cat(encoded, dim=-1) if len(encoded) > 1 else encoded[0]
-
-    @property
-    def _is_dict(self) -> bool:
-        return bool(self.parts) and isinstance(self.parts[0][0], str)
 
 
 def _tracing() -> bool:
