@@ -428,3 +428,14 @@ def test_non_finite_part_of_a_dict_observation_is_named() -> None:
     model = pg.PPO(NanInDict(), **SMALL)
     with pytest.raises(TrainingError, match="non-finite observation part 'target' at step"):
         model.learn(256)
+
+
+@pytest.mark.slow
+def test_separate_encoders_train_and_reload(tmp_path: Path) -> None:
+    model = pg.A2C("policygrad/PixelLine-v0", share_encoder=False, **SMALL)
+    model.learn(256, run_dir=tmp_path / "run")
+    net = model.policy.net
+    assert net.critic_trunk is not None
+    loaded = pg.load(tmp_path / "run").policy.net
+    torch.testing.assert_close(loaded.critic_trunk.state_dict(), net.critic_trunk.state_dict())
+    assert not torch.equal(net.trunk.cnns[0].linear.weight, net.critic_trunk.cnns[0].linear.weight)
