@@ -35,7 +35,6 @@ def _fails(capsys: pytest.CaptureFixture[str], argv: list[str], code: int, patte
     [
         (["--env", "NoSuchEnv-v0"], "unknown environment 'NoSuchEnv-v0'"),
         (["--env", "no_such_module_xyz:MyEnv"], "cannot import module 'no_such_module_xyz'"),
-        (["--env", "Blackjack-v1"], "unsupported observation space Tuple"),
         (["--set", "gamma=1.5"], "gamma must lie in (0, 1]"),
         (["--set", "gamma=0"], "gamma must lie in (0, 1]"),
         (["--steps", "-100"], "--steps must be a positive"),

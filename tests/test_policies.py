@@ -284,10 +284,10 @@ def test_actor_critic_initialisation_and_separate_networks():
 @pytest.mark.parametrize(
     "observation_space, action_space, match",
     [
-        (spaces.Dict({"x": spaces.Discrete(2)}), spaces.Discrete(2), "unsupported observation space Dict"),
-        (spaces.MultiBinary(3), spaces.Discrete(2), "unsupported observation space MultiBinary"),
+        (spaces.Dict({"x": spaces.Text(4)}), spaces.Discrete(2), "unsupported sub-space at 'x'"),
+        (spaces.Text(3), spaces.Discrete(2), "unsupported observation space Text"),
         (CARTPOLE_OBS, spaces.Tuple((spaces.Discrete(2),)), "unsupported action space Tuple"),
-        (CARTPOLE_OBS, spaces.MultiBinary(2), "unsupported action space MultiBinary"),
+        (CARTPOLE_OBS, spaces.MultiBinary((2, 2)), "1-D"),
         (CARTPOLE_OBS, spaces.Discrete(3, start=1), "start at 0"),
         (CARTPOLE_OBS, spaces.Box(-1, 1, (2, 2)), "1-D"),
     ],

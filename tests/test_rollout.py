@@ -308,7 +308,7 @@ def test_make_vec_env_resolves_ids_modules_and_classes() -> None:
 
 
 def test_make_policy_rejects_unsupported_spaces() -> None:
-    with pytest.raises(InputError, match="unsupported observation space Tuple"):
-        make_policy(spaces.Tuple([spaces.Discrete(2)]), spaces.Discrete(2))
+    with pytest.raises(InputError, match="unsupported sub-space at '\\[0\\]'"):
+        make_policy(spaces.Tuple([spaces.Text(2)]), spaces.Discrete(2))
     with pytest.raises(InputError, match="unsupported action space"):
         make_policy(spaces.Box(-1, 1, (2,)), spaces.Box(-1, 1, (2, 2)))

@@ -240,7 +240,9 @@ class Model:
         stands, not updated), and Box actions are clipped to the action space's bounds.
 
         Args:
-            observation: one observation, or a batch ``[n, *obs_shape]``.
+            observation: one observation, or a batch ``[n, *obs_shape]``; for a Dict (Tuple)
+                space a dict (tuple) of such arrays, one per part, all single or all batches of
+                the same n.
             deterministic: the policy's mode instead of a sample.
 
         Returns:
@@ -257,20 +259,12 @@ class Model:
 
         session = self._ensure_session()
         space = session.eval_envs.single_observation_space
-        obs = np.asarray(observation)
-        shape = tuple(space.shape or ())
-        if obs.dtype.kind not in "biuf":
-            raise InputError(f"observation has dtype {obs.dtype}, expected numbers for {space}")
-        single = obs.shape == shape
-        if not single and obs.shape[1:] != shape:
-            raise InputError(f"observation has shape {obs.shape}, expected {shape} or [n, {', '.join(map(str, shape))}]"
-                             f" for {space}")
+        obs, single = _observation_batch(space, observation, None)
         # The collector's and the evaluation's own conversions: observations in, actions out.
         io = EnvStepper(session.eval_envs, session.encoder)
         backend = acting_backend(session)
         backend.prepare()
-        actions, _, _ = backend.act(io.policy_inputs(obs[None] if single else obs, session.obs_normalizer),
-                                    deterministic=deterministic)
+        actions, _, _ = backend.act(io.policy_inputs(obs, session.obs_normalizer), deterministic=deterministic)
         actions = io.env_actions(np.asarray(actions), None)
         return (actions[0] if single else actions), None
 
@@ -466,6 +460,56 @@ def load(path: str | os.PathLike, device: str | None = None, *, env: Any = None,
     latest = latest_checkpoint(run_dir)
     model._loaded_from = None if latest is not None and latest.resolve() == checkpoint.resolve() else checkpoint
     return model
+
+
+def _observation_batch(space: Any, observation: Any, path: str | None) -> tuple[Any, bool]:
+    """``(a batch [n, ...] of observations, whether one observation was given)`` for ``space``:
+    arrays checked for numbers and shape; a Dict's (Tuple's) parts part by part, all single or all
+    batches of the same n.
+
+    Raises:
+        InputError: a wrong dtype, shape, missing part or mixed batch sizes (naming the part).
+    """
+    import numpy as np
+    from gymnasium import spaces
+
+    where = "" if path is None else f" part {path!r}"
+    if isinstance(space, (spaces.Dict, spaces.Tuple)):
+        is_dict = isinstance(space, spaces.Dict)
+        keys = list(space.spaces) if is_dict else list(range(len(space.spaces)))
+        if is_dict and not isinstance(observation, dict):
+            raise InputError(f"observation{where} is a {type(observation).__name__}, expected a dict with keys "
+                             f"{', '.join(map(repr, keys))} for {space}")
+        if not is_dict and (not isinstance(observation, (tuple, list)) or len(observation) != len(keys)):
+            raise InputError(f"observation{where} must be a tuple of {len(keys)} parts for {space}")
+        parts, singles, sizes = {}, set(), set()
+        for key in keys:
+            if is_dict and key not in observation:
+                raise InputError(f"observation{where} has no key {key!r}, expected {', '.join(map(repr, keys))}")
+            name = str(key) if path is None else f"{path}.{key}"
+            parts[key], single = _observation_batch(space[key], observation[key], name)
+            singles.add(single)
+            sizes.add(_batch_size(parts[key]))
+        if len(singles) != 1 or len(sizes) != 1:
+            raise InputError(f"the parts of observation{where} mix single observations and batches of different sizes")
+        return (parts if is_dict else tuple(parts.values())), singles.pop()
+    obs = np.asarray(observation)
+    shape = tuple(space.shape or ())
+    if obs.dtype.kind not in "biuf":
+        raise InputError(f"observation{where} has dtype {obs.dtype}, expected numbers for {space}")
+    single = obs.shape == shape
+    if not single and obs.shape[1:] != shape:
+        raise InputError(f"observation{where} has shape {obs.shape}, expected {shape} or "
+                         f"[n, {', '.join(map(str, shape))}] for {space}")
+    return (obs[None] if single else obs), single
+
+
+def _batch_size(batch: Any) -> int:
+    if isinstance(batch, dict):
+        return _batch_size(next(iter(batch.values())))
+    if isinstance(batch, tuple):
+        return _batch_size(batch[0])
+    return int(batch.shape[0])
 
 
 def _class_name(module: Any) -> str:

@@ -1,5 +1,6 @@
-"""Action distributions on plain tensor operations: masked categorical, diagonal Gaussian, and
-independent categoricals for multi-discrete actions.
+"""Action distributions on plain tensor operations: masked categorical, diagonal Gaussian,
+independent categoricals for multi-discrete actions, and independent Bernoullis for multi-binary
+actions.
 
 Each distribution is immutable: it is built from its parameters and every method is a pure function
 of them, so there is no "call X first" state. The classes do no argument validation beyond shape
@@ -15,6 +16,7 @@ Symbols and shapes:
 | D | int | action dimension of a Gaussian |
 | z | ``[..., A]`` | logits; log π(a) = z_a − log Σ_b exp z_b |
 | μ, log σ | ``[..., D]``, ``[D]`` | mean and log standard deviation of a Gaussian |
+| K | int | number of bits of a multi-binary action |
 
 NumPy kernels. Beside each distribution are the kernels the NumPy backend
 (``policygrad.backends.numpy``) runs instead of autograd, one per formula: its per-sample
@@ -46,6 +48,7 @@ __all__ = [
     "Categorical",
     "DiagGaussian",
     "MultiCategorical",
+    "Bernoulli",
     "masked_fill_value",
     "SDE_EPS",
     "gsde_log_std",
@@ -691,3 +694,103 @@ class MultiCategorical:
 
     def __repr__(self) -> str:
         return f"MultiCategorical(batch_shape={tuple(self.batch_shape)}, nvec={self._nvec})"
+
+
+class Bernoulli:
+    """Independent Bernoullis over K bits (a MultiBinary space).
+
+    π(a) = Π_k p_k^{a_k} (1 − p_k)^{1 − a_k} with p_k = σ(z_k), so
+    log π(a) = Σ_k a_k z_k − softplus(z_k) and the score with respect to the logits is
+    ∇_z log π(a) = a − σ(z).
+
+    Args:
+        logits: ``[..., K]`` log-odds z (floating point).
+
+    Raises:
+        InputError: logits not floating point or without a bit dimension.
+    """
+
+    __slots__ = ("_logits",)
+
+    def __init__(self, logits: Tensor) -> None:
+        _check_floating("logits", logits)
+        if logits.dim() == 0:
+            raise InputError("logits must have a bit dimension [..., K], got a scalar")
+        self._logits = logits  # [..., K]
+
+    @property
+    def logits(self) -> Tensor:
+        """``[..., K]`` the log-odds z."""
+        return self._logits
+
+    @property
+    def probs(self) -> Tensor:
+        """``[..., K]`` p = σ(z), the probability of each bit being 1."""
+        return torch.sigmoid(self._logits)
+
+    @property
+    def batch_shape(self) -> torch.Size:
+        """The batch shape ``[...]``."""
+        return self._logits.shape[:-1]
+
+    @property
+    def num_bits(self) -> int:
+        """K."""
+        return self._logits.shape[-1]
+
+    def sample(self, generator: torch.Generator | None = None) -> Tensor:
+        """``[..., K]`` long bits: a_k = [u_k < p_k], u_k ~ U(0, 1). Not differentiable."""
+        p = torch.sigmoid(self._logits.detach())
+        u = torch.rand(p.shape, generator=generator, dtype=p.dtype, device=p.device)
+        return (u < p).long()
+
+    def sample_and_log_prob(self, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """``([..., K] long actions, [...] log π(a))`` in one call (the rollout's path)."""
+        actions = self.sample(generator)
+        return actions, self.log_prob(actions)
+
+    def log_prob(self, actions: Tensor) -> Tensor:
+        """log π(a) = Σ_k a_k z_k − softplus(z_k).
+
+        Args:
+            actions: ``[..., K]`` integer bits in {0, 1}.
+
+        Returns:
+            ``[...]`` log-probabilities; the gradient wrt the logits is a − σ(z) (:meth:`score`).
+        """
+        actions = _check_actions(actions, self._logits.shape, "multi-binary")
+        z = self._logits
+        return (actions.to(z.dtype) * z - F.softplus(z)).sum(-1)
+
+    def score(self, actions: Tensor) -> Tensor:
+        """``[..., K]`` the analytic score ∇_z log π(a) = a − σ(z) (no autograd)."""
+        actions = _check_actions(actions, self._logits.shape, "multi-binary")
+        z = self._logits.detach()
+        return actions.to(z.dtype) - torch.sigmoid(z)
+
+    def entropy(self) -> Tensor:
+        """``[...]``: H(π) = Σ_k softplus(z_k) − p_k z_k (= −p log p − (1 − p) log(1 − p))."""
+        z = self._logits
+        return (F.softplus(z) - torch.sigmoid(z) * z).sum(-1)
+
+    def mode(self) -> Tensor:
+        """``[..., K]`` long: a_k = [p_k > ½] (0 on ties)."""
+        return (self._logits > 0).long()
+
+    def kl(self, other: Bernoulli) -> Tensor:
+        """``[...]``: KL(self ‖ other) = Σ_k p_k (log p_k − log q_k) + (1 − p_k)(log(1 − p_k) − log(1 − q_k)).
+
+        With log p = −softplus(−z) and log(1 − p) = −softplus(z), this is
+        Σ_k p_k (z_k − z'_k) + softplus(z'_k) − softplus(z_k).
+        """
+        if not isinstance(other, Bernoulli):
+            raise InputError(f"kl needs another Bernoulli, got {type(other).__name__}")
+        if other._logits.shape != self._logits.shape:
+            raise InputError(
+                f"kl between Bernoullis of shapes {tuple(self._logits.shape)} and {tuple(other._logits.shape)}"
+            )
+        z, z_other = self._logits, other._logits
+        return (torch.sigmoid(z) * (z - z_other) + F.softplus(z_other) - F.softplus(z)).sum(-1)
+
+    def __repr__(self) -> str:
+        return f"Bernoulli(batch_shape={tuple(self.batch_shape)}, num_bits={self.num_bits})"

@@ -7,7 +7,8 @@ observation to the action that ``Model.predict(obs, deterministic=True)`` return
 ==============================  ==========================================================
 step                            what it computes
 ==============================  ==========================================================
-encoding                        Box: flatten ``[n, *shape] -> [n, obs_dim]``; Discrete: one-hot
+encoding                        Box: flatten ``[n, *shape] -> [n, obs_dim]``; Discrete: one-hot;
+                                an image: scaled by 1/255 and convolved in the network
 observation normaliser          clip((s − μ) / sqrt(σ² + ε), −c, c), μ and σ² frozen as they stand
 network                         the trained actor
 deterministic action            the mode: argmax (Categorical, MultiCategorical), μ (Gaussian, gSDE)
@@ -30,8 +31,9 @@ action bounds                   Box actions clipped to the action space's bounds
 
 Input: raw observations ``[n, *obs_shape]`` (n dynamic) in the observation space's dtype
 (int64 for Discrete). Output: actions ``[n]`` int64 (Discrete), ``[n, K]`` int64
-(MultiDiscrete) or ``[n, D]`` float32 (Box, clipped), as :meth:`policygrad.Model.predict` returns
-them. The graph checks no values: a Discrete observation out of range encodes as all zeros (ONNX)
+(MultiDiscrete), ``[n, K]`` int8 (MultiBinary) or ``[n, D]`` float32 (Box, clipped), as
+:meth:`policygrad.Model.predict` returns them. Dict and Tuple observations are not exported (the
+graph has one input). The graph checks no values: a Discrete observation out of range encodes as all zeros (ONNX)
 or fails (TorchScript).
 
 The file is written atomically (:func:`policygrad.checkpoint.write_atomically`): a reader sees
@@ -77,10 +79,11 @@ class DeterministicActor(nn.Module):
 
     Args:
         policy: the policy module (``model.policy``, :class:`policygrad.policies.Policy`).
-        observation_space: the environment's single observation space (Box or Discrete).
+        observation_space: the environment's single observation space (Box, Discrete,
+            MultiBinary or MultiDiscrete).
 
     Raises:
-        InputError: an observation space other than Box or Discrete.
+        InputError: another observation space (Dict, Tuple: the graph has one input).
     """
 
     def __init__(self, policy: nn.Module, observation_space: spaces.Space) -> None:
@@ -89,14 +92,16 @@ class DeterministicActor(nn.Module):
             self.obs_shape: tuple[int, ...] = ()
             self.obs_dtype = torch.int64
             self.obs_example = int(observation_space.start)
-        elif isinstance(observation_space, spaces.Box):
+        elif isinstance(observation_space, (spaces.Box, spaces.MultiBinary, spaces.MultiDiscrete)):
             self.obs_shape = tuple(int(n) for n in observation_space.shape)
             self.obs_dtype = torch.from_numpy(np.zeros(0, observation_space.dtype)).dtype
             self.obs_example = 0
         else:
-            raise InputError(f"cannot export a policy for observation space {observation_space!r}")
+            raise InputError(f"cannot export a policy for observation space {observation_space!r}: "
+                             "the exported graph reads one array (Box, Discrete, MultiBinary, MultiDiscrete)")
         self.policy = copy.deepcopy(policy).cpu().eval()
         self.policy.requires_grad_(False)
+        self.binary_actions = isinstance(getattr(policy, "action_space", None), spaces.MultiBinary)
 
     @classmethod
     def from_model(cls, model: Any) -> DeterministicActor:
@@ -105,7 +110,8 @@ class DeterministicActor(nn.Module):
 
     def forward(self, observations: Tensor) -> Tensor:
         """``[n, *obs_shape]`` raw observations -> ``[n]``, ``[n, K]`` (int64) or ``[n, D]`` (float32) actions."""
-        return self.policy(observations)
+        actions = self.policy(observations)
+        return actions.to(torch.int8) if self.binary_actions else actions
 
     def example_input(self, n: int = 2) -> Tensor:
         """``[n, *obs_shape]`` valid observations (zeros, or a Discrete space's first)."""
@@ -120,7 +126,8 @@ def describe(observation_space: spaces.Space, action_space: spaces.Space) -> str
         return f"[{', '.join(['n', *map(str, space.shape or ())])}] {np.dtype(dtype).name}"
 
     obs_dtype = np.int64 if isinstance(observation_space, spaces.Discrete) else observation_space.dtype
-    action_dtype = np.float32 if isinstance(action_space, spaces.Box) else np.int64
+    action_dtype = (np.float32 if isinstance(action_space, spaces.Box)
+                    else np.int8 if isinstance(action_space, spaces.MultiBinary) else np.int64)
     return f"{ONNX_INPUT} {batch(observation_space, obs_dtype)} -> {ONNX_OUTPUT} {batch(action_space, action_dtype)}"
 
 

@@ -43,10 +43,14 @@ from policygrad.numeric import all_finite
 from policygrad.seeding import env_seed
 from policygrad.types import Rollout
 
-__all__ = ["Rollout", "RolloutCollector", "CollectionStopped", "EnvStepper", "make_policy", "autoreset_mode"]
+__all__ = [
+    "Rollout", "RolloutCollector", "CollectionStopped", "EnvStepper", "make_policy", "autoreset_mode",
+    "stack_observations",
+]
 
 Encoder = Callable[[Tensor, torch.dtype], Tensor]
-"""Raw observations ``[N, *obs_shape]`` -> float ``[N, obs_dim]`` (``policygrad.policies`` encoders)."""
+"""Raw observations ``[N, *obs_shape]`` -> ``[N, obs_dim]`` (``policygrad.policies`` encoders): floats,
+or an image's raw pixels in the encoder's ``store_dtype``."""
 
 
 def make_policy(
@@ -56,6 +60,8 @@ def make_policy(
     activation: str = "tanh",
     use_sde: bool = False,
     log_std_init: float = 0.0,
+    image_obs: str = "auto",
+    share_encoder: bool = True,
 ) -> tuple[torch.nn.Module, Encoder]:
     """The actor-critic for a single environment's spaces, split from its observation encoder.
 
@@ -65,15 +71,19 @@ def make_policy(
     the policy unchanged.
 
     ``use_sde`` gives Box actions gSDE exploration (:class:`~policygrad.policies.MLPGSDEPolicy`);
-    ``log_std_init`` is their initial log σ.
+    ``log_std_init`` is their initial log σ. Observations with images: the encoder flattens an
+    image without converting it (the collector stores its raw uint8 pixels) and the policy's
+    first module, its trunk, scales and convolves it (``image_obs``, ``share_encoder``: see
+    :func:`~policygrad.policies.make_actor_critic`).
 
     Raises:
         InputError: an unsupported observation or action space (named in the message).
     """
     from policygrad.policies import ActorCritic, FlattenObservation, make_actor_critic
 
-    full = make_actor_critic(observation_space, action_space, tuple(hidden_sizes), activation, log_std_init, use_sde)
-    policy = ActorCritic(FlattenObservation((full.obs_dim,)), full.actor, full.critic)
+    full = make_actor_critic(observation_space, action_space, tuple(hidden_sizes), activation, log_std_init, use_sde,
+                             image_obs, share_encoder)
+    policy = ActorCritic(FlattenObservation((full.obs_dim,)), full.actor, full.critic, full.trunk, full.critic_trunk)
     return policy, full.encoder
 
 
@@ -103,9 +113,31 @@ def _action_buffer_spec(action_space: spaces.Space) -> tuple[tuple[int, ...], to
         return (), torch.long
     if isinstance(action_space, spaces.MultiDiscrete):
         return (int(action_space.nvec.shape[0]),), torch.long
+    if isinstance(action_space, spaces.MultiBinary):
+        return (int(action_space.shape[0]),), torch.long
     if isinstance(action_space, spaces.Box):
         return (int(action_space.shape[0]),), torch.float32
     raise InputError(f"unsupported action space {action_space!r}")
+
+
+def stack_observations(observations: Sequence[Any]) -> Any:
+    """Single observations -> a batch: arrays stacked, dicts and tuples part by part."""
+    first = observations[0]
+    if isinstance(first, dict):
+        return {key: stack_observations([o[key] for o in observations]) for key in first}
+    if isinstance(first, tuple):
+        return tuple(stack_observations([o[k] for o in observations]) for k in range(len(first)))
+    return np.stack(observations)
+
+
+def _float_parts(obs: Any, what: str) -> Any:
+    """``(label, array)`` for each floating-point array of a (nested) dict or tuple of arrays."""
+    for key, part in (obs.items() if isinstance(obs, dict) else enumerate(obs)):
+        label = f"{what} part {key!r}"
+        if isinstance(part, (dict, tuple)):
+            yield from _float_parts(part, label)
+        elif np.issubdtype(np.asarray(part).dtype, np.floating):
+            yield label, np.asarray(part)
 
 
 class EnvStepper:
@@ -145,20 +177,30 @@ class EnvStepper:
             low, high = action_space.low.astype(np.float32), action_space.high.astype(np.float32)
             if np.isfinite(low).any() or np.isfinite(high).any():
                 self.low, self.high = low, high
+        self.binary_actions = isinstance(action_space, spaces.MultiBinary)
+        """MultiBinary actions: the env takes int8 0/1 arrays."""
+        self.store_dtype: torch.dtype = getattr(encoder, "store_dtype", torch.float32)
+        """The dtype of what :meth:`encode` returns (uint8: raw pixels)."""
+        self.structured = isinstance(space, (spaces.Dict, spaces.Tuple))
+        """Dict or Tuple observations: the env returns a dict (tuple) of arrays."""
         self.mask_actions = _num_mask_actions(action_space)
         self.steps = 0
         """Environment steps taken (N per vector step); names the step in error messages."""
 
-    def encode(self, obs: np.ndarray) -> np.ndarray:
-        """Raw observations ``[N, *shape]`` -> ``[N, obs_dim]`` floats (a NumPy view where possible).
+    def encode(self, obs: Any) -> np.ndarray:
+        """Raw observations ``[N, *shape]`` (a dict or tuple of such arrays for Dict and Tuple
+        spaces) -> ``[N, obs_dim]`` floats (a NumPy view where possible), or the raw uint8 pixels
+        of an image observation (the encoder's ``store_dtype``).
 
         A flat float Box needs no encoding: its array is used as it is, without a round trip
         through torch.
         """
+        if self.structured:
+            return self.encoder(obs, self.store_dtype).numpy()
         obs = np.asarray(obs)
         if self.flat_box:
             return obs
-        return self.encoder(torch.from_numpy(obs), torch.float32).numpy()
+        return self.encoder(torch.from_numpy(obs), self.store_dtype).numpy()
 
     def policy_inputs(self, obs: np.ndarray, obs_normalizer: ObservationNormalizer | None = None) -> np.ndarray:
         """Raw observations ``[N, *shape]`` -> what the policy reads: encoded, normalised with the
@@ -168,17 +210,28 @@ class EnvStepper:
             encoded = obs_normalizer.normalize(encoded)
         return np.ascontiguousarray(encoded, dtype=np.float32)
 
-    def check_observations(self, obs: np.ndarray, what: str = "observation") -> None:
-        """TrainingError naming the step and the environment if ``obs [N, ...]`` has a NaN or inf."""
-        if self.check_obs and not all_finite(obs):
+    def check_observations(self, obs: Any, what: str = "observation") -> None:
+        """TrainingError naming the step and the environment if ``obs [N, ...]`` has a NaN or inf
+        (in a float Box, or in any floating-point part of a Dict or Tuple observation)."""
+        if self.structured:
+            for name, part in _float_parts(obs, what):
+                self._check_finite(part, name)
+        elif self.check_obs:
+            self._check_finite(obs, what)
+
+    def _check_finite(self, obs: np.ndarray, what: str) -> None:
+        if not all_finite(obs):
             rows = np.asarray(obs).reshape(len(obs), -1)
             i = int(np.nonzero(~np.isfinite(rows).all(axis=1))[0][0])
             shown = f": {rows[i].tolist()}" if rows.shape[1] <= 8 else ""
             raise TrainingError(f"non-finite {what} at step {self.steps} (environment {i}){shown}")
 
     def env_actions(self, actions: Tensor | np.ndarray, out: np.ndarray | None) -> np.ndarray:
-        """The actions as the env takes them: NumPy, Box actions clipped to the bounds."""
+        """The actions as the env takes them: NumPy, Box actions clipped to the bounds, MultiBinary
+        ones as int8 0/1."""
         actions_np = actions.numpy() if isinstance(actions, Tensor) else actions
+        if self.binary_actions:
+            return np.asarray(actions_np, dtype=np.int8)
         if self.low is None:
             return actions_np
         return np.clip(actions_np, self.low, self.high, out=out)
@@ -446,7 +499,10 @@ class RolloutCollector:
 
         # Buffers, allocated once. observations and action_masks have a row T: the observation
         # after the last step, which becomes row 0 of the next rollout.
-        self._obs = torch.zeros(T + 1, N, policy.obs_dim)
+        # What the encoder gives is stored (raw uint8 pixels for images); the policy's first
+        # module does the rest. Normalised observations are floats.
+        store_dtype = io.store_dtype if obs_normalizer is None else torch.float32
+        self._obs = torch.zeros(T + 1, N, policy.obs_dim, dtype=store_dtype)
         self._obs_rows = self._obs.unbind(0)  # views, so that a step does not index
         self._actions = torch.zeros(T, N, *action_shape, dtype=action_dtype)
         self._log_probs = torch.zeros(T, N)
@@ -574,7 +630,7 @@ class RolloutCollector:
         if next_step:
             valid_np[:] = True
         plain_obs = self.obs_normalizer is None and io.flat_box  # observations go to the buffer as they are
-        clip_free = io.low is None  # no Box bounds: the actions go to the env as they are
+        clip_free = io.low is None and not io.binary_actions  # the actions go to the env as they are
         stop = self.stop
         io.env_interrupts = stop is not None  # in training, SIGINT is handled: a KeyboardInterrupt is the env's
         for t in range(T):
@@ -639,7 +695,7 @@ class RolloutCollector:
                     self._store_obs(obs, t + 1, None)
                     cut = np.nonzero(truncated & ~terminated)[0]
                     if len(cut):
-                        final = np.stack([info["final_obs"][i] for i in cut])
+                        final = stack_observations([info["final_obs"][i] for i in cut])
                         io.check_observations(final, "final observation")
                         bootstrap.append((t, cut, actor.value(io.policy_inputs(final, self.obs_normalizer))))
             elif plain_obs:

@@ -123,3 +123,7 @@ def register_tasks() -> None:
 
 
 register_tasks()
+
+from policygrad.space_tasks import register_space_tasks  # noqa: E402  (the tasks of image, Dict, MultiBinary spaces)
+
+register_space_tasks()

@@ -252,6 +252,9 @@ def build_session(spec: RunSpec, device_name: str | None = None, *, training: bo
                                      env_kwargs=spec.env_kwargs, render_mode="rgb_array", wrappers=[recorder],
                                      atari=eval_atari)
         policy, encoder = _make_policy(spec, eval_envs, policy)
+        if cfg.normalize_obs and getattr(policy, "trunk", None) is not None:
+            raise InputError("normalize_obs does not apply to image observations (the network scales pixels "
+                             "by 1/255); set normalize_obs = false")
         policy.to(device)
         obs_normalizer = ObservationNormalizer(policy.obs_dim) if cfg.normalize_obs else None
         if not training:
@@ -296,7 +299,8 @@ def _make_policy(spec: RunSpec, envs: Any, module: Any) -> tuple[Any, Any]:
         if module is not None:
             raise InputError("this run trains the built-in actor-critic; it takes no policy module")
         return make_policy(obs_space, action_space, cfg.hidden_sizes, cfg.activation,
-                           use_sde=cfg.use_sde, log_std_init=cfg.log_std_init)
+                           use_sde=cfg.use_sde, log_std_init=cfg.log_std_init, image_obs=cfg.image_obs,
+                           share_encoder=cfg.share_encoder)
     if module is None:
         raise InputError(
             f"this run trained its own network ({spec.policy}), which a run directory does not re-create; "
@@ -304,7 +308,8 @@ def _make_policy(spec: RunSpec, envs: Any, module: Any) -> tuple[Any, Any]:
         )
     if cfg.use_sde:
         raise InputError("use_sde needs the built-in Gaussian actor; a custom policy brings its own distribution")
-    encoder = make_encoder(obs_space)
+    # A user's network reads the flat float encoding: images flattened, pixels 0..255 unscaled.
+    encoder = make_encoder(obs_space, "no")
     if isinstance(module, ModuleActorCritic):
         return module, encoder
     return ModuleActorCritic(module, encoder.obs_dim, action_space), encoder

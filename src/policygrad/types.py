@@ -6,7 +6,8 @@ Symbols and shapes (T steps, N environments):
 ================  =====================  ======================================================
 field             shape                  meaning
 ================  =====================  ======================================================
-observations      [T, N, obs_dim] float  s_t as the policy saw it (encoded, then normalised)
+observations      [T, N, obs_dim] float  s_t as the policy saw it (encoded, then normalised;
+                  (uint8 for images)     an image's raw pixels, which the network scales)
 actions           [T, N] | [T, N, D|K]   a_t ~ π_old(·|s_t); Box actions unclipped
 log_probs         [T, N]                 log π_old(a_t|s_t)
 rewards           [T, N]                 r_{t+1}, scaled when reward normalisation is on

@@ -92,6 +92,11 @@ class BaseConfig:
     sde_sample_freq steps) instead of independent Gaussian noise at every step."""
     sde_sample_freq: int = -1
     """use_sde: draw new noise matrices every this many steps of a rollout (-1: once per rollout)."""
+    image_obs: Literal["auto", "yes", "no"] = "auto"
+    """Which Box observations are images for a convolutional encoder: auto (3-D uint8, bounds 0..255, 1/3/4
+    channels first or last), yes (every 3-D Box with 1/3/4 channels first or last), no (flatten into the MLP)."""
+    share_encoder: bool = True
+    """Image observations: actor and critic share the convolutional encoder (false: each has its own)."""
     seed: int = 0
     """Seed of torch, NumPy and the environments, in [0, 2**63)."""
     backend: Literal["auto", "torch", "numpy"] = "auto"

@@ -53,6 +53,8 @@ def unsupported_reason(policy: Any) -> str | None:
 
     if type(policy) is not ActorCritic:
         return f"the policy is a {type(policy).__name__}, not one of policygrad's MLP actor-critics"
+    if policy.trunk is not None:
+        return "its convolutional encoder of image observations (it runs MLPs only)"
     if type(policy.actor) not in (MLPCategoricalPolicy, MLPGaussianPolicy, MLPGSDEPolicy):
         return f"its {type(policy.actor).__name__} actor (the NumPy backend has categorical, Gaussian and gSDE heads)"
     activation = policy.actor.net.activation

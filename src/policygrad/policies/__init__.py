@@ -8,10 +8,20 @@ network beside the built-in ones (:mod:`~policygrad.policies.policy`).
 
 from __future__ import annotations
 
-from policygrad.policies.actor_critic import ActorCritic, Distribution, make_actor_critic, make_encoder
+from policygrad.policies.actor_critic import ActorCritic, Distribution, image_layouts, make_actor_critic, make_encoder
 from policygrad.policies.analytic import LinearGaussianPolicy, LinearSoftmaxPolicy, TabularSoftmaxPolicy
-from policygrad.policies.encoders import Encoder, FlattenObservation, OneHotObservation
+from policygrad.policies.encoders import (
+    CompositeObservation,
+    Encoder,
+    FlattenObservation,
+    MultiOneHotObservation,
+    NatureCNN,
+    ObservationTrunk,
+    OneHotObservation,
+    is_image_space,
+)
 from policygrad.policies.heads import (
+    MLPBernoulliPolicy,
     MLPCategoricalPolicy,
     MLPGaussianPolicy,
     MLPGSDEPolicy,
@@ -31,9 +41,16 @@ __all__ = [
     "MLPGaussianPolicy",
     "MLPGSDEPolicy",
     "MLPMultiCategoricalPolicy",
+    "MLPBernoulliPolicy",
     "ValueFunction",
     "FlattenObservation",
     "OneHotObservation",
+    "MultiOneHotObservation",
+    "CompositeObservation",
+    "NatureCNN",
+    "ObservationTrunk",
+    "is_image_space",
+    "image_layouts",
     "Encoder",
     "ActorCritic",
     "Distribution",

@@ -1,4 +1,4 @@
-"""MLP policies (the actor's heads: categorical, multi-categorical, Gaussian, gSDE) and the value function."""
+"""MLP policies (the actor's heads: categorical, multi-categorical, Bernoulli, Gaussian, gSDE) and the value function."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from policygrad.distributions import Categorical, DiagGaussian, MultiCategorical, gsde_log_std
+from policygrad.distributions import Bernoulli, Categorical, DiagGaussian, MultiCategorical, gsde_log_std
 from policygrad.errors import InputError
 from policygrad.policies.mlp import MLP, POLICY_GAIN, VALUE_GAIN, check_last_dim
 
-__all__ = ["MLPCategoricalPolicy", "MLPMultiCategoricalPolicy", "MLPGaussianPolicy", "MLPGSDEPolicy", "ValueFunction"]
+__all__ = ["MLPCategoricalPolicy", "MLPMultiCategoricalPolicy", "MLPBernoulliPolicy", "MLPGaussianPolicy", "MLPGSDEPolicy", "ValueFunction"]
 
 
 class MLPCategoricalPolicy(nn.Module):
@@ -69,6 +69,37 @@ class MLPMultiCategoricalPolicy(nn.Module):
     def head(self, logits: Tensor, action_mask: Tensor | None = None) -> MultiCategorical:
         """π(·|s) from the network's output ``logits [..., Σ n_k]``."""
         return MultiCategorical(logits, self.nvec, action_mask)
+
+
+class MLPBernoulliPolicy(nn.Module):
+    """π(a|s) = Π_k Bernoulli(a_k | σ(z_k(s))) with log-odds z = MLP(s) of size K (output gain 0.01).
+
+    Args:
+        obs_dim: size of s.
+        num_bits: K.
+        hidden_sizes: hidden widths.
+        activation: one of ``ACTIVATIONS``.
+    """
+
+    def __init__(
+        self, obs_dim: int, num_bits: int, hidden_sizes: Sequence[int] = (64, 64), activation: str = "tanh"
+    ) -> None:
+        super().__init__()
+        if int(num_bits) < 1:
+            raise InputError(f"num_bits must be positive, got {num_bits}")
+        self.obs_dim, self.num_bits = int(obs_dim), int(num_bits)
+        self.net = MLP(obs_dim, hidden_sizes, self.num_bits, activation, output_gain=POLICY_GAIN)
+
+    def distribution(self, obs: Tensor, action_mask: Tensor | None = None) -> Bernoulli:
+        """π(·|s) for ``obs [..., obs_dim]``; ``action_mask`` must be None."""
+        check_last_dim("obs", obs, self.obs_dim)
+        return self.head(self.net.forward(obs), action_mask)
+
+    def head(self, logits: Tensor, action_mask: Tensor | None = None) -> Bernoulli:
+        """π(·|s) from the network's output ``logits [..., K]``; ``action_mask`` must be None."""
+        if action_mask is not None:
+            raise InputError("action masks apply to Discrete and MultiDiscrete actions, not to MultiBinary ones")
+        return Bernoulli(logits)
 
 
 class MLPGaussianPolicy(nn.Module):

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from policygrad.distributions import Categorical, DiagGaussian, MultiCategorical
+from policygrad.distributions import Bernoulli, Categorical, DiagGaussian, MultiCategorical
 from policygrad.errors import InputError
 from policygrad.normalize import ObservationNormalizer, normalize_observations
 
@@ -61,6 +61,7 @@ class Policy(nn.Module):
 
         self.net = net
         self.encoder = encoder
+        self.action_space = action_space
         self.normalized = obs_normalizer is not None
         if obs_normalizer is not None:
             # Views of the normaliser's arrays (updated in place): always the current statistics.
@@ -79,13 +80,16 @@ class Policy(nn.Module):
     def inputs(self, obs: Tensor | np.ndarray) -> Tensor:
         """Raw observations ``[B, *obs_shape]`` -> what the network reads: ``[B, obs_dim]``,
         encoded and normalised (the statistics are read, never updated)."""
-        if not isinstance(obs, Tensor):
-            obs = torch.as_tensor(np.asarray(obs))
         dtype = _net_dtype(self.net)
-        # As the collector encodes (EnvStepper.encode): a flat float Box as it is, anything else
-        # to float32; the normaliser computes in float64 from there.
-        flat = obs.is_floating_point() and len(getattr(self.encoder, "shape", ())) == 1
-        x = self.encoder(obs, obs.dtype if flat else torch.float32)
+        if isinstance(obs, (dict, tuple)):  # Dict and Tuple observations: the encoder converts each part
+            x = self.encoder(obs, torch.float32)
+        else:
+            if not isinstance(obs, Tensor):
+                obs = torch.as_tensor(np.asarray(obs))
+            # As the collector encodes (EnvStepper.encode): a flat float Box as it is, anything else
+            # to float32; the normaliser computes in float64 from there.
+            flat = obs.is_floating_point() and len(getattr(self.encoder, "shape", ())) == 1
+            x = self.encoder(obs, obs.dtype if flat else torch.float32)
         if self.normalized:
             x = normalize_observations(x, self.obs_mean, self.obs_var, self.obs_epsilon, self.obs_clip)
         return x.to(dtype)
@@ -108,7 +112,7 @@ class Policy(nn.Module):
             generator: the random-number generator of sampling.
 
         Returns:
-            ``[B]`` long (Discrete), ``[B, K]`` long (MultiDiscrete) or ``[B, D]`` float (Box,
+            ``[B]`` long (Discrete), ``[B, K]`` long (MultiDiscrete, MultiBinary) or ``[B, D]`` float (Box,
             clipped to the bounds). No graph is built.
         """
         with torch.no_grad():
@@ -139,6 +143,12 @@ def _as_distribution(dist: Any, action_kind: str, nvec: tuple[int, ...] | None, 
         if action_kind != "multidiscrete" or dist.nvec != nvec:
             raise InputError(f"the policy's MultiCategorical has nvec {dist.nvec}, the action space needs {nvec}")
         return dist if mask is None else MultiCategorical(dist.logits, dist.nvec, mask)
+    if isinstance(dist, td.Independent) and isinstance(dist.base_dist, td.Bernoulli):
+        dist = Bernoulli(dist.base_dist.logits)
+    if isinstance(dist, Bernoulli):
+        if action_kind != "multibinary" or (nvec is not None and dist.num_bits != nvec[0]):
+            raise InputError(f"the policy's distribution is Bernoulli, the action space needs {action_kind} actions")
+        return dist
     if isinstance(dist, td.Normal):
         dist = DiagGaussian(dist.loc, dist.scale.log())
     if isinstance(dist, DiagGaussian):
@@ -161,7 +171,8 @@ class ModuleActorCritic(nn.Module):
       encoded, Box flattened and Discrete one-hot, and normalised if ``normalize_obs``), returning
       a ``torch.distributions.Categorical`` (Discrete actions), ``Normal`` or ``Independent(Normal)``
       with ``[B, D]`` parameters (Box actions), or one of :mod:`policygrad.distributions`
-      (``Categorical``, ``DiagGaussian``, ``MultiCategorical``);
+      (``Categorical``, ``DiagGaussian``, ``MultiCategorical``, ``Bernoulli``), or an
+      ``Independent(torch.distributions.Bernoulli)`` (MultiBinary actions);
     * ``value(x) -> [B]`` V(s);
     * optionally ``forward(x) -> (distribution, value)``, both from one pass (a shared trunk).
 
@@ -202,12 +213,17 @@ class ModuleActorCritic(nn.Module):
         elif isinstance(action_space, spaces.Box) and len(action_space.shape) == 1:
             self.action_kind = "continuous"
             shape = tuple(action_space.shape)
+        elif isinstance(action_space, spaces.MultiBinary) and len(action_space.shape) == 1:
+            self.action_kind = "multibinary"
+            self.nvec = (int(action_space.shape[0]),)
+            shape = self.nvec
         elif isinstance(action_space, spaces.MultiDiscrete) and action_space.nvec.ndim == 1:
             self.action_kind = "multidiscrete"
             self.nvec = tuple(int(n) for n in action_space.nvec)
             shape = (len(self.nvec),)
         else:
-            raise InputError(f"unsupported action space {action_space!r}: policygrad supports Discrete, 1-D Box and MultiDiscrete")
+            raise InputError(f"unsupported action space {action_space!r}: policygrad supports Discrete, 1-D Box, "
+                             "MultiDiscrete and MultiBinary")
         self._shared = type(module).forward is not nn.Module.forward
         self._check(action_space, shape)
 
