@@ -351,3 +351,13 @@ def test_a_run_directory_imports_nothing_the_user_did_not_name(tmp_path: Path) -
     proc = _start(tmp_path, "eval", str(out), "--env", "CartPole-v1", "--episodes", "2", "--json")
     out_text, err = proc.communicate(timeout=120)
     assert proc.returncode == 0 and json.loads(out_text)["episodes"] == 2, err
+
+
+def test_a_start_killed_before_its_config_was_written_is_no_dead_end(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".lock").write_text("12345\n")
+    (out / "config.json.tmp-12345").write_text('{"algo": "pp')  # killed while writing config.json
+    assert main(["train", "--env", "CartPole-v1", "--steps", "128", "--out", str(out), "--quiet", *SMALL]) == 0
+    assert sorted(p.name for p in out.iterdir() if ".tmp-" in p.name) == []
+    assert _checkpoint_step(out) == 128

@@ -147,15 +147,34 @@ def default_run_dir(algo: str, env: str) -> Path:
 
 
 def check_new_run_dir(path: Path) -> None:
-    """InputError unless ``path`` is missing or an empty directory (``--out`` of a new run)."""
+    """InputError unless ``path`` is missing or an empty directory (``--out`` of a new run).
+
+    A directory that holds only what a start killed before its config.json was written leaves
+    behind (the lock file, temporary ``*.tmp-<pid>`` files) counts as empty: it is no run, and
+    ``--resume`` could not continue it, so ``--out`` may take it again (:func:`start_run` removes
+    the leftovers).
+    """
     if path.exists():
         if not path.is_dir():
             raise InputError(f"--out {path} exists and is not a directory")
         holder = RunLock.holder(path)
         if holder is not None:
             raise InputError(f"run directory {path} is in use by process {holder} (one process writes a run at a time)")
-        if any(e.name != LOCK_FILE for e in path.iterdir()):
+        if any(not _leftover(e) for e in path.iterdir()):
             raise InputError(f"--out {path} already exists and is not empty; continue it with --resume {path} or choose another --out")
+
+
+def _leftover(entry: Path) -> bool:
+    """The lock file, or a temporary file of an interrupted write (``*.tmp-<pid>``, a regular file)."""
+    if entry.name == LOCK_FILE:
+        return True
+    return ".tmp-" in entry.name and entry.is_file() and not entry.is_symlink()
+
+
+def _remove_leftovers(run_dir: Path) -> None:
+    for entry in run_dir.iterdir():
+        if entry.name != LOCK_FILE and _leftover(entry):
+            entry.unlink(missing_ok=True)
 
 
 class CreatedPaths:
@@ -224,6 +243,7 @@ def start_run(spec: RunSpec, run_dir: Path, device: str | None = None, *, quiet:
         # the loser leaves everything as it is.
         session.lock = RunLock(run_dir).acquire()
         check_new_run_dir(run_dir)
+        _remove_leftovers(run_dir)
         try:
             write_run_config(run_dir, spec, session.algorithm.backend)
             tensors, meta = checkpoint_state(session)
