@@ -361,3 +361,18 @@ def test_a_start_killed_before_its_config_was_written_is_no_dead_end(tmp_path: P
     assert main(["train", "--env", "CartPole-v1", "--steps", "128", "--out", str(out), "--quiet", *SMALL]) == 0
     assert sorted(p.name for p in out.iterdir() if ".tmp-" in p.name) == []
     assert _checkpoint_step(out) == 128
+
+
+@pytest.mark.slow
+def test_resume_refuses_up_front_where_checkpoints_cannot_be_written(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    assert main(["train", "--env", "CartPole-v1", "--steps", "128", "--out", str(out), "--quiet", *SMALL]) == 0
+    import shutil
+
+    shutil.rmtree(out / "checkpoints")
+    (out / "checkpoints").write_text("")
+    rows = (out / "metrics.csv").read_text()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--steps", "512", "--quiet"]) == 2
+    assert "checkpoints is not a directory; checkpoints cannot be written there" in capsys.readouterr().err
+    assert (out / "metrics.csv").read_text() == rows

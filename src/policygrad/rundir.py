@@ -288,6 +288,8 @@ def reopen_run(run_dir: Path, spec: RunSpec, device: str | None = None, *, env: 
 
     held = RunLock(run_dir).acquire() if lock else None
     try:
+        if held is not None:
+            _check_write_targets(Path(run_dir))
         if checkpoint is not None:
             found: tuple[dict, dict] | None = load_run_checkpoint(checkpoint, run_dir)
         else:
@@ -307,6 +309,20 @@ def reopen_run(run_dir: Path, spec: RunSpec, device: str | None = None, *, env: 
             held.release()
         raise
     return session
+
+
+def _check_write_targets(run_dir: Path) -> None:
+    """InputError before anything is trained if a writer could not save where checkpoints go."""
+    import stat as st
+
+    base = run_dir / "checkpoints"
+    for path in (base, base / "last"):
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            continue
+        if not st.S_ISDIR(mode):
+            raise InputError(f"{path} is not a directory; checkpoints cannot be written there")
 
 
 def newest_checkpoint(run_dir: Path) -> tuple[dict, dict] | None:
