@@ -257,7 +257,7 @@ def _own_run_cases() -> list[tuple[str, Callable[[Path, Path], Any], tuple[str, 
         ("own-safetensors-shape-2^62", shape_huge, both),
         ("own-step-10^400", step_huge, both),
         ("own-config-total-steps-10^400", total_steps_huge, both),
-        ("own-config-learning-rate-1e400", learning_rate_inf, both),
+        ("own-config-learning-rate-1e400", learning_rate_inf, ("resume",)),  # eval does not use it
         ("own-2000-step-dirs-fifo-meta", many_fifo_checkpoints, both),
         ("own-lock-symlink", lock_symlink, ("resume",)),
     ]
