@@ -384,14 +384,20 @@ class Context:
         self._lock = threading.Lock()
         self._template_lock = threading.Lock()
         self._template: Path | None = None
+        self.stopping = False  # set on Ctrl-C: nothing more is started
 
     def started(self, proc: Proc) -> None:
         with self._lock:
             self._procs.append(proc)
+            if self.stopping:  # started while the session was being stopped
+                proc.kill()
+                raise RuntimeError("stopped")
 
     def cleanup(self) -> None:
         """SIGKILL whatever this session started and is still running (by its own ids)."""
-        for proc in self._procs:
+        with self._lock:
+            procs = list(self._procs)
+        for proc in procs:
             proc.kill()
 
     def rng(self, kind: str, trial: int) -> random.Random:
@@ -966,8 +972,8 @@ def git_commit() -> str:
     try:
         head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                               text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "src", "benchmarks"],
-                               capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "src", "tests",
+                                "benchmarks/*.py"], capture_output=True, text=True, check=True).stdout.strip()
         return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -1049,22 +1055,29 @@ def main(argv: list[str] | None = None) -> int:
     }
     results: dict[str, list[dict[str, Any]]] = {}
     per_kind = counts(args)
+    pool = concurrent.futures.ThreadPoolExecutor(args.jobs)
     try:
-        with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-            for kind in args.kinds:
-                t0 = time.time()
-                if kind == "hostile":
-                    results[kind] = hostile_trials(ctx, per_kind[kind], pool, meta["notes"])
+        for kind in args.kinds:
+            t0 = time.time()
+            if kind == "hostile":
+                results[kind] = hostile_trials(ctx, per_kind[kind], pool, meta["notes"])
+            else:
+                n = int(per_kind[kind])  # type: ignore[arg-type]
+                if kind in ("two-starts", "two-resumes"):  # two processes each already
+                    results[kind] = [TRIALS[kind](ctx, kind, i) for i in range(n)]
                 else:
-                    n = int(per_kind[kind])  # type: ignore[arg-type]
-                    if kind in ("two-starts", "two-resumes"):  # two processes each already
-                        results[kind] = [TRIALS[kind](ctx, kind, i) for i in range(n)]
-                    else:
-                        futures = [pool.submit(_guarded, TRIALS[kind], ctx, kind, i) for i in range(n)]
-                        results[kind] = [f.result() for f in futures]
-                passed = sum(t["ok"] for t in results[kind])
-                print(f"{kind}: {passed}/{len(results[kind])} passed ({time.time() - t0:.0f} s)", file=sys.stderr,
-                      flush=True)
+                    futures = [pool.submit(_guarded, TRIALS[kind], ctx, kind, i) for i in range(n)]
+                    results[kind] = [f.result() for f in futures]
+            passed = sum(t["ok"] for t in results[kind])
+            print(f"{kind}: {passed}/{len(results[kind])} passed ({time.time() - t0:.0f} s)", file=sys.stderr,
+                  flush=True)
+        pool.shutdown(wait=True)
+    except KeyboardInterrupt:
+        ctx.stopping = True
+        pool.shutdown(wait=False, cancel_futures=True)
+        ctx.cleanup()
+        print(f"faults.py: interrupted; the processes it started are ended; runs kept in {workdir}", file=sys.stderr)
+        return 130
     finally:
         ctx.cleanup()
     meta["seconds"] = time.time() - started
