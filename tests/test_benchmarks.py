@@ -124,3 +124,35 @@ def test_train_under_load_times_idle_and_loaded_processes_of_a_given_source(tmp_
     assert data["src"] == str((ROOT / "src").resolve()) and data["competitors"] == 1
     assert len(data["runs"]["idle"]) == len(data["runs"]["loaded"]) == 1
     assert data["runs"]["loaded"][0]["competitors"] == 1 and data["ratio_wall"] > 0
+
+
+@pytest.mark.slow
+def test_faults_runner_runs_one_trial_of_each_kind_and_counts_them(tmp_path):
+    out, record, work = tmp_path / "faults.md", tmp_path / "faults.json", tmp_path / "work"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "faults.py"), "--trials-scale", "0.01", "--out", str(out),
+         "--json", str(record), "--workdir", str(work)],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = out.read_text()
+    assert "faults.py --trials-scale 0.01" in table and "commit" in table
+    trials = json.loads(record.read_text())["trials"]
+    kinds = ["kill-random", "kill-write", "two-starts", "two-resumes", "sigint", "sigterm", "hostile", "hang"]
+    assert list(trials) == kinds
+    for kind in kinds:
+        counted = [t for t in trials[kind] if t.get("group") != "control"]
+        assert len(counted) == 1, kind
+        assert re.search(rf"^\| {kind} \| {len(trials[kind])} \| \d+ \|", table, re.MULTILINE), kind
+        assert all("harness error" not in t["reason"] for t in trials[kind]), trials[kind]
+    assert trials["kill-write"][0]["point"] == "fsync:1" and trials["kill-write"][0]["killed_at"].startswith("fsync 1 ")
+    assert trials["hang"][0]["exit_after_hang"] < 7
+    # every process the runner started has ended
+    assert not [p for p in os.listdir("/proc") if p.isdigit() and str(work) in _cmdline(int(p))]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
