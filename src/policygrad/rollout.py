@@ -158,6 +158,9 @@ class EnvStepper:
         """Whether a ``KeyboardInterrupt`` inside a step is the environment's own (training
         handles the user's SIGINT itself, so there it is) rather than the user's."""
         self._async = isinstance(envs.unwrapped, gym.vector.AsyncVectorEnv)
+        # Stepped through its own step_async/step_wait (a bounded wait) only when nothing wraps it:
+        # a vector wrapper's step must run. A wrapped one is bounded by the watchdog instead.
+        self._bare_async = isinstance(envs, gym.vector.AsyncVectorEnv)
         self.num_envs = int(envs.num_envs)
         self.mode = autoreset_mode(envs)
         space = envs.single_observation_space
@@ -246,8 +249,11 @@ class EnvStepper:
                 environment's own traceback is the error's ``detail``.
         """
         step = self.steps + self.num_envs
+        level = gym.logger.min_level
+        if self._async:  # a worker's error comes back as one line, not Gymnasium's log of it
+            gym.logger.min_level = gym.logger.ERROR + 10
         try:
-            if self._async:
+            if self._bare_async:
                 result = self._step_async(actions_np, step)
             elif self.step_timeout is not None and (watchdog := _watchdog()) is not None:
                 watchdog.begin(self.step_timeout)
@@ -268,6 +274,8 @@ class EnvStepper:
             raise self._failure(sys.exc_info()[1], step) from None
         except BaseException as err:  # SystemExit too: an environment never ends the program
             raise self._failure(err, step) from None
+        finally:
+            gym.logger.min_level = level
         self.steps += self.num_envs
         return result
 
@@ -276,15 +284,11 @@ class EnvStepper:
 
         envs = self.envs.unwrapped
         envs.step_async(actions_np)
-        level = gym.logger.min_level
-        gym.logger.min_level = gym.logger.ERROR + 10  # a worker's error comes back as one line, not its log
         try:
             return envs.step_wait(timeout=self.step_timeout)
         except multiprocessing.TimeoutError:
             envs.close(terminate=True)  # the hung workers go now, not at exit
             raise StepTimeout() from None
-        finally:
-            gym.logger.min_level = level
 
     def _failure(self, err: BaseException, step: int) -> TrainingError:
         """The one line for an environment's failure at ``step`` (and its traceback as detail)."""
