@@ -112,13 +112,19 @@ class RunLock:
         try:
             import fcntl
 
-            fd = os.open(path, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+            fd = os.open(path, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+                         | getattr(os, "O_NONBLOCK", 0))
         except (ImportError, OSError):
             return None
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None  # no lock of this library (acquire refuses it)
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            return os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            try:
+                return os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            except OSError:
+                return "unknown"
         finally:
             os.close(fd)  # not held by this process (checked above), so closing drops only the probe
         return None
