@@ -324,8 +324,8 @@ def _check_write_targets(run_dir: Path) -> None:
     base = run_dir / "checkpoints"
     for path in (base, base / "last"):
         try:
-            mode = os.lstat(path).st_mode
-        except FileNotFoundError:
+            mode = os.stat(path).st_mode  # a symlinked checkpoint directory is the loader's to judge
+        except (FileNotFoundError, NotADirectoryError):
             continue
         if not st.S_ISDIR(mode):
             raise InputError(f"{path} is not a directory; checkpoints cannot be written there")
