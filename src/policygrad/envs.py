@@ -559,11 +559,7 @@ def _labelled(err: BaseException, index: int, whole: bool = False) -> BaseExcept
     ``type(err)(str(err))`` there) and names the copy: a RuntimeError, or the original type when
     its message says where it came from. A step's error keeps its first line (as a sync env's
     does); a reset's (``whole``) all of its message, joined into one line."""
-    if whole:
-        return EnvCopyError(f"[environment {index}] {describe_error(err)}")
-    text = str(err).strip().splitlines()
-    message = f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
-    return EnvCopyError(f"[environment {index}] {message}")
+    return EnvCopyError(f"[environment {index}] {describe_error(err, 600 if whole else 200, first_line=not whole)}")
 
 
 class EnvCopyError(RuntimeError):

@@ -90,11 +90,12 @@ def signal_name(signum: int) -> str:
         return f"signal {signum}"
 
 
-def describe_error(err: BaseException, limit: int = 600) -> str:
+def describe_error(err: BaseException, limit: int = 600, *, first_line: bool = False) -> str:
     """``"Type: message"`` on one line: every line of the message, joined by spaces (a binding's
-    ``TypeError`` says what it was given only after its first line), cut after ``limit``
-    characters."""
-    text = " ".join(str(err).split())
+    ``TypeError`` says what it was given only after its first line), or with ``first_line`` only
+    the first (an environment step's error), cut after ``limit`` characters."""
+    lines = str(err).strip().splitlines()
+    text = " ".join((lines[0] if first_line and lines else str(err)).split())
     if len(text) > limit:
         text = text[:limit] + "…"
     return f"{type(err).__name__}: {text}" if text else type(err).__name__

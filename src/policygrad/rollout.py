@@ -296,11 +296,11 @@ class EnvStepper:
 
         detail = "".join(traceback.format_exception(type(err), err, err.__traceback__))
         text = str(err).strip().splitlines()
-        what = f"{type(err).__name__}: {_cut(text[0])}" if text else type(err).__name__
+        what = describe_error(err, 200, first_line=True)
         index = _copy_index(err)
         labelled = re.match(r"\[environment (\d+)\] (.*)", text[0]) if text else None
         if labelled:  # raised in an async worker (policygrad.envs labels it there)
-            index, what = int(labelled.group(1)), _cut(labelled.group(2))
+            index, what = int(labelled.group(1)), labelled.group(2)  # cut in the worker
         else:
             dead = self._dead_worker()
             if dead is not None:
@@ -394,10 +394,6 @@ def _watchdog() -> _Watchdog | None:
     if not _WATCHDOG:
         _WATCHDOG.append(_Watchdog())
     return _WATCHDOG[0]
-
-
-def _cut(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def _copy_index(err: BaseException) -> int | None:
