@@ -291,3 +291,29 @@ def test_train_pong_through_the_command_line(tmp_path: Path) -> None:
     assert config["config"]["clip_eps"] == 0.1  # the preset's
     rows = (out / "metrics.csv").read_text().splitlines()
     assert len(rows) == 1 + 2  # a header and two updates of 2 x 64 steps
+
+
+@needs_ale
+@pytest.mark.parametrize("vectorization", ["vector", pytest.param("sync", marks=needs_cv2)])
+def test_fire_reset_serves_the_ball_in_breakout(vectorization: str) -> None:
+    # Breakout's ball appears only after FIRE: with fire_reset, always NOOP loses a life within
+    # a few dozen steps; without it, the game stalls (five lives after 200 steps).
+    lost = {}
+    for fire in (False, True):
+        options = AtariOptions(fire_reset=fire, terminal_on_life_loss=False)
+        envs = make_vec_env("ALE/Breakout-v5", 1, 0, vectorization=vectorization, atari=options)
+        try:
+            envs.reset(seed=3)
+            for _ in range(200):
+                *_, info = envs.step(np.zeros(1, np.int64))
+            lost[fire] = 5 - int(info["lives"][0])
+        finally:
+            envs.close()
+    assert lost[False] == 0 and lost[True] >= 1
+
+
+def test_the_atari_presets_press_fire_and_evaluate_stochastically() -> None:
+    spec = resolve_run("ppo", "ALE/Breakout-v5")
+    assert spec.train.fire_reset and not spec.train.eval_deterministic
+    assert AtariOptions.from_train(spec.train).fire_reset
+    assert not resolve_run("ppo", "CartPole-v1").train.fire_reset

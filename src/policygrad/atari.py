@@ -10,6 +10,7 @@ key                   preset   step
 ====================  =======  ===========================================================
 atari_preprocessing   true     apply the steps below (ALE environments only)
 noop_max              30       each game starts with a random number (1 .. noop_max) of no-ops
+fire_reset            true     FIRE is pressed once as each game starts, in games that have it
 frame_skip            4        each action is repeated 4 frames; the observation is the
                                pixelwise max of the last two (Atari sprites flicker)
 screen_size           84       frames resized to 84 × 84 ...
@@ -30,8 +31,8 @@ the preprocessing in C++ threads) does the same steps; it is used for ``vectoriz
 "vector" (about 1.6× Gymnasium's sync vector env on two cores, see
 ``benchmarks/atari_vector.py``). "sync" and "async" wrap each copy in Gymnasium's
 ``AtariPreprocessing`` and ``FrameStackObservation`` instead (which need OpenCV, installed by the
-extra). ale-py's vector env is told not to clip rewards, not to press FIRE on reset and not to
-end episodes on a life loss itself: the collector clips (:class:`policygrad.rollout.RolloutCollector`
+extra), with :class:`FireReset` for ``fire_reset``. ale-py's vector env is told not to clip
+rewards and not to end episodes on a life loss itself: the collector clips (:class:`policygrad.rollout.RolloutCollector`
 ``clip_reward``), so that the returns it reports stay raw, and the same
 :class:`LifeLossTermination` serves both ways of stepping.
 """
@@ -65,6 +66,8 @@ class AtariOptions:
 
     noop_max: int = 30
     """Start each game with a random number (1 .. noop_max) of no-op actions; 0: none."""
+    fire_reset: bool = False
+    """Press FIRE once (one frame) as each game starts, before the no-ops, in games with FIRE."""
     frame_skip: int = 4
     """Frames each action is repeated; the observation is the max of the last two."""
     screen_size: int = 84
@@ -196,7 +199,7 @@ def make_atari_vec_env(
             episodic_life=False,  # resets the game at a lost life; LifeLossTermination does not
             life_loss_info=False,
             reward_clipping=False,  # the collector clips, after recording the raw reward
-            use_fire_reset=False,
+            use_fire_reset=options.fire_reset,
             autoreset_mode=AutoresetMode.SAME_STEP,
         )
     else:
@@ -210,12 +213,32 @@ def make_atari_vec_env(
     return envs
 
 
+class FireReset(gym.Wrapper):
+    """Presses FIRE for one frame after each reset of a game that has a FIRE action, as ale-py's
+    vector env does with ``use_fire_reset`` (the no-ops of ``AtariPreprocessing`` follow)."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        meanings = env.unwrapped.get_action_meanings()
+        self._fire = meanings.index("FIRE") if "FIRE" in meanings else None
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        if self._fire is not None:
+            obs, _, terminated, truncated, info = self.env.step(self._fire)
+            if terminated or truncated:  # a game over at its first frame: start again, no FIRE
+                obs, info = self.env.reset()
+        return obs, info
+
+
 def _preprocessed(spec: gym.envs.registration.EnvSpec, options: AtariOptions, kwargs: dict[str, Any],
                   wrappers: tuple[Any, ...] = ()) -> gym.Env:
     """One copy through Gymnasium's ``AtariPreprocessing`` and ``FrameStackObservation``: the
     emulator steps single frames (``frameskip=1``), the wrapper repeats and max-pools."""
     env = gym.make(spec, disable_env_checker=True,
                    **{**kwargs, "frameskip": 1, "max_num_frames_per_episode": options.max_episode_frames})
+    if options.fire_reset:
+        env = FireReset(env)
     env = gym.wrappers.AtariPreprocessing(
         env,
         noop_max=options.noop_max,

@@ -402,8 +402,9 @@ def _finish(run_dir: Path, summary: dict[str, Any], quiet: bool) -> int:
         return 0
     returns = summary["eval_returns"]
     how = " (target return reached)" if summary["stopped_early"] else ""
+    policy = "deterministic" if summary.get("eval_deterministic", True) else "stochastic"
     print(
-        f"{run_dir}: {summary['step']} steps in {summary['seconds']:.1f} s{how}; deterministic evaluation "
+        f"{run_dir}: {summary['step']} steps in {summary['seconds']:.1f} s{how}; {policy} evaluation "
         f"return {np.mean(returns):.2f} ± {np.std(returns):.2f} over {len(returns)} episodes"
     )
     return 0

@@ -67,15 +67,19 @@ class TrainConfig:
     total_steps: int = 100_000
     """Environment steps to train for (N per vector step; rounded up to whole rollouts)."""
     target_return: float | None = None
-    """Stop once the deterministic policy's mean evaluation return reaches this, on eval_episodes
+    """Stop once the evaluation policy's mean return reaches this, on eval_episodes
     episodes and then on as many others (None: never). Checked at every evaluation (eval_every)."""
     eval_every: int | None = None
-    """Evaluate the deterministic policy on eval_episodes episodes at the first update at or past
+    """Evaluate the policy (eval_deterministic) on eval_episodes episodes at the first update at or past
     every multiple of this many environment steps (so rounded up to whole rollouts): the mean return
     goes to metrics.csv's eval_return column and the best policy so far to checkpoints/best. None: no
     evaluations during training, unless target_return is set: then adaptively, as many environment
     steps apart as the last evaluation took (at least one rollout), so that evaluating costs a small
     share of the run and a reached target is noticed soon."""
+    eval_deterministic: bool = True
+    """Evaluations during training and the final one take the most likely action (false: sample
+    from the policy, seeded, as the Atari presets do: the RL Zoo's choice for Atari, where a
+    deterministic policy can stall a game, e.g. by never pressing FIRE)."""
     eval_episodes: int = 10
     """Episodes per evaluation (during training and the final one)."""
     eval_max_episode_steps: int = 10_000
@@ -103,6 +107,10 @@ class TrainConfig:
     """Atari: frames in grayscale (false: RGB)."""
     frame_stack: int = 4
     """Atari: an observation is the last frame_stack frames, [frame_stack, screen_size, screen_size]."""
+    fire_reset: bool = False
+    """Atari: press FIRE once at the start of each game, in games with a FIRE action (Breakout and
+    others need it to start; ale-py's, SB3's and CleanRL's default). Not after a lost life: the
+    policy learns to serve again."""
     terminal_on_life_loss: bool = True
     """Atari: a lost life ends the episode for training (the game goes on; no bootstrap across it).
     metrics.csv still reports whole games, and evaluation plays whole games."""

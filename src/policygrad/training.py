@@ -698,7 +698,8 @@ def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool
 
     Returns:
         A summary: ``step``, ``seconds``, ``stopped_early``, ``eval_returns`` (of the final
-        policy, deterministic; empty after a signal), ``interrupted`` (the signal's number, or
+        policy; empty after a signal), ``eval_deterministic`` (how it chose its actions),
+        ``interrupted`` (the signal's number, or
         None).
 
     Raises:
@@ -797,7 +798,8 @@ def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool
             if evaluating and session.step >= next_eval:
                 stats: dict[str, Any] = {}
                 eval_seed = evaluation_seed(spec.seed, session.step)
-                evaluation = evaluate_session(session, tcfg.eval_episodes, seed=eval_seed, stats=stats)
+                evaluation = evaluate_session(session, tcfg.eval_episodes, seed=eval_seed, stats=stats,
+                                              deterministic=tcfg.eval_deterministic)
                 row[EVAL_COLUMN] = score = float(np.mean(evaluation))
                 next_eval = (_next_multiple(session.step, tcfg.eval_every) if tcfg.eval_every
                              else session.step + stats["steps"])
@@ -819,7 +821,7 @@ def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool
                 if tcfg.target_return is not None and score >= tcfg.target_return:
                     # Confirmed on as many other episodes, so that one lucky set of starts does
                     # not end the run (evaluations are frequent).
-                    other = evaluate_session(session, tcfg.eval_episodes,
+                    other = evaluate_session(session, tcfg.eval_episodes, deterministic=tcfg.eval_deterministic,
                                              seed=derive_seed(spec.seed, _CONFIRM_KEY, session.step))
                     if float(np.mean(other)) >= tcfg.target_return:
                         stopped_early = True
@@ -832,7 +834,8 @@ def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool
                 save(kept=True)
         save(kept=False)
         # After a signal, the checkpoint is what matters: no final evaluation.
-        eval_returns = evaluate_session(session, tcfg.eval_episodes) if signals.signum is None else []
+        eval_returns = (evaluate_session(session, tcfg.eval_episodes, deterministic=tcfg.eval_deterministic)
+                        if signals.signum is None else [])
     except InputError as err:  # raised by something the environment produced (e.g. an action mask)
         if not resumed and not saved:
             # Nothing of this run exists yet (e.g. criterion='average' on an episodic task, seen
@@ -854,6 +857,7 @@ def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool
         "seconds": time.perf_counter() - t0,
         "stopped_early": stopped_early or signals.signum is not None,
         "eval_returns": eval_returns,
+        "eval_deterministic": tcfg.eval_deterministic,
         "interrupted": signals.signum,
     }
 

@@ -80,11 +80,13 @@ _A2C_MUJOCO: dict[str, Any] = {
 _MUJOCO = ("Hopper-v5", "HalfCheetah-v5", "Walker2d-v5")
 
 _ATARI_PREPROCESSING: dict[str, Any] = {
-    # Mnih et al. 2015 / Machado et al. 2018 (policygrad.atari): no-op starts, frame skip 4 with
+    # Mnih et al. 2015 / Machado et al. 2018 (policygrad.atari): no-op starts, FIRE at the start of a
+    # game (SB3's and CleanRL's wrappers, ale-py's default), frame skip 4 with
     # max-pooling, 84x84 grayscale, 4 stacked frames, clipped rewards, a lost life ends a training
     # episode, games truncated at 108k frames (27k steps), which evaluation episodes may reach.
     "atari_preprocessing": True,
     "noop_max": 30,
+    "fire_reset": True,
     "frame_skip": 4,
     "screen_size": 84,
     "grayscale": True,
@@ -93,6 +95,9 @@ _ATARI_PREPROCESSING: dict[str, Any] = {
     "max_episode_frames": 108_000,
     "clip_reward": True,
     "eval_max_episode_steps": 27_000,
+    # Evaluations sample from the policy (the RL Zoo's choice for Atari): a deterministic policy
+    # that never serves plays a stalled game to the 27,000-step limit.
+    "eval_deterministic": False,
 }
 
 _PPO_ATARI: dict[str, Any] = {
