@@ -60,6 +60,10 @@ class Case:
     sb3_normalize: bool = False
     target_ratio: float | None = None
     floor_ratio: float | None = None
+    kind: str = "classic"
+    """classic: SB3's make_vec_env; atari: SB3's make_atari_env + VecFrameStack and CnnPolicy."""
+    eval_episodes: int = 20
+    eval_deterministic: bool = True
 
 
 # SB3's defaults that policygrad must match explicitly where its own defaults differ.
@@ -103,6 +107,29 @@ CASES: dict[str, Case] = {
                      use_sde=True, sde_sample_freq=4),
             target_ratio=3.0,
         ),
+        Case(
+            # The PPO MuJoCo preset (PPO paper, Table 3) as SB3 runs it: 1 env x 2048, 10 epochs of
+            # minibatch 64, lr 3e-4 annealed to 0, observations and rewards normalised.
+            "ppo_hopper", "PPO, Hopper-v5, the MuJoCo preset (1 env × 2048, 10 epochs, minibatch 64, normalised)",
+            "ppo", "Hopper-v5", 100_000, 1,
+            policygrad=dict(_PPO_COMMON, num_steps=2048, num_epochs=10, minibatch_size=64, anneal_lr=True,
+                            normalize_obs=True, normalize_reward=True),
+            sb3=dict(n_steps=2048, n_epochs=10, batch_size=64, learning_rate=lambda f: 3e-4 * f),
+            sb3_normalize=True, target_ratio=2.0, eval_episodes=5,
+        ),
+        Case(
+            # The PPO Atari preset (CleanRL's ppo_atari) without the clipped value loss, which SB3
+            # does not clip by default: 8 envs x 128, 4 epochs of minibatch 256, lr 2.5e-4 annealed,
+            # clip 0.1, entropy 0.01; the Nature CNN shared by actor and critic, in both libraries.
+            # SB3 steps its AtariWrapper copies in a DummyVecEnv, policygrad ale-py's vector env.
+            "ppo_breakout", "PPO, ALE/Breakout-v5, the Atari preset (8 envs × 128, 4 epochs, minibatch 256, Nature CNN)",
+            "ppo", "ALE/Breakout-v5", 100_000, 8,
+            policygrad=dict(_PPO_COMMON, num_steps=128, num_epochs=4, minibatch_size=256, learning_rate=2.5e-4,
+                            anneal_lr=True, clip_eps=0.1, ent_coef=0.01, hidden_sizes=[64, 64]),
+            sb3=dict(n_steps=128, n_epochs=4, batch_size=256, learning_rate=lambda f: 2.5e-4 * f, clip_range=0.1,
+                     ent_coef=0.01),
+            kind="atari", target_ratio=1.5, eval_episodes=2, eval_deterministic=False,
+        ),
     ]
 }
 
@@ -129,7 +156,8 @@ def work_policygrad(case: Case, seed: int, steps: int) -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as run_dir:
             train(session, Path(run_dir), quiet=True)
             train_seconds = session.wall_time
-            returns = evaluate_session(session, 20, deterministic=True, seed=10_000 + seed)
+            returns = evaluate_session(session, case.eval_episodes, deterministic=case.eval_deterministic,
+                                       seed=10_000 + seed)
     finally:
         session.close()
     return {"train_seconds": train_seconds, "steps": session.step, "final_return": float(np.mean(returns))}
@@ -144,30 +172,54 @@ def work_sb3(case: Case, seed: int, steps: int) -> dict[str, Any]:
     from stable_baselines3.common.vec_env import VecNormalize
 
     torch.set_num_threads(1)  # the same thread count policygrad uses
-    env = make_vec_env(case.env, n_envs=case.num_envs, seed=seed)
+    if case.kind == "atari":
+        import ale_py
+        import gymnasium as gym
+        from stable_baselines3.common.env_util import make_atari_env
+        from stable_baselines3.common.vec_env import VecFrameStack
+
+        gym.register_envs(ale_py)
+
+        def make(n: int, env_seed: int, training: bool) -> Any:
+            # frameskip=1: AtariWrapper repeats each action 4 frames and max-pools, as policygrad does.
+            wrapper = dict(frame_skip=4, noop_max=30, screen_size=84, terminal_on_life_loss=training,
+                           clip_reward=training)
+            return VecFrameStack(make_atari_env(case.env, n_envs=n, seed=env_seed, env_kwargs={"frameskip": 1},
+                                                wrapper_kwargs=wrapper), 4)
+
+        policy = "CnnPolicy"
+    else:
+        def make(n: int, env_seed: int, training: bool) -> Any:
+            return make_vec_env(case.env, n_envs=n, seed=env_seed)
+
+        policy = "MlpPolicy"
+    env = make(case.num_envs, seed, True)
     if case.sb3_normalize:
         env = VecNormalize(env, gamma=case.sb3.get("gamma", 0.99))
     cls = {"ppo": PPO, "a2c": A2C}[case.algo]
-    model = cls("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **case.sb3)
+    model = cls(policy, env, seed=seed, device="cpu", verbose=0, **case.sb3)
     t0 = time.perf_counter()
     model.learn(total_timesteps=steps)
     train_seconds = time.perf_counter() - t0
-    eval_env = make_vec_env(case.env, n_envs=1, seed=10_000 + seed)
+    eval_env = make(1, 10_000 + seed, False)
     if case.sb3_normalize:
         eval_env = VecNormalize(eval_env, training=False, norm_reward=False, gamma=case.sb3.get("gamma", 0.99))
         eval_env.obs_rms = env.obs_rms
-    mean, _ = evaluate_policy(model, eval_env, n_eval_episodes=20, deterministic=True)
+    mean, _ = evaluate_policy(model, eval_env, n_eval_episodes=case.eval_episodes,
+                              deterministic=case.eval_deterministic)
     return {"train_seconds": train_seconds, "steps": int(model.num_timesteps), "final_return": float(np.mean(mean))}
 
 
 def work_floor(case: Case, seed: int, steps: int) -> dict[str, Any]:
     import numpy as np
 
+    from policygrad.atari import AtariOptions
     from policygrad.envs import make_vec_env
     from policygrad.runconfig import resolve_run
 
     spec = resolve_run(case.algo, case.env, overrides=dict(case.policygrad, num_envs=case.num_envs, seed=seed))
-    envs = make_vec_env(case.env, case.num_envs, seed, vectorization=spec.train.vectorization)
+    envs = make_vec_env(case.env, case.num_envs, seed, vectorization=spec.train.vectorization,
+                        atari=AtariOptions.from_train(spec.train))
     envs.action_space.seed(seed)
     actions = [envs.action_space.sample() for _ in range(64)]
     envs.reset(seed=seed)

@@ -141,7 +141,11 @@ def test_channels_last_and_first_read_the_same_image() -> None:
     image = torch.randint(0, 256, (2, 36, 40, 3), dtype=torch.uint8)
     flat_hwc = make_encoder(hwc)(image, torch.float32)
     flat_chw = make_encoder(chw)(image.permute(0, 3, 1, 2), torch.float32)
+    assert torch.equal(flat_hwc, flat_chw)  # both stored H×W×C, which the trunk reads as NHWC
     torch.testing.assert_close(trunk_hwc(flat_hwc), trunk_chw(flat_chw))
+    # The network is the same function as an NCHW Nature CNN on the scaled channels-first image.
+    reference = trunk_chw.cnns[0](image.permute(0, 3, 1, 2).float().contiguous() / 255)
+    torch.testing.assert_close(trunk_chw(flat_chw), reference)
 
 
 def test_image_actor_critic_is_nature_dqn_with_shared_trunk() -> None:

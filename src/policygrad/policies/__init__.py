@@ -13,6 +13,7 @@ from policygrad.policies.analytic import LinearGaussianPolicy, LinearSoftmaxPoli
 from policygrad.policies.encoders import (
     CompositeObservation,
     Encoder,
+    ChannelsFirstImage,
     FlattenObservation,
     MultiOneHotObservation,
     NatureCNN,
@@ -43,6 +44,7 @@ __all__ = [
     "MLPMultiCategoricalPolicy",
     "MLPBernoulliPolicy",
     "ValueFunction",
+    "ChannelsFirstImage",
     "FlattenObservation",
     "OneHotObservation",
     "MultiOneHotObservation",

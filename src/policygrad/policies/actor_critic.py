@@ -13,6 +13,7 @@ from policygrad.distributions import Bernoulli, Categorical, DiagGaussian, Multi
 from policygrad.errors import InputError
 from policygrad.policies.encoders import (
     IMAGE_OBS_MODES,
+    ChannelsFirstImage,
     CompositeObservation,
     Encoder,
     FlattenObservation,
@@ -186,7 +187,10 @@ def _encoder(space: Any, image_obs: str, path: str | None) -> Encoder:
 
     if isinstance(space, spaces.Box):
         if is_image_space(space, image_obs):
-            return FlattenObservation(space.shape, torch.uint8 if space.dtype == np.uint8 else torch.float32)
+            store = torch.uint8 if space.dtype == np.uint8 else torch.float32
+            if channels_last(space.shape):
+                return FlattenObservation(space.shape, store)
+            return ChannelsFirstImage(space.shape, store)  # stored H×W×C: the NHWC layout
         return FlattenObservation(space.shape)
     if isinstance(space, spaces.Discrete):
         return OneHotObservation(int(space.n), int(space.start))
@@ -225,7 +229,7 @@ def image_layouts(observation_space: Any, image_obs: str = "auto") -> list[Image
             return start
         if is_image_space(space, image_obs):
             scale = 1.0 / 255.0 if space.dtype == np.uint8 else 1.0
-            layouts.append(ImageLayout(start, space.shape, bool(channels_last(space.shape)), scale))
+            layouts.append(ImageLayout.of_space(start, space.shape, scale))
         return start + _encoder(space, image_obs, None).obs_dim
 
     walk(observation_space, 0)
