@@ -301,3 +301,21 @@ def test_gaussian_actor_rejects_action_mask():
     ac = make_actor_critic(CARTPOLE_OBS, spaces.Box(-1, 1, (2,)))
     with pytest.raises(InputError, match="mask"):
         ac.act(torch.zeros(3, 4), action_mask=torch.ones(3, 2, dtype=torch.bool))
+
+
+def test_ortho_init_false_keeps_pytorchs_default_initialisation() -> None:
+    from policygrad.policies import make_actor_critic
+
+    obs, act = spaces.Box(-1, 1, (17,)), spaces.Box(-1, 1, (6,))
+    torch.manual_seed(0)
+    ortho = make_actor_critic(obs, act, (256, 256), "relu")
+    torch.manual_seed(0)
+    default = make_actor_critic(obs, act, (256, 256), "relu", ortho_init=False)
+    w_ortho, w_default = ortho.actor.net.layers[1].weight, default.actor.net.layers[1].weight
+    # Orthogonal with gain √2: W Wᵀ = 2 I. PyTorch's default: U(±1/√fan_in), whose rows are not
+    # orthogonal and whose biases are not zero.
+    eye = torch.eye(256)
+    torch.testing.assert_close(w_ortho @ w_ortho.T, 2 * eye, atol=1e-4, rtol=0)
+    assert (w_default @ w_default.T - (w_default @ w_default.T).diag().diag()).abs().max() > 0.05
+    assert w_default.abs().max() <= 1 / 256**0.5 and default.actor.net.layers[1].bias.abs().max() > 0
+    assert default.actor.net.layers[-1].weight.abs().max() > 0.01 * ortho.actor.net.layers[-1].weight.abs().max()

@@ -62,6 +62,7 @@ def make_policy(
     log_std_init: float = 0.0,
     image_obs: str = "auto",
     share_encoder: bool = True,
+    ortho_init: bool = True,
 ) -> tuple[torch.nn.Module, Encoder]:
     """The actor-critic for a single environment's spaces, split from its observation encoder.
 
@@ -82,7 +83,7 @@ def make_policy(
     from policygrad.policies import ActorCritic, FlattenObservation, make_actor_critic
 
     full = make_actor_critic(observation_space, action_space, tuple(hidden_sizes), activation, log_std_init, use_sde,
-                             image_obs, share_encoder)
+                             image_obs, share_encoder, ortho_init)
     policy = ActorCritic(FlattenObservation((full.obs_dim,)), full.actor, full.critic, full.trunk, full.critic_trunk)
     return policy, full.encoder
 

@@ -300,7 +300,7 @@ def _make_policy(spec: RunSpec, envs: Any, module: Any) -> tuple[Any, Any]:
             raise InputError("this run trains the built-in actor-critic; it takes no policy module")
         return make_policy(obs_space, action_space, cfg.hidden_sizes, cfg.activation,
                            use_sde=cfg.use_sde, log_std_init=cfg.log_std_init, image_obs=cfg.image_obs,
-                           share_encoder=cfg.share_encoder)
+                           share_encoder=cfg.share_encoder, ortho_init=cfg.ortho_init)
     if module is None:
         raise InputError(
             f"this run trained its own network ({spec.policy}), which a run directory does not re-create; "

@@ -83,6 +83,9 @@ class BaseConfig:
     wide, with Σ_i h_i · h_{i+1} ≤ 2**26 weights between them (256 MiB of float32 per network)."""
     activation: str = "tanh"
     """Hidden-layer nonlinearity: one of policygrad.policies.ACTIVATIONS (tanh, relu, elu, gelu)."""
+    ortho_init: bool = True
+    """Orthogonal initialisation of the built-in networks (gain √2 hidden, 0.01 actor output, 1
+    critic output, biases 0); false: PyTorch's default initialisation (SB3's ortho_init=False)."""
     log_std_init: float = 0.0
     """Box actions: the initial log σ (every entry of gSDE's L under use_sde), in [-20, 2]: σ from 2e-9
     (no exploration left) to 7.4 (noise that swamps a unit action range); Stable-Baselines3 clamps log σ

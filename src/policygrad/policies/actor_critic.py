@@ -245,6 +245,7 @@ def make_actor_critic(
     use_sde: bool = False,
     image_obs: str = "auto",
     share_encoder: bool = True,
+    ortho_init: bool = True,
 ) -> ActorCritic:
     """Build an :class:`ActorCritic` for Gymnasium spaces.
 
@@ -267,6 +268,9 @@ def make_actor_critic(
             Gaussian noise.
         image_obs: which Box observations are images: "auto", "yes" or "no" (see :func:`make_encoder`).
         share_encoder: actor and critic share the convolutional trunk (else each has its own).
+        ortho_init: orthogonal initialisation (gains √2 hidden, 0.01 actor output, 1 critic output;
+            biases 0); False: PyTorch's default initialisation of every linear and convolutional
+            layer (SB3's ``ortho_init=False``, which the RL Zoo's tuned MuJoCo settings use).
 
     Raises:
         InputError: an unsupported space (named in the message) or activation.
@@ -313,4 +317,9 @@ def make_actor_critic(
             f"unsupported action space {action_space!r}: policygrad supports Discrete, Box, MultiDiscrete "
             "and MultiBinary"
         )
-    return ActorCritic(encoder, actor, ValueFunction(obs_dim, hidden_sizes, activation), trunk, critic_trunk)
+    policy = ActorCritic(encoder, actor, ValueFunction(obs_dim, hidden_sizes, activation), trunk, critic_trunk)
+    if not ortho_init:
+        for module in policy.modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d)):
+                module.reset_parameters()
+    return policy
