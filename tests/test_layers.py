@@ -28,7 +28,7 @@ LAYERS: list[list[str]] = [
     ["version", "errors", "numeric", "seeding"],  # foundations
     ["files"],  # reading files that may come from someone else
     ["types", "returns", "trust_region", "distributions", "normalize", "logging", "threads"],  # data, pure math, state
-    ["losses", "policies", "tabular", "space_tasks", "plots"],
+    ["losses", "policies", "tabular", "space_tasks", "plots", "sequence"],
     ["backends", "verify", "tasks", "checkpoint", "atari"],
     ["rollout", "envs"],
     ["algorithms", "evaluation", "export"],
