@@ -1,0 +1,176 @@
+"""A Hugging Face ``transformers`` causal language model as a
+:class:`~policygrad.sequence.base.SequencePolicy` (the ``lm`` extra: ``pip install policygrad[lm]``).
+
+``transformers`` is imported inside the constructors below, never when this module is imported.
+The adapter splits the model into its trunk (``model.base_model``: ids, attention mask and position
+ids to hidden states) and its output head (``model.get_output_embeddings()``), and hands both to
+:mod:`policygrad.sequence.decoding`, so that sampling (through the model's own key/value cache,
+``past_key_values``) and chunked log-probabilities are the same code as for
+:class:`~policygrad.sequence.transformer.TransformerPolicy`. Prompts are left-padded: the attention
+mask hides the padding and position ids count real tokens only.
+
+A model whose causal-LM head does more than its output embedding is supported only for Gemma-style
+final logit soft-capping (``config.final_logit_softcapping``); the adapter refuses other extras it
+knows of (``config.logit_scale``) rather than compute different log-probabilities.
+
+The model is put in eval mode (dropout off): the log-probabilities that training differentiates
+must be those of sampling.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from policygrad.errors import InputError, describe_error, shown
+from policygrad.sequence.base import Completions
+from policygrad.sequence.decoding import (
+    check_completions,
+    check_prompts,
+    check_sampling,
+    decode,
+    positions_of,
+    token_scores,
+)
+
+__all__ = ["HFPolicy"]
+
+
+def _transformers() -> Any:
+    try:
+        import transformers
+    except ImportError as err:
+        raise InputError("HFPolicy needs the transformers package: pip install 'policygrad[lm]'") from err
+    return transformers
+
+
+class HFPolicy(nn.Module):
+    """A ``transformers`` causal LM (an ``AutoModelForCausalLM`` instance) as a sequence policy.
+
+    Args:
+        model: the causal language model; put in eval mode.
+        pad_id: the id that pads prompts (on the left) and completions (on the right).
+        chunk_size: rows per pass of :meth:`token_log_probs` (None: the whole batch at once).
+        max_context: the most tokens a sequence may hold; None: the config's ``n_positions`` or
+            ``max_position_embeddings`` when it has one.
+    """
+
+    def __init__(self, model: nn.Module, *, pad_id: int = 0, chunk_size: int | None = 16,
+                 max_context: int | None = None) -> None:
+        super().__init__()
+        config = getattr(model, "config", None)
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        if config is None or head is None or not hasattr(model, "base_model") or model.base_model is model:
+            raise InputError(f"HFPolicy needs a transformers causal language model, got {type(model).__name__}")
+        if getattr(config, "logit_scale", None) not in (None, 1, 1.0):
+            raise InputError("HFPolicy does not support models that scale their logits (config.logit_scale)")
+        self.model = model.eval()
+        self.vocab_size = int(head.weight.shape[0])
+        if isinstance(pad_id, bool) or not isinstance(pad_id, int) or not 0 <= pad_id < self.vocab_size:
+            raise InputError(f"pad_id must be a token id in [0, {self.vocab_size}), got {shown(pad_id)}")
+        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+            raise InputError(f"chunk_size must be None or a positive integer, got {shown(chunk_size)}")
+        self.pad_id = pad_id
+        self.chunk_size = chunk_size
+        if max_context is None:
+            max_context = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+        self.max_context = max_context
+        self._softcap = getattr(config, "final_logit_softcapping", None)
+        # transformers 5.x renamed the cache argument `past_key_values` to `cache`
+        parameters = inspect.signature(model.base_model.forward).parameters
+        self._cache_argument = "cache" if "cache" in parameters else "past_key_values"
+
+    @classmethod
+    def from_config(cls, config: Any, **kwargs: Any) -> "HFPolicy":
+        """A freshly initialised model from a ``transformers`` config, or from a dict of its fields
+        with ``model_type`` (e.g. ``{"model_type": "gpt2", "vocab_size": 32, "n_layer": 2}``);
+        ``kwargs`` go to :class:`HFPolicy`."""
+        transformers = _transformers()
+        if isinstance(config, dict):
+            fields = dict(config)
+            model_type = fields.pop("model_type", None)
+            if not isinstance(model_type, str):
+                raise InputError("a config given as a dict needs a 'model_type' (e.g. 'gpt2')")
+            try:
+                config = transformers.AutoConfig.for_model(model_type, **fields)
+            except (ValueError, TypeError, KeyError) as err:
+                raise InputError(f"cannot build a transformers config: {describe_error(err, first_line=True)}") from err
+        try:
+            model = transformers.AutoModelForCausalLM.from_config(config)
+        except (ValueError, TypeError, KeyError) as err:
+            raise InputError(f"cannot build a causal LM from this config: {describe_error(err, first_line=True)}") from err
+        return cls(model, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, *, dtype: torch.dtype | None = None, **kwargs: Any) -> "HFPolicy":
+        """The causal LM saved in the local directory ``path`` (``save_pretrained``); nothing is
+        downloaded (``local_files_only=True``). A directory that does not load: InputError."""
+        transformers = _transformers()
+        if not os.path.isdir(path):
+            raise InputError(f"no model directory at {shown(str(path))}")
+        extra = {} if dtype is None else {"dtype": dtype}
+        try:
+            model = transformers.AutoModelForCausalLM.from_pretrained(os.fspath(path), local_files_only=True, **extra)
+        except Exception as err:  # transformers raises OSError, ValueError, KeyError, json errors, ...
+            raise InputError(f"cannot load a causal LM from {shown(str(path))}: "
+                             f"{describe_error(err, limit=300, first_line=True)}") from err
+        return cls(model, **kwargs)
+
+    def _cached(self, ids: Tensor, real: Tensor, positions: Tensor, cache: Any) -> tuple[Tensor, Any]:
+        """The base model on ``ids [B, T]`` after the columns ``cache`` holds (None: none); its
+        ``[B, T, D]`` hidden states and the cache with these columns added."""
+        out = self.model.base_model(input_ids=ids, attention_mask=real.long(), position_ids=positions,
+                                    use_cache=True, **{self._cache_argument: cache})
+        new_cache = out.cache if "cache" in out else out.past_key_values
+        return out.last_hidden_state, new_cache
+
+    def hidden(self, ids: Tensor, real: Tensor, positions: Tensor) -> Tensor:
+        """``[B, T, D]`` the base model's last hidden states of ``ids [B, T]`` (no cache)."""
+        return self.model.base_model(input_ids=ids, attention_mask=real.long(), position_ids=positions,
+                                     use_cache=False).last_hidden_state
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """``[..., V]`` logits from ``[..., D]`` hidden states (the output embedding, soft-capped
+        when the config says so)."""
+        logits = self.model.get_output_embeddings()(hidden)
+        if self._softcap:
+            logits = torch.tanh(logits / self._softcap) * self._softcap
+        return logits
+
+    @torch.no_grad()
+    def sample(self, prompts: Tensor, prompt_lengths: Tensor, *, max_new_tokens: int, eos: int | None,
+               temperature: float = 1.0, greedy: bool = False, generator: torch.Generator | None = None) -> Completions:
+        """Sample one completion per prompt (see :class:`~policygrad.sequence.base.SequencePolicy`)
+        through the model's key/value cache."""
+        check_prompts(prompts, prompt_lengths, self.vocab_size, self.max_context)
+        check_sampling(prompt_lengths, max_new_tokens, eos, temperature, self.vocab_size, self.max_context)
+        batch, width = prompts.shape
+        real = torch.cat([
+            torch.arange(width, device=prompts.device)[None, :] >= (width - prompt_lengths)[:, None],
+            torch.ones(batch, max_new_tokens, dtype=torch.bool, device=prompts.device),
+        ], dim=1)
+        hidden, cache = self._cached(prompts, real[:, :width], positions_of(real[:, :width]), None)
+        state = {"cache": cache}
+
+        def step(token: Tensor, t: int) -> Tensor:
+            position = (prompt_lengths + t)[:, None]
+            hidden, state["cache"] = self._cached(token[:, None], real[:, :width + t + 1], position, state["cache"])
+            return self.logits(hidden[:, -1])
+
+        return decode(self.logits(hidden[:, -1]), step, prompts, prompt_lengths, max_new_tokens=max_new_tokens,
+                      eos=eos, temperature=float(temperature), greedy=greedy, generator=generator, pad_id=self.pad_id)
+
+    def token_log_probs(self, prompts: Tensor, prompt_lengths: Tensor, tokens: Tensor, lengths: Tensor, *,
+                        temperature: float = 1.0, with_entropy: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """``[B, L]`` log π(y_t | x, y_<t) of the given completions, 0 beyond ``lengths``
+        (differentiable), and with ``with_entropy`` the ``[B, L]`` entropies; ``chunk_size`` rows
+        at a time (:func:`policygrad.sequence.decoding.token_scores`)."""
+        check_prompts(prompts, prompt_lengths, self.vocab_size, self.max_context)
+        check_completions(tokens, lengths, prompt_lengths, self.vocab_size, self.max_context)
+        check_sampling(prompt_lengths, 1, None, temperature, self.vocab_size, None)
+        return token_scores(self.hidden, self.logits, prompts, prompt_lengths, tokens, lengths,
+                            temperature=float(temperature), with_entropy=with_entropy, chunk_size=self.chunk_size)
