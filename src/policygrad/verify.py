@@ -654,12 +654,12 @@ def format_sequence_report(report: SequenceReport) -> str:
         f"seed: {report.seed}",
         "",
     ]
-    header = (f"{'estimator':<24} {'advantage':<9} {'kl':<13} {'aggregation':<13} {'unbiased':>8} {'exact':>5} "
+    header = (f"{'estimator':<30} {'advantage':<9} {'kl':<13} {'aggregation':<13} {'unbiased':>8} {'exact':>5} "
               f"{'cosine':>8} {'rel.err':>9} {'scale':>7} {'samples':>8} {'max|z|':>7} {'s.cos':>7}")
     lines += [header, "-" * len(header)]
     for name, r in report.estimators.items():
         lines.append(
-            f"{name:<24} {r.advantage:<9} {r.kl:<13} {r.aggregation:<13} {'yes' if r.unbiased else 'no':>8} "
+            f"{name:<30} {r.advantage:<9} {r.kl:<13} {r.aggregation:<13} {'yes' if r.unbiased else 'no':>8} "
             f"{'yes' if r.exact else 'no':>5} {num(r.cosine, '.4f'):>8} {num(r.relative_error, '.2e'):>9} "
             f"{num(r.scale, '.4f'):>7} {r.samples:>8} {num(r.sampled_max_abs_z, '.2f'):>7} {r.sampled_cosine:>7.4f}")
     return "\n".join(lines)
