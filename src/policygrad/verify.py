@@ -595,7 +595,7 @@ def verify_sequence(spec, *, samples: int = 20000, seed: int = 0) -> SequenceRep
     z = (sample mean − exact)/(sample std/√rounds) per parameter with nonzero spread that at
     least :data:`MIN_Z_ROUNDS` rounds moved, max |z| reported; the sampled cosine is the sample mean's cosine with ∇J_β.
     """
-    check_seed(seed)
+    check_seed(seed, "--seed")
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1 or samples > MAX_SEQUENCE_SAMPLES:
         raise InputError(f"--samples must be an integer in [1, {MAX_SEQUENCE_SAMPLES:,}], got {shown(samples)}")
     per_round = spec.prompts * spec.group_size
