@@ -168,6 +168,25 @@ def test_sequence_surrogate_gradient_on_policy_hand_values():
     assert torch.allclose(g, -r_prime[:, None] / 2 * mask)
 
 
+def test_clipped_sequence_surrogate_on_policy_has_the_plain_gradient():
+    gen = torch.Generator().manual_seed(2)
+    logp = (torch.rand(6, 4, dtype=D, generator=gen).log()).requires_grad_()
+    ref = torch.rand(6, 4, dtype=D, generator=gen).log()
+    mask = torch.arange(4)[None, :] < torch.tensor([4, 2, 1, 3, 4, 2])[:, None]
+    rewards = torch.randn(6, dtype=D, generator=gen)
+    kwargs = dict(group_size=3, advantage="grpo", kl="k3_ratio_loss", aggregation="token_mean", beta=0.1)
+    (plain,) = torch.autograd.grad(sequence_surrogate(logp, logp.detach(), ref, mask, rewards, **kwargs), logp)
+    (clipped,) = torch.autograd.grad(sequence_surrogate(logp, logp.detach(), ref, mask, rewards, clip_eps=0.2,
+                                                        **kwargs), logp)
+    assert torch.allclose(plain, clipped)
+    # off-policy, a token whose ratio moved past 1 + ε with A > 0 gives no gradient
+    old = logp.detach() - 0.5
+    loss = sequence_surrogate(logp, old, ref, mask, rewards, clip_eps=0.2, group_size=3, advantage="reinforce",
+                              kl="none", aggregation="sum", beta=0.0)
+    (g,) = torch.autograd.grad(loss, logp)
+    assert torch.all(g[(rewards > 0)[:, None].expand(6, 4)] == 0)
+
+
 # ---------------------------------------------------------------------------------------------
 # The tabular policy
 # ---------------------------------------------------------------------------------------------

@@ -498,15 +498,18 @@ class SequenceEstimatorResult:
     def to_json(self) -> dict:
         return {
             "exact": self.exact,
-            "cosine": self.cosine,
-            "relative_error": self.relative_error,
-            "scale": self.scale,
+            "cosine": _finite_or_none(self.cosine),
+            "relative_error": _finite_or_none(self.relative_error),
+            "scale": _finite_or_none(self.scale),
             "unbiased": self.unbiased,
-            "advantage": self.advantage,
-            "kl": self.kl,
-            "aggregation": self.aggregation,
-            "sampled": {"samples": self.samples, "max_abs_z": self.sampled_max_abs_z, "cosine": self.sampled_cosine},
+            "sampled": {"samples": self.samples, "max_abs_z": _finite_or_none(self.sampled_max_abs_z),
+                        "cosine": _finite_or_none(self.sampled_cosine)},
         }
+
+
+def _finite_or_none(x: float | None) -> float | None:
+    """JSON has no NaN: an undefined number (a zero gradient's cosine) is null."""
+    return x if x is not None and math.isfinite(x) else None
 
 
 @dataclass(frozen=True)
@@ -628,7 +631,7 @@ def verify_sequence(spec, *, samples: int = 20000, seed: int = 0) -> SequenceRep
         if g is not None:
             z = torch.where(spread, (mean - g) / torch.where(spread, stderr, torch.ones_like(stderr)),
                             torch.zeros_like(stderr))
-            max_z: float | None = float(z.abs().max())
+            max_z: float | None = float(z.abs().max()) if bool(spread.any()) else None  # None: nothing to test
             cosine, rel, scale = _compare(g, gradient)
         else:
             max_z = cosine = rel = scale = None

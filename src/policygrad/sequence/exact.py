@@ -56,6 +56,7 @@ __all__ = [
     "MAX_COMPLETIONS",
     "MAX_GROUP_ROWS",
     "MAX_SPEC_BYTES",
+    "MAX_LENGTH",
     "VERIFY_ADVANTAGES",
     "EstimatorSpec",
     "SequenceSpec",
@@ -75,6 +76,9 @@ MAX_COMPLETIONS = 2_000_000
 
 MAX_GROUP_ROWS = 2_000_000
 """Most (own class, multiset of the others' classes) groups enumerated for one prompt."""
+
+MAX_LENGTH = 64
+"""Longest completion of a spec (an L beyond it enumerates only with V ≤ 2, e.g. V = 2 with eos)."""
 
 MAX_SPEC_BYTES = 64 * 2**20
 """Largest spec file read (64 MiB)."""
@@ -147,7 +151,7 @@ def _tokens(text: Any, vocab_size: int, where: str) -> tuple[int, ...]:
     if text == "":
         return ()
     parts = text.split(" ")
-    if not all(p.isascii() and p.isdigit() and len(p) <= 12 for p in parts):
+    if not all(p.isascii() and p.isdigit() and len(p) <= 12 and str(int(p)) == p for p in parts):
         raise InputError(f"{where}: {shown(text)} is not token ids separated by single spaces")
     toks = tuple(int(p) for p in parts)
     bad = [t for t in toks if t >= vocab_size]
@@ -174,7 +178,7 @@ def parse_spec(obj: Any) -> SequenceSpec:
     if unknown:
         raise InputError(f"spec has unknown key {shown(unknown[0])} (known: {', '.join(sorted(known))})")
     vocab = _int(obj, "vocab_size", 1)
-    length = _int(obj, "max_length", 1)
+    length = _int(obj, "max_length", 1, MAX_LENGTH)
     eos = obj.get("eos")
     if eos is not None:
         if isinstance(eos, bool) or not isinstance(eos, int) or not 0 <= eos < vocab:
