@@ -41,7 +41,7 @@ from policygrad.errors import InputError, TrainingError, describe_error, shown
 __all__ = [
     "SEQUENCE_PREFIX", "SEQUENCE_ALGOS", "SEQUENCE_COLUMNS", "SEQUENCE_PRESETS", "SequenceConfig", "SequenceSpec",
     "SequenceSession", "is_sequence_env", "is_sequence_run", "resolve_sequence_run", "read_sequence_config",
-    "build_sequence_session", "start_sequence_run", "reopen_sequence_run", "train_sequence",
+    "build_sequence_session", "write_sequence_config", "make_sequence_config", "start_sequence_run", "reopen_sequence_run", "train_sequence",
     "evaluate_sequence_session", "evaluate_sequence_run", "reference_hash",
 ]
 
@@ -333,15 +333,20 @@ def _make_policy(spec: SequenceSpec, task: Any) -> Any:
     cfg = spec.config
     if cfg.model is not None:
         try:
-            from policygrad.sequence.hf import load_policy  # type: ignore[import-not-found]
+            from policygrad.sequence.hf import HFPolicy
         except ImportError:
             raise InputError("--model needs the Hugging Face adapter (policygrad.sequence.hf), not available") from None
+        if not Path(cfg.model).is_dir():
+            raise InputError(f"--model {shown(cfg.model)} is not a directory")
         try:
-            return load_policy(cfg.model)
+            model = HFPolicy.from_pretrained(cfg.model, pad_id=task.pad_id)
         except InputError:
             raise
         except Exception as err:
             raise InputError(f"cannot load model {shown(cfg.model)}: {describe_error(err, first_line=True)}") from None
+        if model.vocab_size < task.vocab_size:
+            raise InputError(f"model {shown(cfg.model)} has {model.vocab_size} tokens, the task needs {task.vocab_size}")
+        return model
     from policygrad.sequence.transformer import TransformerPolicy
 
     return TransformerPolicy(task.vocab_size, d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads,
@@ -467,7 +472,8 @@ def _newest_checkpoint(run_dir: Path) -> tuple[dict, dict] | None:
 # --------------------------------------------------------------------------------------------
 
 
-def _write_config(run_dir: Path, spec: SequenceSpec) -> None:
+def write_sequence_config(run_dir: Path, spec: SequenceSpec) -> None:
+    """Write (or replace) ``run_dir``'s config.json atomically."""
     from policygrad.checkpoint import write_atomically
     from policygrad.runconfig import CONFIG_FILE
 
@@ -494,7 +500,7 @@ def start_sequence_run(spec: SequenceSpec, run_dir: Path, *, quiet: bool = False
         session.lock = RunLock(run_dir).acquire()
         check_new_run_dir(run_dir)
         try:
-            _write_config(run_dir, spec)
+            write_sequence_config(run_dir, spec)
             tensors, meta = sequence_checkpoint_state(session)
             save_checkpoint(checkpoint_path(run_dir), tensors, meta)
         except OSError as err:
