@@ -6,24 +6,27 @@ The names here are those ``policygrad.sequence_training`` uses:
 
 * ``estimators.sequence_surrogate(log_probs, old_log_probs, ref_log_probs, mask, rewards, *,
   group_size, advantage, kl, aggregation, beta, clip_eps=None, baseline=None)``;
-* ``transformer.TransformerPolicy(vocab_size, *, d_model, n_layers, n_heads, max_len, pad_id,
-  value_head=False)`` with ``sample``, ``token_log_probs`` (the SequencePolicy protocol) and
-  ``values(prompts, prompt_lengths, tokens, lengths)``;
-* ``tasks.TASKS`` (name -> task: ``vocab_size``, ``pad_id``, ``eos_id``, ``max_prompt_length``,
-  ``max_new_tokens``, ``train_prompts(n, generator)``, ``heldout_prompts(n, seed)``,
-  ``reward(prompts, prompt_lengths, completions)``, ``success(...)``), ``tasks.pretrain(policy,
-  task, *, steps, batch_size, learning_rate, generator)`` and ``tasks.load_reward("module:function")``.
+* ``transformer.TransformerPolicy(vocab_size, d_model, n_layers, n_heads, max_context, pad_id, *,
+  value_head=False, seed=0)`` with ``sample``, ``token_log_probs`` (the SequencePolicy protocol),
+  ``values(prompts, prompt_lengths, tokens, lengths)`` and ``max_context``;
+* ``tasks.make_task("count")`` (a task: ``vocab_size``, ``max_prompt_length``, ``max_new_tokens``,
+  ``sample_prompts(n, generator, split)``, ``encode_prompts(texts)``, ``encode_answers(texts)``,
+  ``score(completions, reward) -> (rewards, successes)``, raising TrainingError for a reward that
+  raises or is not finite), ``tasks.pretrain(policy, task, steps, batch_size, lr, generator)``,
+  ``tasks.load_reward("module:function")`` (InputError if it does not load); ids 0 pad, 1 eos.
 """
 
 from __future__ import annotations
 
 import importlib
+import math
 import sys
 import types
 
 import torch
 from torch import Tensor, nn
 
+from policygrad.errors import InputError, TrainingError
 from policygrad.sequence.base import Completions, completion_mask
 
 # --------------------------------------------------------------------------------------------
@@ -118,10 +121,12 @@ def token_gae(rewards, values, mask, *, gamma=1.0, gae_lambda=1.0, log_probs=Non
 
 
 class TransformerPolicy(nn.Module):
-    def __init__(self, vocab_size: int, *, d_model: int = 64, n_layers: int = 2, n_heads: int = 4,
-                 max_len: int = 64, pad_id: int = 0, value_head: bool = False) -> None:
+    def __init__(self, vocab_size: int, d_model: int = 64, n_layers: int = 2, n_heads: int = 4,
+                 max_context: int = 64, pad_id: int = 0, *, value_head: bool = False, seed: int = 0) -> None:
         super().__init__()
-        self.vocab_size, self.max_len, self.pad_id, self.n_heads = vocab_size, max_len, pad_id, n_heads
+        torch.manual_seed(seed)
+        self.vocab_size, self.max_context, self.pad_id, self.n_heads = vocab_size, max_context, pad_id, n_heads
+        max_len = max_context
         self.embed = nn.Embedding(vocab_size, d_model)
         self.pos = nn.Embedding(max_len, d_model)
         layer = nn.TransformerEncoderLayer(d_model, n_heads, 4 * d_model, dropout=0.0, batch_first=True,
@@ -197,65 +202,108 @@ class TransformerPolicy(nn.Module):
 # tasks
 # --------------------------------------------------------------------------------------------
 
+PAD, EOS = 0, 1
+
 
 class CountTask:
-    """Prompt: 2..8 tokens of {A, B}; answer: the number of A's as a digit, then eos."""
+    """``a×3=`` -> ``aaa`` (text in, text out; one id per character after pad and eos)."""
 
     name = "count"
-    pad_id, eos_id, A, B = 0, 1, 2, 3
-    digit0 = 4
-    vocab_size = 14
-    max_prompt_length = 8
-    max_new_tokens = 3
+    symbols = "abcd×=123456"
+    max_count = 6
+    vocab_size = 2 + len(symbols)
+    max_prompt_length = 4
+    max_new_tokens = max_count + 1
 
-    def _make(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        lengths = torch.randint(2, self.max_prompt_length + 1, (n,), generator=generator)
-        bits = torch.randint(0, 2, (n, self.max_prompt_length), generator=generator)
-        P = self.max_prompt_length
-        real = torch.arange(P)[None, :] >= (P - lengths)[:, None]
-        prompts = torch.where(real, self.A + bits, torch.full_like(bits, self.pad_id))
-        return prompts, lengths
+    def encode(self, text: str) -> list[int]:
+        return [self.symbols.index(ch) + 2 for ch in text]
 
-    def train_prompts(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        return self._make(n, generator)
+    def decode(self, ids) -> str:
+        out = []
+        for i in ids.tolist():
+            if i == EOS:
+                break
+            if i != PAD:
+                out.append(self.symbols[i - 2])
+        return "".join(out)
 
-    def heldout_prompts(self, n: int, seed: int = 12345) -> tuple[Tensor, Tensor]:
-        return self._make(n, torch.Generator().manual_seed(seed))
+    def answer(self, prompt: str) -> str:
+        return prompt[0] * int(prompt[2])
 
-    def answer(self, prompts: Tensor) -> Tensor:
-        return (prompts == self.A).sum(1)
+    def sample_prompts(self, n, generator=None, split="train"):
+        out = []
+        while len(out) < n:
+            letter = int(torch.randint(0, 4, (1,), generator=generator))
+            count = int(torch.randint(1, self.max_count + 1, (1,), generator=generator))
+            prompt = f"{'abcd'[letter]}×{count}="
+            if (split == "heldout") == (letter == 3 and count == 6):  # one held-out prompt
+                out.append(prompt)
+            elif split == "heldout":
+                out.append(f"d×{count}=")
+        return out
 
-    def success(self, prompts, prompt_lengths, completions: Completions) -> Tensor:
-        target = self.digit0 + self.answer(prompts)
-        t = completions.tokens
-        ok = (completions.lengths == 2) & (t[:, 0] == target)
-        if t.shape[1] > 1:
-            ok &= t[:, 1] == self.eos_id
-        else:
-            ok &= torch.zeros_like(ok)
-        return ok
+    def encode_prompts(self, prompts):
+        ids = [self.encode(p) for p in prompts]
+        width = max(len(i) for i in ids)
+        batch = torch.full((len(ids), width), PAD, dtype=torch.long)
+        for row, i in enumerate(ids):
+            batch[row, width - len(i):] = torch.tensor(i)
+        return batch, torch.tensor([len(i) for i in ids])
 
-    def reward(self, prompts, prompt_lengths, completions: Completions) -> Tensor:
-        return self.success(prompts, prompt_lengths, completions).float()
+    def encode_answers(self, prompts):
+        ids = [self.encode(self.answer(p)) + [EOS] for p in prompts]
+        width = max(len(i) for i in ids)
+        batch = torch.full((len(ids), width), PAD, dtype=torch.long)
+        for row, i in enumerate(ids):
+            batch[row, :len(i)] = torch.tensor(i)
+        return batch, torch.tensor([len(i) for i in ids])
 
-    def demonstrations(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Format only: a random digit, then eos."""
-        prompts, lengths = self._make(n, generator)
-        digits = torch.randint(0, self.max_prompt_length + 1, (n,), generator=generator) + self.digit0
-        tokens = torch.stack([digits, torch.full_like(digits, self.eos_id)], 1)
-        return prompts, lengths, tokens, torch.full((n,), 2, dtype=torch.long)
+    def reward(self, prompt: str, completion: str) -> float:
+        answer = self.answer(prompt)
+        if completion == answer:
+            return 1.0
+        same = sum(a == b for a, b in zip(answer, completion))
+        return 0.5 * same / max(len(answer), len(completion), 1)
+
+    def success(self, prompt: str, completion: str) -> bool:
+        return completion == self.answer(prompt)
+
+    def score(self, completions, reward=None):
+        prompts = [self.decode(row[row.shape[0] - n:]) for row, n in
+                   zip(completions.prompts, completions.prompt_lengths.tolist())]
+        texts = [self.decode(row[:n]) for row, n in zip(completions.tokens, completions.lengths.tolist())]
+        fn = self.reward if reward is None else reward
+        values = []
+        for p, c in zip(prompts, texts):
+            try:
+                value = float(fn(p, c))
+            except Exception as err:
+                raise TrainingError(f"the reward function raised on prompt {p!r}: {type(err).__name__}: {err}") from err
+            if not math.isfinite(value):
+                raise TrainingError(f"the reward function returned {value} for prompt {p!r}: a reward must be a "
+                                    "finite number")
+            values.append(value)
+        return torch.tensor(values), torch.tensor([self.success(p, c) for p, c in zip(prompts, texts)])
 
 
-TASKS = {"count": CountTask()}
+TASKS = {"count": CountTask}
 
 
-def pretrain(policy, task, *, steps, batch_size, learning_rate, generator):
-    opt = torch.optim.Adam(policy.parameters(), lr=learning_rate)
+def make_task(name):
+    key = name.removeprefix("seq:")
+    if key not in TASKS:
+        raise InputError(f"unknown sequence task {name!r}: choose one of {', '.join('seq:' + k for k in TASKS)}")
+    return TASKS[key]()
+
+
+def pretrain(policy, task, steps, batch_size, lr, generator=None):
+    opt = torch.optim.Adam(policy.parameters(), lr=lr)
     losses = []
     for _ in range(steps):
-        prompts, plens, tokens, lengths = task.demonstrations(batch_size, generator)
-        lp = policy.token_log_probs(prompts, plens, tokens, lengths)
-        loss = -lp.sum() / lengths.sum()
+        texts = task.sample_prompts(batch_size, generator)
+        prompts, plens = task.encode_prompts(texts)
+        tokens, lengths = task.encode_answers(texts)
+        loss = -policy.token_log_probs(prompts, plens, tokens, lengths).sum() / lengths.sum()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -263,9 +311,13 @@ def pretrain(policy, task, *, steps, batch_size, learning_rate, generator):
     return losses
 
 
-def load_reward(name: str):
-    module, _, attr = name.partition(":")
-    return getattr(importlib.import_module(module), attr)
+def load_reward(spec):
+    module, _, attr = spec.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except Exception as err:
+        raise InputError(f"cannot import the reward's module {module!r}: {type(err).__name__}") from None
+    return fn
 
 
 # --------------------------------------------------------------------------------------------
@@ -280,7 +332,7 @@ def install() -> list[str]:
     parts = {
         "estimators": ["sequence_surrogate", "aggregate", "clipped_token_surrogate", "token_gae"],
         "transformer": ["TransformerPolicy"],
-        "tasks": ["TASKS", "pretrain", "load_reward"],
+        "tasks": ["TASKS", "make_task", "pretrain", "load_reward", "PAD", "EOS"],
     }
     for part, names in parts.items():
         full = f"policygrad.sequence.{part}"

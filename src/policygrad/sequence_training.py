@@ -3,9 +3,9 @@
 
 One step of :func:`train_sequence` is
 
-    prompts   = task.train_prompts(prompts_per_step)           # each repeated group_size times
+    prompts   = task.sample_prompts(prompts_per_step)          # each repeated group_size times
     batch     = policy.sample(prompts, ...)                      # the rollout
-    rewards   = reward(prompts, batch)                           # the task's, or --reward module:function
+    rewards   = task.score(batch, reward)                        # the task's, or --reward module:function
     loss      = sequence_surrogate(log π, log π_old, log π_ref, mask, rewards, ...)   # (ppo: + value head)
     log, checkpoint
 
@@ -59,6 +59,12 @@ the mean completion length in tokens, the mean per-token entropy, and the loss."
 
 KIND = "sequence"
 
+EVAL_SEED = 20_240_601
+"""Seeds the held-out prompts of an evaluation (the same prompts for every run and checkpoint)."""
+
+PAD, EOS = 0, 1
+"""The padding and end-of-completion ids of every task's tokenizer (policygrad.sequence.tasks)."""
+
 _GEN_KEY = "gen.state"
 
 
@@ -98,7 +104,7 @@ class SequenceConfig:
     d_model: int = 64
     n_layers: int = 2
     n_heads: int = 4
-    max_len: int = 32
+    max_context: int = 32
     """The transformer's context: prompt and completion together."""
     checkpoint_every: int | None = None
     """Updates between kept checkpoints (None: a fifth of the run)."""
@@ -113,7 +119,7 @@ class SequenceConfig:
 
     def __post_init__(self) -> None:
         positive = ("total_steps", "group_size", "prompts_per_step", "epochs", "pretrain_batch", "d_model",
-                    "n_layers", "n_heads", "max_len", "eval_prompts", "torch_threads")
+                    "n_layers", "n_heads", "max_context", "eval_prompts", "torch_threads")
         for name in positive:
             if not getattr(self, name) >= 1:
                 raise InputError(f"{name} must be >= 1, got {shown(getattr(self, name))}")
@@ -231,7 +237,7 @@ def resolve_sequence_run(algo: str | None, env: str, *, overrides: Mapping[str, 
     algo = algo or "grpo"
     if algo not in SEQUENCE_ALGOS:
         raise InputError(f"algorithm {shown(algo)} does not train on sequences; valid: {', '.join(SEQUENCE_ALGOS)}")
-    _task(env[len(SEQUENCE_PREFIX):])
+    _task(env)
     values = {**SEQUENCE_PRESETS[algo], **(overrides or {})}
     values.update({k: v for k, v in (flags or {}).items() if v is not None})
     return SequenceSpec(algo, env, make_sequence_config(values))
@@ -272,12 +278,9 @@ def read_sequence_config(run_dir: Path) -> SequenceSpec:
 
 
 def _task(name: str) -> Any:
-    from policygrad.sequence.tasks import TASKS
+    from policygrad.sequence.tasks import make_task
 
-    if name not in TASKS:
-        raise InputError(f"unknown sequence task {shown(SEQUENCE_PREFIX + name)}; valid: "
-                         f"{', '.join(SEQUENCE_PREFIX + t for t in TASKS)}")
-    return TASKS[name]
+    return make_task(name)
 
 
 @dataclass
@@ -290,7 +293,8 @@ class SequenceSession:
     reference: Any
     optimizer: Any
     generator: Any
-    reward: Callable[..., Any]
+    reward: Callable[[str, str], float] | None
+    """A user's reward (prompt text, completion text) -> float; None: the task's."""
     max_new_tokens: int
     step: int = 0
     wall_time: float = 0.0
@@ -318,15 +322,7 @@ def reference_hash(module: Any) -> str:
 def _load_reward(name: str) -> Callable[..., Any]:
     from policygrad.sequence.tasks import load_reward
 
-    try:
-        fn = load_reward(name)
-    except InputError:
-        raise
-    except Exception as err:
-        raise InputError(f"cannot load reward {shown(name)}: {describe_error(err, first_line=True)}") from None
-    if not callable(fn):
-        raise InputError(f"reward {shown(name)} is not a function")
-    return fn
+    return load_reward(name)
 
 
 def _make_policy(spec: SequenceSpec, task: Any) -> Any:
@@ -339,7 +335,7 @@ def _make_policy(spec: SequenceSpec, task: Any) -> Any:
         if not Path(cfg.model).is_dir():
             raise InputError(f"--model {shown(cfg.model)} is not a directory")
         try:
-            model = HFPolicy.from_pretrained(cfg.model, pad_id=task.pad_id)
+            model = HFPolicy.from_pretrained(cfg.model, pad_id=PAD)
         except InputError:
             raise
         except Exception as err:
@@ -350,7 +346,8 @@ def _make_policy(spec: SequenceSpec, task: Any) -> Any:
     from policygrad.sequence.transformer import TransformerPolicy
 
     return TransformerPolicy(task.vocab_size, d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads,
-                             max_len=cfg.max_len, pad_id=task.pad_id, value_head=spec.algo == "ppo")
+                             max_context=cfg.max_context, pad_id=PAD, value_head=spec.algo == "ppo",
+                             seed=cfg.seed)
 
 
 def build_sequence_session(spec: SequenceSpec, *, pretrain: bool = True, quiet: bool = True) -> SequenceSession:
@@ -371,20 +368,19 @@ def build_sequence_session(spec: SequenceSpec, *, pretrain: bool = True, quiet: 
     cfg = spec.config
     limit_threads(cfg.torch_threads, 1)
     seed_everything(cfg.seed)
-    task = _task(spec.task)
+    task = _task(spec.env)
     max_new = cfg.max_new_tokens or int(task.max_new_tokens)
     policy = _make_policy(spec, task)
-    context = int(getattr(policy, "max_len", cfg.max_len))
+    context = int(getattr(policy, "max_context", cfg.max_context))
     if task.max_prompt_length + max_new > context:
         raise InputError(f"prompts of {spec.env} take up to {task.max_prompt_length} tokens and completions "
                          f"{max_new}: more than the model's context of {context} tokens")
-    reward = _load_reward(cfg.reward) if cfg.reward is not None else task.reward
+    reward = _load_reward(cfg.reward) if cfg.reward is not None else None
     generator = torch.Generator().manual_seed(cfg.seed)
     if pretrain and cfg.pretrain_steps:
         from policygrad.sequence.tasks import pretrain as pretrain_policy
 
-        pretrain_policy(policy, task, steps=cfg.pretrain_steps, batch_size=cfg.pretrain_batch,
-                        learning_rate=cfg.pretrain_lr, generator=generator)
+        pretrain_policy(policy, task, cfg.pretrain_steps, cfg.pretrain_batch, cfg.pretrain_lr, generator)
     reference = copy.deepcopy(policy).eval()
     for p in reference.parameters():
         p.requires_grad_(False)
@@ -543,22 +539,17 @@ def reopen_sequence_run(run_dir: Path, spec: SequenceSpec, *, lock: bool = False
 # --------------------------------------------------------------------------------------------
 
 
-def _rewards(session: SequenceSession, prompts: Any, prompt_lengths: Any, completions: Any) -> Any:
-    """The rewards ``[B]`` float; TrainingError if the reward function raises or gives anything
-    else than B finite numbers."""
-    import torch
-
+def _score(session: SequenceSession, completions: Any) -> tuple[Any, Any]:
+    """``[B]`` float rewards and ``[B]`` float successes of ``completions``; TrainingError naming
+    the step if the reward function raises or returns anything but a finite number."""
     try:
-        value = session.reward(prompts, prompt_lengths, completions)
-        rewards = torch.as_tensor(value, dtype=torch.float32).reshape(-1)
-    except Exception as err:
-        raise TrainingError(f"the reward function raised at step {session.step + 1}: "
+        rewards, successes = session.task.score(completions, session.reward)
+    except TrainingError as err:
+        raise TrainingError(f"step {session.step + 1}: {err}") from None
+    except Exception as err:  # a reward whose result float() itself raises on
+        raise TrainingError(f"step {session.step + 1}: the reward function failed: "
                             f"{describe_error(err, first_line=True)}") from None
-    if rewards.shape[0] != prompts.shape[0]:
-        raise TrainingError(f"the reward function returned {rewards.shape[0]} values for {prompts.shape[0]} completions")
-    if not bool(torch.isfinite(rewards).all()):
-        raise TrainingError(f"the reward function returned a non-finite value at step {session.step + 1}")
-    return rewards
+    return rewards.float(), successes.float()
 
 
 def sequence_update(session: SequenceSession) -> dict[str, float]:
@@ -569,13 +560,12 @@ def sequence_update(session: SequenceSession) -> dict[str, float]:
 
     spec, cfg, task, policy = session.spec, session.spec.config, session.task, session.policy
     G = cfg.group_size
-    prompts, plens = task.train_prompts(cfg.prompts_per_step, session.generator)
+    prompts, plens = task.encode_prompts(task.sample_prompts(cfg.prompts_per_step, session.generator))
     prompts, plens = prompts.repeat_interleave(G, 0), plens.repeat_interleave(G, 0)
     policy.eval()
-    batch = policy.sample(prompts, plens, max_new_tokens=session.max_new_tokens, eos=task.eos_id,
+    batch = policy.sample(prompts, plens, max_new_tokens=session.max_new_tokens, eos=EOS,
                           temperature=cfg.temperature, generator=session.generator)
-    rewards = _rewards(session, prompts, plens, batch)
-    success = task.success(prompts, plens, batch).float()
+    rewards, success = _score(session, batch)
     mask = batch.mask
     with torch.no_grad():
         old = batch.log_probs
@@ -585,8 +575,8 @@ def sequence_update(session: SequenceSession) -> dict[str, float]:
         if spec.algo == "remax":
             first = torch.arange(0, prompts.shape[0], G)
             greedy = policy.sample(prompts[first], plens[first], max_new_tokens=session.max_new_tokens,
-                                   eos=task.eos_id, greedy=True)
-            baseline = _rewards(session, prompts[first], plens[first], greedy)
+                                   eos=EOS, greedy=True)
+            baseline = _score(session, greedy)[0]
         advantages = returns = None
         if spec.algo == "ppo":
             values = policy.values(prompts, plens, batch.tokens, batch.lengths)
@@ -703,13 +693,12 @@ def evaluate_sequence_session(session: SequenceSession, prompts: int, seed: int 
     import torch
 
     task = session.task
-    x, lengths = task.heldout_prompts(prompts) if seed is None else task.heldout_prompts(prompts, seed)
+    generator = torch.Generator().manual_seed(EVAL_SEED if seed is None else seed)
+    x, lengths = task.encode_prompts(task.sample_prompts(prompts, generator, split="heldout"))
     session.policy.eval()
     with torch.no_grad():
-        batch = session.policy.sample(x, lengths, max_new_tokens=session.max_new_tokens, eos=task.eos_id,
-                                      greedy=True)
-    rewards = _rewards(session, x, lengths, batch)
-    success = task.success(x, lengths, batch).float()
+        batch = session.policy.sample(x, lengths, max_new_tokens=session.max_new_tokens, eos=EOS, greedy=True)
+    rewards, success = _score(session, batch)
     return {"mean_return": float(rewards.mean()), "std_return": float(rewards.std(unbiased=False)),
             "success_rate": float(success.mean()), "prompts": int(x.shape[0])}
 
