@@ -158,3 +158,23 @@ def test_a_failing_reward_exits_1_with_the_checkpoint_intact(
 def test_resume_refuses_new_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert _train(tmp_path / "run", steps=1) == 0
     _fails(capsys, ["train", "--resume", str(tmp_path / "run"), "--algo", "rloo"], 2, "drop --algo")
+
+
+def test_the_python_api(tmp_path: Path) -> None:
+    import policygrad as pg
+
+    settings = dict(seed=1, tensorboard=False, pretrain_steps=2, prompts_per_step=2, group_size=2, eval_prompts=4,
+                    d_model=16, n_heads=2, n_layers=1)
+    model = pg.GRPO("seq:count", **settings).learn(2, tmp_path / "grpo", progress_bar=False)
+    assert model.num_timesteps == 2 and 0.0 <= model.summary["success_rate"] <= 1.0
+    model.learn(1, progress_bar=False)
+    assert model.num_timesteps == 3 and len(_rows(tmp_path / "grpo")) == 3
+    assert set(model.evaluate()) >= {"success_rate", "mean_return"}
+    for cls, algo in ((pg.PPO, "ppo"), (pg.REINFORCE, "reinforce"), (pg.RLOO, "rloo"), (pg.DrGRPO, "dr_grpo"),
+                      (pg.ReMax, "remax"), (pg.ReinforcePP, "reinforce_pp")):
+        m = cls("seq:count", **settings)
+        assert isinstance(m, pg.SequenceModel) and m.spec.algo == algo
+    with pytest.raises(pg.InputError, match="unknown sequence task"):
+        pg.GRPO("seq:nosuch")
+    with pytest.raises(pg.InputError, match="trains on sequence tasks"):
+        pg.GRPO("CartPole-v1")
