@@ -178,3 +178,45 @@ def test_the_python_api(tmp_path: Path) -> None:
         pg.GRPO("seq:nosuch")
     with pytest.raises(pg.InputError, match="trains on sequence tasks"):
         pg.GRPO("CartPole-v1")
+
+
+def test_tensorboard_print_config_and_an_interrupt(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+    import signal
+
+    run = tmp_path / "run"
+    argv = ["train", "--env", "seq:count", "--out", str(run), "--steps", "3", *QUICK, "--set", "tensorboard=true"]
+    assert main(argv) == 0
+    assert any((run / "tb").iterdir())
+    capsys.readouterr()
+    assert main(["train", "--env", "seq:count", "--algo", "rloo", "--print-config", "--set", "beta=0.1"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["algo"] == "rloo" and printed["config"]["beta"] == 0.1 and printed["config"]["kl"] == "k1_reward"
+
+    # SIGINT during training: the update finishes, a checkpoint is saved, exit 130; resume goes on.
+    stopped = tmp_path / "stopped"
+
+    def interrupt(row: dict) -> None:
+        if row["step"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    import policygrad.sequence_training as st
+
+    original = st.sequence_update
+
+    def update(session):  # type: ignore[no-untyped-def]
+        metrics = original(session)
+        interrupt({"step": session.step + 1})
+        return metrics
+
+    st.sequence_update = update
+    try:
+        code = main(["train", "--env", "seq:count", "--out", str(stopped), "--steps", "5", *QUICK])
+    finally:
+        st.sequence_update = original
+    assert code == 130
+    assert "stopped by SIGINT at step 2" in capsys.readouterr().err
+    _, meta = load_checkpoint(latest_checkpoint(stopped))
+    assert meta["step"] == 2
+    assert main(["train", "--resume", str(stopped), "--quiet"]) == 0
+    assert [int(r["step"]) for r in _rows(stopped)] == [1, 2, 3, 4, 5]
