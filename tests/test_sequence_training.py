@@ -107,7 +107,7 @@ def test_every_algorithm_trains(algo: str, tmp_path: Path) -> None:
         (["--env", "seq:count", "--set", "kl=k9"], "kl must be one of"),
         (["--env", "seq:count", "--set", "max_context=4"], "more than the model's context of 4 tokens"),
         (["--env", "seq:count", "--reward", "no_such_module_xyz:f"], "cannot import the reward's module"),
-        (["--env", "seq:count", "--seeds", "0,1"], "do not apply to sequence tasks"),
+        (["--env", "seq:count", "--seeds", "0,1"], "not supported for sequence tasks"),
         (["--env", "CartPole-v1", "--algo", "grpo"], "unknown algorithm 'grpo'"),
         (["--env", "CartPole-v1", "--reward", "m:f"], "--reward applies to sequence tasks"),
     ],
@@ -220,3 +220,11 @@ def test_tensorboard_print_config_and_an_interrupt(tmp_path: Path, capsys: pytes
     assert meta["step"] == 2
     assert main(["train", "--resume", str(stopped), "--quiet"]) == 0
     assert [int(r["step"]) for r in _rows(stopped)] == [1, 2, 3, 4, 5]
+
+
+def test_a_config_file_names_the_task(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text('algo = "dr_grpo"\nenv = "seq:count"\nbeta = 0.02\n')
+    assert main(["train", "--config", str(config), "--print-config"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert (printed["algo"], printed["env"], printed["config"]["beta"]) == ("dr_grpo", "seq:count", 0.02)

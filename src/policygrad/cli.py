@@ -308,6 +308,10 @@ def _is_sequence_train(args: argparse.Namespace) -> bool:
 
     if args.resume is not None:
         return is_sequence_run(Path(args.resume))
+    if args.env is None and args.config is not None:
+        from policygrad.runconfig import read_toml
+
+        return is_sequence_env(read_toml(args.config).get("env"))
     return is_sequence_env(args.env)
 
 
@@ -330,7 +334,7 @@ def _train_sequence(args: argparse.Namespace) -> int:
                                             ("--device", args.device))
                    if value is not None]
     if unsupported:
-        raise InputError(f"{', '.join(unsupported)} do not apply to sequence tasks")
+        raise InputError(f"{', '.join(unsupported)}: not supported for sequence tasks")
     if args.resume is not None:
         conflicting = [name for name, value in (("--algo", args.algo), ("--config", args.config),
                                                 ("--set", args.overrides), ("--seed", args.seed),
@@ -366,10 +370,11 @@ def _train_sequence(args: argparse.Namespace) -> int:
             session.close()
         return _finish_sequence(run_dir, summary, args.quiet)
     overrides = dict(read_toml(args.config)) if args.config is not None else {}
-    for key in ("algo", "env"):
-        overrides.pop(key, None)
+    algo, env = args.algo or overrides.pop("algo", None), args.env or overrides.pop("env", None)
+    overrides.pop("algo", None)
+    overrides.pop("env", None)
     overrides.update(parse_set(args.overrides))
-    spec = resolve_sequence_run(args.algo, args.env, overrides=overrides,
+    spec = resolve_sequence_run(algo, env, overrides=overrides,
                                 flags={"seed": args.seed, "total_steps": args.steps, "reward": args.reward,
                                        "model": args.model})
     if args.print_config:
