@@ -35,6 +35,7 @@ LAYERS: list[list[str]] = [
     ["runconfig"],
     ["training"],
     ["rundir"],
+    ["sequence_training"],  # the sequence runs: rundir's lock and set-up, training's signals
     ["seeds", "api"],
     ["cli"],  # commands may go through the Python API (policygrad export loads a run as pg.load does)
     [""],  # the package itself (what `import policygrad` gives)

@@ -11,9 +11,25 @@ the command line prints). Importing the package imports neither torch nor gymnas
 model does.
 """
 
-from policygrad.api import A2C, NPG, PPO, REINFORCE, TRPO, Callback, Model, load
+from policygrad.api import (
+    A2C,
+    GRPO,
+    NPG,
+    PPO,
+    REINFORCE,
+    RLOO,
+    TRPO,
+    Callback,
+    DrGRPO,
+    Model,
+    ReinforcePP,
+    ReMax,
+    SequenceModel,
+    load,
+)
 from policygrad.errors import InputError, PolicygradError, TrainingError
 from policygrad.version import __version__
 
-__all__ = ["PPO", "A2C", "REINFORCE", "NPG", "TRPO", "Model", "Callback", "load", "InputError", "TrainingError",
+__all__ = ["PPO", "A2C", "REINFORCE", "NPG", "TRPO", "GRPO", "RLOO", "DrGRPO", "ReMax", "ReinforcePP",
+           "SequenceModel", "Model", "Callback", "load", "InputError", "TrainingError",
            "PolicygradError", "__version__"]

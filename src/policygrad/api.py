@@ -26,7 +26,8 @@ from policygrad.errors import InputError, shown
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["Callback", "Model", "PPO", "A2C", "REINFORCE", "NPG", "TRPO", "load"]
+__all__ = ["Callback", "Model", "PPO", "A2C", "REINFORCE", "NPG", "TRPO", "load", "SequenceModel", "GRPO", "RLOO",
+           "DrGRPO", "ReMax", "ReinforcePP"]
 
 
 class Callback:
@@ -85,6 +86,16 @@ class Model:
     """
 
     algo: ClassVar[str]
+
+    def __new__(cls, env: Any = "CartPole-v1", *args: Any, **kwargs: Any) -> Any:
+        # PPO and REINFORCE on a sequence task ("seq:count") are sequence models.
+        if isinstance(env, str) and env.startswith("seq:") and getattr(cls, "algo", None) in _SEQUENCE_MODELS:
+            if args:
+                raise InputError("a sequence model takes its settings as keywords")
+            model = object.__new__(_SEQUENCE_MODELS[cls.algo])
+            model.__init__(env, **kwargs)
+            return model
+        return super().__new__(cls)
 
     def __init__(self, env: Any = "CartPole-v1", *, policy: Any = None, env_kwargs: dict[str, Any] | None = None,
                  device: str | None = None, **config: Any) -> None:
@@ -413,6 +424,139 @@ class TRPO(Model):
 
 
 _MODELS: dict[str, type[Model]] = {cls.algo: cls for cls in (PPO, A2C, REINFORCE, NPG, TRPO)}
+
+
+class SequenceModel:
+    """An algorithm on a sequence task (``"seq:count"``, ``"seq:sort"``, ``"seq:reverse"``,
+    ``"seq:add"``): :mod:`policygrad.sequence_training`. ``pg.GRPO("seq:count", seed=0).learn()``
+    pretrains the small transformer, trains it and writes a run directory that ``policygrad eval``
+    and ``train --resume`` read; ``pg.PPO`` and ``pg.REINFORCE`` on a ``seq:`` task are one too.
+
+    Args:
+        env: the task.
+        **config: any key of :class:`policygrad.sequence_training.SequenceConfig` (``seed``,
+            ``group_size``, ``beta``, ``reward="module:function"``, ``model=DIR``, ...); the
+            algorithm's preset fills the rest.
+    """
+
+    algo: ClassVar[str]
+
+    def __init__(self, env: str = "seq:count", *, device: str | None = None, **config: Any) -> None:
+        from policygrad.sequence_training import is_sequence_env, resolve_sequence_run
+
+        if not is_sequence_env(env):
+            raise InputError(f"{type(self).__name__} trains on sequence tasks (seq:count, ...), got {shown(env)}")
+        if device not in (None, "cpu"):
+            raise InputError(f"sequence runs train on the CPU, got device {shown(device)}")
+        self.spec = resolve_sequence_run(self.algo, env, overrides=config)
+        self.run_dir: Path | None = None
+        self.summary: dict[str, Any] = {}
+        """The last :meth:`learn`'s summary (``success_rate``, ``mean_return`` of its final evaluation)."""
+        self._step = 0
+
+    @property
+    def env(self) -> str:
+        return self.spec.env
+
+    @property
+    def config(self) -> Any:
+        return self.spec.config
+
+    @property
+    def num_timesteps(self) -> int:
+        """Updates trained so far."""
+        return self._step
+
+    def learn(self, total_steps: int | None = None, run_dir: str | os.PathLike | None = None,
+              callback: Callable[[dict[str, Any]], bool | None] | None = None,
+              progress_bar: bool = True) -> SequenceModel:
+        """Train ``total_steps`` more updates (None: the preset's ``total_steps`` the first time);
+        ``callback(row)`` after each update, ``False`` stops there."""
+        import dataclasses as dc
+
+        from policygrad.rundir import default_run_dir
+        from policygrad.sequence_training import reopen_sequence_run, start_sequence_run, train_sequence
+
+        if total_steps is not None and (isinstance(total_steps, bool) or not isinstance(total_steps, int)
+                                        or total_steps < 1):
+            raise InputError(f"total_steps must be a positive int, got {shown(total_steps)}")
+        if self.run_dir is None:
+            if total_steps is not None:
+                self.spec = dc.replace(self.spec, config=dc.replace(self.spec.config, total_steps=total_steps))
+            path = Path(run_dir) if run_dir is not None else default_run_dir(self.spec.algo, self.spec.env)
+            session, summary = start_sequence_run(self.spec, path, quiet=not progress_bar)
+            self.run_dir = path
+        else:
+            if run_dir is not None and Path(run_dir).resolve() != self.run_dir.resolve():
+                raise InputError(f"this model trains in {self.run_dir}")
+            from policygrad.sequence_training import write_sequence_config
+
+            total = self._step + (total_steps or self.spec.config.total_steps)
+            self.spec = dc.replace(self.spec, config=dc.replace(self.spec.config, total_steps=total))
+            session = reopen_sequence_run(self.run_dir, self.spec, lock=True)
+            try:
+                write_sequence_config(self.run_dir, self.spec)
+                summary = train_sequence(session, self.run_dir, resumed=True, quiet=not progress_bar,
+                                         callback=callback)
+            except BaseException:
+                session.close()
+                raise
+        session.close()
+        self._step, self.summary = summary["step"], summary
+        return self
+
+    def evaluate(self, prompts: int | None = None, seed: int | None = None) -> dict[str, Any]:
+        """Greedy completions of held-out prompts: ``success_rate``, ``mean_return``, ..."""
+        from policygrad.sequence_training import evaluate_sequence_run
+
+        if self.run_dir is None:
+            raise InputError("this model has not been trained yet: call learn() first")
+        return evaluate_sequence_run(self.run_dir, prompts, seed=seed)
+
+    def __repr__(self) -> str:
+        where = f", run_dir={str(self.run_dir)!r}" if self.run_dir is not None else ""
+        return f"{type(self).__name__}({self.spec.env!r}, seed={self.spec.seed}{where})"
+
+
+class GRPO(SequenceModel):
+    """Group Relative Policy Optimization on a sequence task."""
+
+    algo = "grpo"
+
+
+class RLOO(SequenceModel):
+    """REINFORCE leave-one-out on a sequence task."""
+
+    algo = "rloo"
+
+
+class DrGRPO(SequenceModel):
+    """Dr. GRPO (no standard-deviation scaling, sum aggregation) on a sequence task."""
+
+    algo = "dr_grpo"
+
+
+class ReMax(SequenceModel):
+    """ReMax (the greedy completion's reward as baseline) on a sequence task."""
+
+    algo = "remax"
+
+
+class ReinforcePP(SequenceModel):
+    """REINFORCE++ (batch-normalised group advantages) on a sequence task."""
+
+    algo = "reinforce_pp"
+
+
+class _SequencePPO(SequenceModel):
+    algo = "ppo"
+
+
+class _SequenceREINFORCE(SequenceModel):
+    algo = "reinforce"
+
+
+_SEQUENCE_MODELS: dict[str, type[SequenceModel]] = {"ppo": _SequencePPO, "reinforce": _SequenceREINFORCE}
 
 
 def load(path: str | os.PathLike, device: str | None = None, *, env: Any = None, policy: Any = None,

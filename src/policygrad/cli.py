@@ -70,10 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a policy on a Gymnasium environment",
         description="Train a policy. Hyperparameters: the preset of (algo, env) < --config < --set < flags.",
     )
-    p.add_argument("--algo", choices=["reinforce", "a2c", "ppo", "npg", "trpo"], default=None,
-                   help="algorithm (default: the config file's algo, else ppo)")
+    p.add_argument("--algo", choices=["reinforce", "a2c", "ppo", "npg", "trpo", "rloo", "grpo", "dr_grpo", "remax",
+                                      "reinforce_pp"], default=None,
+                   help="algorithm (default: the config file's algo, else ppo; on a seq: task, grpo); rloo, grpo, "
+                        "dr_grpo, remax and reinforce_pp train only on sequences")
     p.add_argument("--env", default=None,
-                   help="a Gymnasium id, or module:attr naming an env class or factory (default: CartPole-v1)")
+                   help="a Gymnasium id, or module:attr naming an env class or factory (default: CartPole-v1); "
+                        "seq:count, seq:sort, seq:reverse, seq:add: a sequence task")
+    p.add_argument("--reward", metavar="MODULE:FUNCTION", default=None,
+                   help="sequence tasks: score completions with this function instead of the task's reward")
+    p.add_argument("--model", metavar="DIR", default=None,
+                   help="sequence tasks: train this Hugging Face model directory instead of the small transformer")
     p.add_argument("--env-kwargs", metavar="JSON", default=None,
                    help='keyword arguments of the environment, a JSON object, e.g. \'{"is_slippery": false}\' '
                         "(also --set env.KEY=VALUE, or an [env_kwargs] table in --config)")
@@ -106,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR",
                    help="a run directory (its last checkpoint) or a checkpoint in one, e.g. RUN_DIR/checkpoints/best")
     _run_code_flags(p, "evaluate on this environment instead of the recorded one (same spaces)")
-    p.add_argument("--episodes", type=int, default=20, help="episodes to run (default 20)")
+    p.add_argument("--episodes", type=int, default=None,
+                   help="episodes to run (default 20; a sequence run: held-out prompts, default its eval_prompts)")
     p.add_argument("--deterministic", action="store_true", help="take the most likely action instead of sampling")
     p.add_argument("--seed", type=int, default=None, help="seed of the environments and the sampling")
     p.add_argument("--steps", type=int, default=None, metavar="K",
@@ -256,6 +264,11 @@ def main_train(args: argparse.Namespace) -> int:
     if args.jobs is not None and args.seeds is None:
         raise InputError("--jobs runs several --seeds at once; give --seeds too")
     flags = {"total_steps": args.steps, "target_return": args.target_return, "eval_every": args.eval_every}
+    if _is_sequence_train(args):
+        return _train_sequence(args)
+    for name, value in (("--reward", args.reward), ("--model", args.model)):
+        if value is not None:
+            raise InputError(f"{name} applies to sequence tasks (--env seq:...)")
     if args.resume is not None:
         conflicting = [
             name
@@ -290,6 +303,105 @@ def main_train(args: argparse.Namespace) -> int:
     session, summary = start_run(spec, run_dir, args.device, quiet=args.quiet)
     session.close()
     return _finish(run_dir, summary, args.quiet)
+
+
+def _is_sequence_train(args: argparse.Namespace) -> bool:
+    """Whether ``policygrad train`` trains on a sequence task (``--env seq:...``, or ``--resume`` of
+    a sequence run)."""
+    from policygrad.sequence_training import is_sequence_env, is_sequence_run
+
+    if args.resume is not None:
+        return is_sequence_run(Path(args.resume))
+    if args.env is None and args.config is not None:
+        from policygrad.runconfig import read_toml
+
+        return is_sequence_env(read_toml(args.config).get("env"))
+    return is_sequence_env(args.env)
+
+
+def _train_sequence(args: argparse.Namespace) -> int:
+    """``policygrad train --env seq:TASK`` and ``--resume`` of a sequence run
+    (:mod:`policygrad.sequence_training`)."""
+    from policygrad.runconfig import parse_set, read_toml
+    from policygrad.rundir import default_run_dir
+    from policygrad.sequence_training import (
+        read_sequence_config,
+        reopen_sequence_run,
+        resolve_sequence_run,
+        start_sequence_run,
+        train_sequence,
+    )
+
+    unsupported = [name for name, value in (("--seeds", args.seeds), ("--jobs", args.jobs),
+                                            ("--target-return", args.target_return),
+                                            ("--eval-every", args.eval_every), ("--env-kwargs", args.env_kwargs),
+                                            ("--device", args.device))
+                   if value is not None]
+    if unsupported:
+        raise InputError(f"{', '.join(unsupported)}: not supported for sequence tasks")
+    if args.resume is not None:
+        conflicting = [name for name, value in (("--algo", args.algo), ("--config", args.config),
+                                                ("--set", args.overrides), ("--seed", args.seed),
+                                                ("--out", args.out), ("--reward", args.reward),
+                                                ("--model", args.model))
+                       if value is not None and value != []]
+        if conflicting:
+            raise InputError(f"--resume continues a run with its saved settings; drop {', '.join(conflicting)}")
+        run_dir = Path(args.resume)
+        spec = read_sequence_config(run_dir)
+        if args.env is not None and args.env != spec.env:
+            raise InputError(f"--resume continues the run on its environment {spec.env!r}; --env may only name that one")
+        if spec.config.reward is not None and not args.trust_run_code:
+            raise InputError(f"this run's reward {spec.config.reward!r} would import a module named by the run "
+                             "directory and not by you; pass --trust-run-code to run it")
+        if args.steps is not None:
+            spec = dataclasses.replace(spec, config=dataclasses.replace(spec.config, total_steps=args.steps))
+        if args.print_config:
+            print(json.dumps(_printable(spec), indent=2))
+            return 0
+        session = reopen_sequence_run(run_dir, spec, lock=True)
+        try:
+            if session.step >= spec.config.total_steps:
+                if not args.quiet:
+                    print(f"{run_dir}: already trained for {session.step} steps; pass --steps to train longer")
+                return 0
+            if args.steps is not None:
+                from policygrad.sequence_training import write_sequence_config
+
+                write_sequence_config(run_dir, spec)
+            summary = train_sequence(session, run_dir, resumed=True, quiet=args.quiet)
+        finally:
+            session.close()
+        return _finish_sequence(run_dir, summary, args.quiet)
+    overrides = dict(read_toml(args.config)) if args.config is not None else {}
+    algo, env = args.algo or overrides.pop("algo", None), args.env or overrides.pop("env", None)
+    overrides.pop("algo", None)
+    overrides.pop("env", None)
+    overrides.update(parse_set(args.overrides))
+    spec = resolve_sequence_run(algo, env, overrides=overrides,
+                                flags={"seed": args.seed, "total_steps": args.steps, "reward": args.reward,
+                                       "model": args.model})
+    if args.print_config:
+        print(json.dumps(_printable(spec), indent=2))
+        return 0
+    run_dir = Path(args.out) if args.out else default_run_dir(spec.algo, spec.env)
+    session, summary = start_sequence_run(spec, run_dir, quiet=args.quiet)
+    session.close()
+    return _finish_sequence(run_dir, summary, args.quiet)
+
+
+def _finish_sequence(run_dir: Path, summary: dict[str, Any], quiet: bool) -> int:
+    if summary.get("interrupted"):
+        signum = summary["interrupted"]
+        print(f"policygrad: stopped by {signal_name(signum)} at step {summary['step']}; checkpoint saved in "
+              f"{run_dir / 'checkpoints' / 'last'}; continue with: policygrad train --resume {run_dir}",
+              file=sys.stderr)
+        return 128 + signum
+    if not quiet:
+        print(f"{run_dir}: {summary['step']} steps in {summary['seconds']:.1f} s; greedy evaluation on "
+              f"{summary['prompts']} held-out prompts: success rate {summary['success_rate']:.3f}, "
+              f"mean reward {summary['mean_return']:.3f}")
+    return 0
 
 
 def _printable(spec: Any) -> dict[str, Any]:
@@ -430,6 +542,20 @@ def main_eval(args: argparse.Namespace) -> int:
     from policygrad.runconfig import read_run_config
     from policygrad.training import evaluate_run, evaluate_run_steps, locate_checkpoint
 
+    from policygrad.sequence_training import evaluate_sequence_run, is_sequence_run
+
+    if args.episodes is not None and args.episodes < 1:
+        raise InputError(f"--episodes must be a positive int, got {shown(args.episodes)}")
+    if is_sequence_run(locate_checkpoint(args.run_dir)[0]):
+        if getattr(args, "video", None) is not None or getattr(args, "steps", None) is not None:
+            raise InputError("--video and --steps do not apply to a sequence run")
+        result = evaluate_sequence_run(Path(args.run_dir), args.episodes, seed=args.seed)
+        if args.json:
+            print(json.dumps(result))
+        else:
+            print(format_table([{**result, "policy": "greedy"}], [*result, "policy"]))
+        return 0
+    args.episodes = 20 if args.episodes is None else args.episodes
     steps = getattr(args, "steps", None)
     if steps is not None and steps < 1:
         raise InputError(f"--steps must be a positive number of environment steps, got {shown(steps)}")
