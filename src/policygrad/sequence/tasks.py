@@ -220,8 +220,8 @@ class Task:
 class CountTask(Task):
     """``a×3=`` → ``aaa``: n copies of a letter, n in [1, max_count] (max_count ≤ 9)."""
 
-    max_count: int = 6
-    letters: str = "abcd"
+    max_count: int = 9
+    letters: str = "abcdefgh"
     name = "count"
 
     def __post_init__(self) -> None:
