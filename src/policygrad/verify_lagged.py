@@ -242,7 +242,7 @@ def verify_lagged(mdp: FiniteMDP, theta: np.ndarray | None = None, *, lag: int, 
         InputError: a bad argument, an MDP that does not suit the discounted setting, or samples
             beyond :data:`policygrad.verify.MAX_SAMPLE_ENTRIES`.
     """
-    from policygrad.tabular import exact_solution, softmax_policy, validate_setting
+    from policygrad.tabular import exact_solution, validate_setting
     from policygrad.tabular.mdp import MAX_MDP_ENTRIES
 
     check_lag_arguments(lag, lag_step, rho_bar, c_bar)
