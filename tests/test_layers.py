@@ -30,6 +30,7 @@ LAYERS: list[list[str]] = [
     ["types", "returns", "trust_region", "distributions", "normalize", "logging", "threads"],  # data, pure math, state
     ["losses", "policies", "tabular", "space_tasks", "plots", "sequence"],
     ["backends", "verify", "tasks", "checkpoint", "atari"],
+    ["verify_lagged"],  # off-policy estimators, built on verify
     ["rollout", "envs"],
     ["algorithms", "evaluation", "export"],
     ["runconfig"],

@@ -38,6 +38,7 @@ __all__ = [
     "differential_td_errors",
     "differential_returns",
     "differential_gae",
+    "vtrace",
     "discount_weights",
     "episode_total_returns",
 ]
@@ -331,6 +332,93 @@ def differential_gae(
         ``[T, N]`` differential advantages.
     """
     return gae(rewards - rho, values, next_values, terminated, truncated, 1.0, lam)
+
+
+def vtrace(
+    rewards: Tensor,
+    values: Tensor,
+    next_values: Tensor,
+    terminated: Tensor,
+    truncated: Tensor,
+    log_ratio: Tensor,
+    gamma: float,
+    lam: float = 1.0,
+    rho_bar: float = 1.0,
+    c_bar: float = 1.0,
+) -> tuple[Tensor, Tensor]:
+    """V-trace targets and policy-gradient advantages for data from a behaviour policy μ.
+
+    ρ_t = min(ρ̄, π(a_t|s_t) / μ(a_t|s_t)),   c_t = λ min(c̄, π(a_t|s_t) / μ(a_t|s_t))
+    δ_t = ρ_t (r_t + γ (1 − terminated_t) V(s_{t+1}) − V(s_t))
+    v_t − V(s_t) = δ_t + γ c_t (1 − (terminated_t ∨ truncated_t)) (v_{t+1} − V(s_{t+1})),   v_T − V(s_T) = 0
+    A_t = ρ_t (r_t + γ (1 − terminated_t) v⁺_{t+1} − V(s_t)),
+
+    where v⁺_{t+1} is the target of the next state: v_{t+1} inside an episode, V(s_{t+1}) from
+    ``next_values`` after a truncation or at the rollout's last step. As in :func:`gae`, a
+    truncation keeps its bootstrap and cuts the trace, and ``next_values`` at terminated steps is
+    ignored. On-policy (π = μ) with ρ̄ ≥ 1 and c̄ ≥ 1, v_t − V(s_t) is :func:`gae` with the same λ
+    and A_t is the one-step advantage r_t + γ v_{t+1} − V(s_t). The fixed point of V under the
+    targets is V^{π_ρ̄}, π_ρ̄ ∝ min(ρ̄ μ, π); c̄ and λ change only how fast the trace contracts.
+    Reference: Espeholt et al. (2018), "IMPALA: Scalable Distributed Deep-RL with Importance
+    Weighted Actor-Learner Architectures", eq. 1 and section 4.2 (λ as in their remark 5).
+
+    Args:
+        rewards: ``[T, N]`` rewards r_t.
+        values: ``[T, N]`` V(s_t).
+        next_values: ``[T, N]`` V(s_{t+1}) of the true next state (at a truncated step, the final
+            observation before the auto-reset).
+        terminated: ``[T, N]`` bool, the step ended its episode in a terminal state.
+        truncated: ``[T, N]`` bool, the step's episode was cut (a time limit), not terminated.
+        log_ratio: ``[T, N]`` log π(a_t|s_t) − log μ(a_t|s_t), target minus behaviour.
+        gamma: discount γ in (0, 1].
+        lam: λ in [0, 1], the trace's decay (multiplies c_t).
+        rho_bar: ρ̄ > 0, the truncation of ρ_t (``math.inf``: none).
+        c_bar: c̄ ≥ 0, the truncation of c_t (``math.inf``: none; 0: one-step targets).
+
+    Returns:
+        ``(vs, advantages)``, both ``[T, N]``: the value targets v_t and the policy-gradient
+        weights A_t (Ψ_t of the actor). Both are computed from detached inputs and carry no gradient:
+        they are targets.
+    """
+    _check_same_shape(
+        rewards=rewards, values=values, next_values=next_values, terminated=terminated, truncated=truncated,
+        log_ratio=log_ratio,
+    )
+    _check_unit_interval("gamma", gamma, allow_zero=False)
+    _check_unit_interval("lam", lam, allow_zero=True)
+    if not rho_bar > 0.0:
+        raise InputError(f"rho_bar must be positive (math.inf for no truncation), got {rho_bar}")
+    if not c_bar >= 0.0:
+        raise InputError(f"c_bar must be non-negative (math.inf for no truncation), got {c_bar}")
+    inputs = [t.detach() for t in (rewards, values, next_values, terminated, truncated, log_ratio)]
+    arrays = _numpy_views(*inputs)
+    with torch.no_grad():
+        if arrays is not None:
+            with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN pass through, as in torch
+                vs, adv = _vtrace(*arrays, gamma, lam, rho_bar, c_bar)
+            return torch.from_numpy(vs), torch.from_numpy(adv)
+        r, v, nv, term, trunc, log_ratio = inputs
+        return _vtrace(r, v, nv, term.bool(), trunc.bool(), log_ratio, gamma, lam, rho_bar, c_bar)
+
+
+def _vtrace(rewards: Any, values: Any, next_values: Any, terminated: Any, truncated: Any, log_ratio: Any,
+            gamma: float, lam: float, rho_bar: float, c_bar: float) -> tuple[Any, Any]:
+    """:func:`vtrace` on torch tensors or NumPy arrays alike (bool flags)."""
+    numpy = isinstance(rewards, np.ndarray)
+    ratio = np.exp(log_ratio) if numpy else torch.exp(log_ratio)
+    rho = np.minimum(ratio, rho_bar) if numpy else torch.clamp(ratio, max=rho_bar)
+    c = np.minimum(ratio, c_bar) if numpy else torch.clamp(ratio, max=c_bar)
+    deltas = rho * _td_errors(rewards, values, next_values, terminated, gamma)
+    cont = ~(terminated | truncated)
+    factors = _zero_where(~cont, c * (gamma * lam))  # γ c_t (1 − done_t); 0 even where c_t is inf
+    out = np.empty_like(deltas) if numpy else torch.empty_like(deltas)
+    corrections = _backward_recursion(deltas, factors, out)  # [T, N] v_t − V(s_t)
+    # v⁺_{t+1} = V(s_{t+1}) + (v_{t+1} − V(s_{t+1})) inside an episode, V(s_{t+1}) at its cut.
+    following = np.zeros_like(corrections) if numpy else torch.zeros_like(corrections)
+    following[:-1] = corrections[1:]
+    next_targets = next_values + _zero_where(~cont, following)
+    advantages = rho * (rewards + gamma * _zero_where(terminated, next_targets) - values)
+    return values + corrections, advantages
 
 
 def discount_weights(episode_step: Tensor, gamma: float) -> Tensor:

@@ -439,6 +439,12 @@ def _sample_limit(episodes: int, horizon: int, num_states: int, num_actions: int
     )
 
 
+# What the lagged (off-policy) check, :mod:`policygrad.verify_lagged`, shares with this one.
+per_episode_gradients = _per_episode_gradients
+summarise = _summarise
+sample_limit = _sample_limit
+
+
 def format_report(report: VerifyReport) -> str:
     """A readable table of one report."""
     objective = "ρ(θ)" if report.setting == "average" else "J(θ)"
