@@ -155,7 +155,7 @@ class SequenceConfig:
 
 _BASE_PRESET: dict[str, Any] = {
     "group_size": 8, "prompts_per_step": 16, "learning_rate": 1e-3, "beta": 0.0, "kl": "k1_reward",
-    "aggregation": "token_mean", "pretrain_steps": 15, "total_steps": 250,
+    "aggregation": "token_mean", "pretrain_steps": 25, "total_steps": 450,
 }
 
 SEQUENCE_PRESETS: dict[str, dict[str, Any]] = {
