@@ -563,12 +563,14 @@ def main_eval(args: argparse.Namespace) -> int:
 
     from policygrad.logging import format_table
     from policygrad.runconfig import read_run_config
-    from policygrad.training import evaluate_run, evaluate_run_steps, locate_checkpoint
-
+    from policygrad.errors import check_seed
     from policygrad.sequence_training import evaluate_sequence_run, is_sequence_run
+    from policygrad.training import evaluate_run, evaluate_run_steps, locate_checkpoint
 
     if args.episodes is not None and args.episodes < 1:
         raise InputError(f"--episodes must be a positive int, got {shown(args.episodes)}")
+    if args.seed is not None:
+        check_seed(args.seed, "--seed")  # before the run directory is looked at, as for every command
     if is_sequence_run(locate_checkpoint(args.run_dir)[0]):
         if getattr(args, "video", None) is not None or getattr(args, "steps", None) is not None:
             raise InputError("--video and --steps do not apply to a sequence run")
