@@ -48,6 +48,12 @@ __all__ = [
 ]
 
 
+def at_least_float32(logits: Tensor) -> Tensor:
+    """Logits in float32, or in their own dtype if wider: a half-precision model's softmax is taken
+    in float32, a float64 one's (the exact checks) stays in float64."""
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
+
+
 def check_prompts(prompts: Tensor, prompt_lengths: Tensor, vocab_size: int, max_context: int | None) -> None:
     """InputError (one line) unless ``prompts [B, P]`` long holds ids in [0, V) and ``prompt_lengths [B]``
     lies in [1, P] and within ``max_context``."""
@@ -149,7 +155,7 @@ Head = Callable[[Tensor], Tensor]
 def _scores(hidden: Tensor, targets: Tensor, head: Head, temperature: float, with_entropy: bool) -> tuple[Tensor, Tensor]:
     """log π(targets) ``[c, L]`` and the entropy ``[c, L]`` (zeros without ``with_entropy``) from
     ``hidden [c, L, D]``: the only place the ``[c, L, V]`` logits exist."""
-    log_p = F.log_softmax(head(hidden).float() / temperature, dim=-1)  # [c, L, V]
+    log_p = F.log_softmax(at_least_float32(head(hidden)) / temperature, dim=-1)  # [c, L, V]
     chosen = log_p.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # [c, L]
     if with_entropy:
         entropy = -(log_p.exp() * log_p).sum(-1)
@@ -220,7 +226,7 @@ def decode(first_logits: Tensor, step: Callable[[Tensor, int], Tensor], prompts:
     tokens, log_probs = [], []
     logits = first_logits
     for t in range(max_new_tokens):
-        log_p = F.log_softmax(logits.float() / temperature, dim=-1)  # [B, V]
+        log_p = F.log_softmax(at_least_float32(logits) / temperature, dim=-1)  # [B, V]
         if greedy:
             token = logits.argmax(dim=-1)
         else:
