@@ -156,3 +156,20 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+@pytest.mark.slow
+def test_trl_grpo_runner_times_one_short_run_of_each_library(tmp_path):
+    for name in ("trl", "datasets", "transformers", "tokenizers"):
+        pytest.importorskip(name)
+    out = tmp_path / "trl_grpo.md"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "trl_grpo.py"), "--runs", "1", "--warmup", "1", "--steps", "1",
+         "--out", str(out)],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| TRL GRPOTrainer |" in out.read_text() and "| policygrad sequence_update |" in out.read_text()
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert [r["lib"] for r in record["runs"]] == ["trl", "policygrad"]
+    assert all(r["completion_length"] == 16 and r["cpu_s_per_step"] > 0 for r in record["runs"])

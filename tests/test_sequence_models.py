@@ -244,6 +244,21 @@ def test_hf_round_trip_through_a_directory(tmp_path) -> None:
 
 
 @needs_transformers
+def test_hf_training_mode_keeps_dropout_off() -> None:
+    # GPT-2's dropout (0.1 by default) must not act in the training pass: the log-probabilities that
+    # training differentiates are those of sampling (the ratio to the sampling policy is 1 on-policy)
+    policy = _hf()
+    prompts, prompt_lengths = _prompts()
+    batch = policy.sample(prompts, prompt_lengths, max_new_tokens=4, eos=None, generator=torch.Generator().manual_seed(0))
+    policy.train()
+    assert policy.training and not any(m.training for m in policy.model.modules())
+    log_probs = policy.token_log_probs(prompts, prompt_lengths, batch.tokens, batch.lengths)
+    assert torch.allclose(log_probs, batch.log_probs, atol=1e-5)
+    policy.eval()
+    assert not policy.training
+
+
+@needs_transformers
 def test_hf_directory_that_does_not_load_is_one_line_of_input_error(tmp_path) -> None:
     from policygrad.sequence.hf import HFPolicy
 

@@ -84,6 +84,13 @@ class HFPolicy(nn.Module):
         parameters = inspect.signature(model.base_model.forward).parameters
         self._cache_argument = "cache" if "cache" in parameters else "past_key_values"
 
+    def train(self, mode: bool = True) -> "HFPolicy":
+        """Set the adapter's training flag; the wrapped model stays in eval mode (dropout off), so
+        that the log-probabilities training differentiates are those of sampling."""
+        super().train(mode)
+        self.model.eval()
+        return self
+
     @classmethod
     def from_config(cls, config: Any, **kwargs: Any) -> "HFPolicy":
         """A freshly initialised model from a ``transformers`` config, or from a dict of its fields
