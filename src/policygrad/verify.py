@@ -319,6 +319,36 @@ def _summarise(name: str, grads: Tensor, exact_gradient: np.ndarray, unbiased: b
     )
 
 
+def check_verify_inputs(mdp: FiniteMDP, theta: np.ndarray | None, setting: str, episodes: int,
+                        horizon: int | None, seed: int) -> np.ndarray:
+    """The checks every sampled verification makes before it samples: at least 4 episodes, a
+    positive horizon, a seed in [0, 2**63), an MDP of at most ``MAX_MDP_ENTRIES`` transition
+    probabilities, ``theta`` of shape [S, A] (default zeros), an MDP that suits ``setting``.
+
+    Returns:
+        θ as a float64 ``[S, A]`` array.
+    """
+    from policygrad.tabular import validate_setting
+    from policygrad.tabular.mdp import MAX_MDP_ENTRIES
+
+    if episodes < 4:
+        raise InputError(f"--episodes must be at least 4, got {shown(episodes)}")
+    if horizon is not None and horizon < 1:
+        raise InputError(f"--horizon must be at least 1, got {shown(horizon)}")
+    check_seed(seed, "--seed")
+    S, A = mdp.num_states, mdp.num_actions
+    if S * A * S > MAX_MDP_ENTRIES:
+        raise InputError(
+            f"the MDP has {S:,} states and {A:,} actions: S·A·S = {S * A * S:,} transition probabilities, "
+            f"above verify's limit of {MAX_MDP_ENTRIES:,}"
+        )
+    theta = np.zeros((S, A)) if theta is None else np.asarray(theta, dtype=np.float64)
+    if theta.shape != (S, A):
+        raise InputError(f"theta has shape {theta.shape}, expected ({S}, {A})")
+    validate_setting(mdp, setting, theta)
+    return theta
+
+
 def verify(mdp: FiniteMDP, theta: np.ndarray | None = None, setting: str | None = None, *, episodes: int = 20000,
            horizon: int | None = None, lam: float = 0.9, seed: int = 0) -> VerifyReport:
     """Samples ``episodes`` episodes and compares every estimator with the exact gradient.
@@ -343,30 +373,16 @@ def verify(mdp: FiniteMDP, theta: np.ndarray | None = None, setting: str | None 
             actions)), refused before sampling, or (episodic) once the most steps they allow leave
             episodes still running.
     """
-    from policygrad.tabular import exact_solution, validate_setting
-    from policygrad.tabular.mdp import MAX_MDP_ENTRIES
+    from policygrad.tabular import exact_solution
 
     if setting is None:
         setting = "episodic" if len(mdp.terminal) else "discounted"
     if setting not in SETTINGS:
         raise InputError(f"unknown setting {shown(setting)}; choose one of {', '.join(SETTINGS)}")
-    if episodes < 4:
-        raise InputError(f"--episodes must be at least 4, got {shown(episodes)}")
-    if horizon is not None and horizon < 1:
-        raise InputError(f"--horizon must be at least 1, got {shown(horizon)}")
     if not 0.0 <= lam <= 1.0:
         raise InputError(f"--lam must lie in [0, 1], got {lam}")
-    check_seed(seed, "--seed")
+    theta = check_verify_inputs(mdp, theta, setting, episodes, horizon, seed)
     S, A = mdp.num_states, mdp.num_actions
-    if S * A * S > MAX_MDP_ENTRIES:
-        raise InputError(
-            f"the MDP has {S:,} states and {A:,} actions: S·A·S = {S * A * S:,} transition probabilities, "
-            f"above verify's limit of {MAX_MDP_ENTRIES:,}"
-        )
-    theta = np.zeros((S, A)) if theta is None else np.asarray(theta, dtype=np.float64)
-    if theta.shape != (S, A):
-        raise InputError(f"theta has shape {theta.shape}, expected ({S}, {A})")
-    validate_setting(mdp, setting, theta)
     why = ""
     if horizon is None:
         horizon = default_horizon(mdp, setting)

@@ -42,11 +42,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from policygrad.errors import InputError, check_seed, shown
+from policygrad.errors import InputError, shown
 from policygrad.returns import vtrace
 from policygrad.verify import (
     EstimatorResult,
     Samples,
+    check_verify_inputs,
     default_horizon,
     per_episode_gradients,
     sample_episodes,
@@ -242,27 +243,13 @@ def verify_lagged(mdp: FiniteMDP, theta: np.ndarray | None = None, *, lag: int, 
         InputError: a bad argument, an MDP that does not suit the discounted setting, or samples
             beyond :data:`policygrad.verify.MAX_SAMPLE_ENTRIES`.
     """
-    from policygrad.tabular import exact_solution, validate_setting
-    from policygrad.tabular.mdp import MAX_MDP_ENTRIES
+    from policygrad.tabular import exact_solution
 
     check_lag_arguments(lag, lag_step, rho_bar, c_bar)
     if not 0.0 <= lam <= 1.0:
         raise InputError(f"lam must lie in [0, 1], got {lam}")
-    if episodes < 4:
-        raise InputError(f"--episodes must be at least 4, got {shown(episodes)}")
-    if horizon is not None and horizon < 1:
-        raise InputError(f"--horizon must be at least 1, got {shown(horizon)}")
-    check_seed(seed, "--seed")
+    theta0 = check_verify_inputs(mdp, theta, "discounted", episodes, horizon, seed)
     S, A = mdp.num_states, mdp.num_actions
-    if S * A * S > MAX_MDP_ENTRIES:
-        raise InputError(
-            f"the MDP has {S:,} states and {A:,} actions: S·A·S = {S * A * S:,} transition probabilities, "
-            f"above verify's limit of {MAX_MDP_ENTRIES:,}"
-        )
-    theta0 = np.zeros((S, A)) if theta is None else np.asarray(theta, dtype=np.float64)
-    if theta0.shape != (S, A):
-        raise InputError(f"theta has shape {theta0.shape}, expected ({S}, {A})")
-    validate_setting(mdp, "discounted", theta0)
     why = ""
     if horizon is None:
         horizon = default_horizon(mdp, "discounted")
