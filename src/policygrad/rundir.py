@@ -36,7 +36,7 @@ import shutil
 import stat
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from policygrad.checkpoint import write_atomically
 from policygrad.errors import InputError, TrainingError
@@ -238,6 +238,28 @@ def start_run(spec: RunSpec, run_dir: Path, device: str | None = None, *, quiet:
 
     check_new_run_dir(run_dir)
     session = build_session(spec, device, env=env, policy=policy)  # every InputError up to here leaves no trace
+
+    def write_first() -> None:
+        write_run_config(run_dir, spec, session.algorithm.backend)
+        tensors, meta = checkpoint_state(session)
+        save_checkpoint(checkpoint_path(run_dir), tensors, meta)  # step 0: never a dead end
+
+    summary = open_new_run(run_dir, session, write_first, lambda: train(session, run_dir, quiet=quiet, callback=callback),
+                           undo_before_first_update=True)
+    return session, summary
+
+
+def open_new_run(run_dir: Path, session: Any, write_first: Callable[[], None], train: Callable[[], dict], *,
+                 undo_before_first_update: bool = False) -> dict:
+    """Create ``run_dir`` for a built ``session``, lock it, ``write_first()`` (config.json and the
+    step-0 checkpoint) and ``train()``; returns what ``train`` returns. The one way a new run
+    directory comes to exist (classic and sequence runs alike).
+
+    Another process may take the same directory in the meantime: the lock decides, and the loser
+    leaves everything as it is. Bad input (an InputError, or a write that fails before training)
+    removes what this call created; with ``undo_before_first_update`` so does a TrainingError at
+    step 0 (an environment that fails at once). The session is closed on any failure.
+    """
     created = CreatedPaths(run_dir)
     try:
         try:
@@ -245,34 +267,29 @@ def start_run(spec: RunSpec, run_dir: Path, device: str | None = None, *, quiet:
         except OSError as err:
             created.undo()
             raise InputError(f"cannot create run directory {run_dir}: {err.strerror or err}") from None
-        # Another process may have taken the same --out in the meantime: the lock decides, and
-        # the loser leaves everything as it is.
         session.lock = RunLock(run_dir).acquire()
         check_new_run_dir(run_dir)
         _remove_leftovers(run_dir)
         try:
-            write_run_config(run_dir, spec, session.algorithm.backend)
-            tensors, meta = checkpoint_state(session)
-            save_checkpoint(checkpoint_path(run_dir), tensors, meta)  # step 0: never a dead end
+            write_first()
         except OSError as err:
             session.close()
             created.undo()
             raise InputError(f"cannot write run directory {run_dir}: {err.strerror or err}") from None
         try:
-            summary = train(session, run_dir, quiet=quiet, callback=callback)
+            return train()
         except InputError:  # only set-up failures: training turns them into TrainingError
             session.close()
             created.undo()
             raise
         except TrainingError:
-            if session.step == 0:  # failed before its first update (an environment that fails at once): no trace
+            if undo_before_first_update and session.step == 0:
                 session.close()
                 created.undo()
             raise
     except BaseException:
         session.close()
         raise
-    return session, summary
 
 
 def reopen_run(run_dir: Path, spec: RunSpec, device: str | None = None, *, env: Any = None,

@@ -482,38 +482,19 @@ def start_sequence_run(spec: SequenceSpec, run_dir: Path, *, quiet: bool = False
     """Build and pretrain (before ``run_dir`` exists), write config.json and the step-0
     checkpoint, train. As :func:`policygrad.rundir.start_run`: bad input leaves no trace."""
     from policygrad.checkpoint import checkpoint_path, save_checkpoint
-    from policygrad.rundir import CreatedPaths, RunLock, check_new_run_dir
+    from policygrad.rundir import check_new_run_dir, open_new_run
 
     check_new_run_dir(run_dir)
     t0 = time.perf_counter()
     session = build_sequence_session(spec, quiet=quiet)
     session.wall_time = time.perf_counter() - t0  # pretraining counts
-    created = CreatedPaths(run_dir)
-    try:
-        try:
-            created.create()
-        except OSError as err:
-            created.undo()
-            raise InputError(f"cannot create run directory {run_dir}: {err.strerror or err}") from None
-        session.lock = RunLock(run_dir).acquire()
-        check_new_run_dir(run_dir)
-        try:
-            write_sequence_config(run_dir, spec)
-            tensors, meta = sequence_checkpoint_state(session)
-            save_checkpoint(checkpoint_path(run_dir), tensors, meta)
-        except OSError as err:
-            session.close()
-            created.undo()
-            raise InputError(f"cannot write run directory {run_dir}: {err.strerror or err}") from None
-        try:
-            summary = train_sequence(session, run_dir, quiet=quiet)
-        except InputError:
-            session.close()
-            created.undo()
-            raise
-    except BaseException:
-        session.close()
-        raise
+
+    def write_first() -> None:
+        write_sequence_config(run_dir, spec)
+        tensors, meta = sequence_checkpoint_state(session)
+        save_checkpoint(checkpoint_path(run_dir), tensors, meta)
+
+    summary = open_new_run(run_dir, session, write_first, lambda: train_sequence(session, run_dir, quiet=quiet))
     return session, summary
 
 
