@@ -26,7 +26,7 @@ distribution of the same prompt unpadded.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -199,6 +199,18 @@ def token_scores(trunk: Trunk, head: Head, prompts: Tensor, prompt_lengths: Tens
     if not with_entropy:
         return log_prob
     return log_prob, torch.cat(entropies).masked_fill(~mask, 0.0)
+
+
+def policy_token_scores(policy: Any, prompts: Tensor, prompt_lengths: Tensor, tokens: Tensor, lengths: Tensor,
+                        temperature: float, with_entropy: bool) -> Tensor | tuple[Tensor, Tensor]:
+    """``token_log_probs`` of a model with ``hidden``, ``logits``, ``vocab_size``, ``max_context``
+    and ``chunk_size`` (the transformer and the Hugging Face adapter): the inputs checked, then
+    :func:`token_scores`."""
+    check_prompts(prompts, prompt_lengths, policy.vocab_size, policy.max_context)
+    check_completions(tokens, lengths, prompt_lengths, policy.vocab_size, policy.max_context)
+    check_sampling(prompt_lengths, 1, None, temperature, policy.vocab_size, None)
+    return token_scores(policy.hidden, policy.logits, prompts, prompt_lengths, tokens, lengths,
+                        temperature=float(temperature), with_entropy=with_entropy, chunk_size=policy.chunk_size)
 
 
 def decode(first_logits: Tensor, step: Callable[[Tensor, int], Tensor], prompts: Tensor, prompt_lengths: Tensor, *,

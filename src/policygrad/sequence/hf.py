@@ -29,12 +29,11 @@ from torch import Tensor, nn
 from policygrad.errors import InputError, describe_error, shown
 from policygrad.sequence.base import Completions
 from policygrad.sequence.decoding import (
-    check_completions,
     check_prompts,
     check_sampling,
     decode,
+    policy_token_scores,
     positions_of,
-    token_scores,
 )
 
 __all__ = ["HFPolicy"]
@@ -176,8 +175,4 @@ class HFPolicy(nn.Module):
         """``[B, L]`` log π(y_t | x, y_<t) of the given completions, 0 beyond ``lengths``
         (differentiable), and with ``with_entropy`` the ``[B, L]`` entropies; ``chunk_size`` rows
         at a time (:func:`policygrad.sequence.decoding.token_scores`)."""
-        check_prompts(prompts, prompt_lengths, self.vocab_size, self.max_context)
-        check_completions(tokens, lengths, prompt_lengths, self.vocab_size, self.max_context)
-        check_sampling(prompt_lengths, 1, None, temperature, self.vocab_size, None)
-        return token_scores(self.hidden, self.logits, prompts, prompt_lengths, tokens, lengths,
-                            temperature=float(temperature), with_entropy=with_entropy, chunk_size=self.chunk_size)
+        return policy_token_scores(self, prompts, prompt_lengths, tokens, lengths, temperature, with_entropy)

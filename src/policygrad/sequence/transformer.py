@@ -31,8 +31,8 @@ from policygrad.sequence.decoding import (
     check_sampling,
     decode,
     joined,
+    policy_token_scores,
     positions_of,
-    token_scores,
 )
 
 __all__ = ["TransformerPolicy"]
@@ -193,11 +193,7 @@ class TransformerPolicy(nn.Module):
         """``[B, L]`` log π(y_t | x, y_<t) of the given completions, 0 beyond ``lengths``
         (differentiable), and with ``with_entropy`` the ``[B, L]`` entropies; ``chunk_size`` rows
         at a time (:func:`policygrad.sequence.decoding.token_scores`)."""
-        check_prompts(prompts, prompt_lengths, self.vocab_size, self.max_context)
-        check_completions(tokens, lengths, prompt_lengths, self.vocab_size, self.max_context)
-        check_sampling(prompt_lengths, 1, None, temperature, self.vocab_size, None)
-        return token_scores(self.hidden, self.logits, prompts, prompt_lengths, tokens, lengths,
-                            temperature=float(temperature), with_entropy=with_entropy, chunk_size=self.chunk_size)
+        return policy_token_scores(self, prompts, prompt_lengths, tokens, lengths, temperature, with_entropy)
 
     def values(self, prompts: Tensor, prompt_lengths: Tensor, tokens: Tensor, lengths: Tensor) -> Tensor:
         """``[B, L]`` V(x, y_<t): the value head on the state before each completion token (the
