@@ -160,7 +160,10 @@ def test_the_python_api(tmp_path: Path) -> None:
 
     settings = dict(seed=1, tensorboard=False, pretrain_steps=2, prompts_per_step=2, group_size=2, eval_prompts=4,
                     d_model=16, n_heads=2, n_layers=1)
-    model = pg.GRPO("seq:count", **settings).learn(2, tmp_path / "grpo", progress_bar=False)
+    seen: list[int] = []
+    model = pg.GRPO("seq:count", **settings).learn(2, tmp_path / "grpo", progress_bar=False,
+                                                   callback=lambda row: seen.append(row["step"]))
+    assert seen == [1, 2]  # the first learn() calls back too
     assert model.num_timesteps == 2 and 0.0 <= model.summary["success_rate"] <= 1.0
     model.learn(1, progress_bar=False)
     assert model.num_timesteps == 3 and len(_rows(tmp_path / "grpo")) == 3

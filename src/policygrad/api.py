@@ -484,7 +484,7 @@ class SequenceModel:
             if total_steps is not None:
                 self.spec = dc.replace(self.spec, config=dc.replace(self.spec.config, total_steps=total_steps))
             path = Path(run_dir) if run_dir is not None else default_run_dir(self.spec.algo, self.spec.env)
-            session, summary = start_sequence_run(self.spec, path, quiet=not progress_bar)
+            session, summary = start_sequence_run(self.spec, path, quiet=not progress_bar, callback=callback)
             self.run_dir = path
         else:
             if run_dir is not None and Path(run_dir).resolve() != self.run_dir.resolve():

@@ -478,7 +478,8 @@ def write_sequence_config(run_dir: Path, spec: SequenceSpec) -> None:
     write_atomically(Path(run_dir) / CONFIG_FILE, (json.dumps(spec.to_json(), indent=2) + "\n").encode("utf-8"))
 
 
-def start_sequence_run(spec: SequenceSpec, run_dir: Path, *, quiet: bool = False) -> tuple[SequenceSession, dict]:
+def start_sequence_run(spec: SequenceSpec, run_dir: Path, *, quiet: bool = False,
+                       callback: Any = None) -> tuple[SequenceSession, dict]:
     """Build and pretrain (before ``run_dir`` exists), write config.json and the step-0
     checkpoint, train. As :func:`policygrad.rundir.start_run`: bad input leaves no trace."""
     from policygrad.checkpoint import checkpoint_path, save_checkpoint
@@ -494,7 +495,8 @@ def start_sequence_run(spec: SequenceSpec, run_dir: Path, *, quiet: bool = False
         tensors, meta = sequence_checkpoint_state(session)
         save_checkpoint(checkpoint_path(run_dir), tensors, meta)
 
-    summary = open_new_run(run_dir, session, write_first, lambda: train_sequence(session, run_dir, quiet=quiet))
+    summary = open_new_run(run_dir, session, write_first,
+                           lambda: train_sequence(session, run_dir, quiet=quiet, callback=callback))
     return session, summary
 
 
