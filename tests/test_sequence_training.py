@@ -233,3 +233,45 @@ def test_the_pad_and_eos_ids_are_the_tasks() -> None:
     from policygrad.sequence import tasks
 
     assert (sequence_training.PAD, sequence_training.EOS) == (tasks.PAD, tasks.EOS)
+
+
+def test_resume_takes_the_newest_checkpoint_by_step_as_classic_runs_do(tmp_path: Path) -> None:
+    # A kill between a kept step_N and the rewrite of last can leave last older than step_N: the
+    # resume continues from the checkpoint whose meta has the largest step.
+    import shutil
+
+    run = tmp_path / "run"
+    assert main(["train", "--env", "seq:count", "--out", str(run), "--steps", "5", *QUICK,
+                 "--set", "checkpoint_every=2"]) == 0
+    checkpoints = run / "checkpoints"
+    assert {"last", "step_2", "step_4"} <= {p.name for p in checkpoints.iterdir()}
+    shutil.rmtree(checkpoints / "last")
+    shutil.copytree(checkpoints / "step_2", checkpoints / "last")  # last is now older than step_4
+    before = _rows(run)
+    assert main(["train", "--resume", str(run), "--steps", "6", "--quiet"]) == 0
+    _, meta = load_checkpoint(latest_checkpoint(run))
+    assert meta["step"] == 6
+    # Rows 1-4 were kept as they were, wall times included (the resume started at step_4, not at
+    # last's step 2, which would have trained steps 3 and 4 again); 5 and 6 were written again.
+    after = _rows(run)
+    assert [int(r["step"]) for r in after] == [1, 2, 3, 4, 5, 6]
+    assert after[:4] == before[:4]
+
+
+def test_a_failed_write_names_the_newest_intact_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    import errno
+
+    from policygrad import checkpoint
+
+    run = tmp_path / "run"
+    assert _train(run, steps=2) == 0
+    real = checkpoint.save_checkpoint
+
+    def full_disk(path, tensors, meta):  # noqa: ANN001, ANN202
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(checkpoint, "save_checkpoint", full_disk)
+    line = _fails(capsys, ["train", "--resume", str(run), "--steps", "3", "--quiet"], 1, "No space left on device")
+    assert "the newest intact checkpoint is" in line and "(step 2)" in line
+    monkeypatch.setattr(checkpoint, "save_checkpoint", real)

@@ -348,10 +348,12 @@ def _check_write_targets(run_dir: Path) -> None:
             raise InputError(f"{path} is not a directory; checkpoints cannot be written there")
 
 
-def newest_checkpoint(run_dir: Path) -> tuple[dict, dict] | None:
+def newest_checkpoint(run_dir: Path, load: Callable[[Path, Path], tuple[dict, dict]] | None = None,
+                      ) -> tuple[dict, dict] | None:
     """``(tensors, meta)`` of the complete checkpoint of ``run_dir`` with the largest step
-    (``checkpoints/last`` or a ``step_N``; ``best`` is not a point to resume from), verified; None
-    if there is none.
+    (``checkpoints/last`` or a ``step_N``; ``best`` is not a point to resume from), verified by
+    ``load(path, run_dir)`` (default :func:`policygrad.training.load_run_checkpoint`; a sequence
+    run passes its own); None if there is none.
 
     Only the ``meta.json`` of each is read to order them by step, newest first; then they are
     loaded in that order until one loads completely. So a resume reads one checkpoint's tensors
@@ -364,6 +366,7 @@ def newest_checkpoint(run_dir: Path) -> tuple[dict, dict] | None:
     from policygrad.files import read_json
     from policygrad.training import load_run_checkpoint
 
+    load = load_run_checkpoint if load is None else load
     base = Path(run_dir) / "checkpoints"
     if not base.is_dir():
         return None
@@ -379,7 +382,7 @@ def newest_checkpoint(run_dir: Path) -> tuple[dict, dict] | None:
     first_error: InputError | None = None
     for _, _, path in sorted(ordered, key=lambda entry: (-entry[0], entry[1])):
         try:
-            return load_run_checkpoint(path, run_dir)
+            return load(path, run_dir)
         except InputError as err:
             first_error = first_error or err
     if first_error is not None:

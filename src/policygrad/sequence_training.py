@@ -458,13 +458,6 @@ def restore_sequence_session(session: SequenceSession, tensors: dict, meta: dict
     session.wall_time = float(meta["wall_time"])
 
 
-def _newest_checkpoint(run_dir: Path) -> tuple[dict, dict] | None:
-    from policygrad.checkpoint import latest_checkpoint
-
-    path = latest_checkpoint(run_dir)
-    return None if path is None else load_sequence_checkpoint(path, run_dir)
-
-
 # --------------------------------------------------------------------------------------------
 # Starting and continuing a run
 # --------------------------------------------------------------------------------------------
@@ -502,11 +495,11 @@ def start_sequence_run(spec: SequenceSpec, run_dir: Path, *, quiet: bool = False
 
 def reopen_sequence_run(run_dir: Path, spec: SequenceSpec, *, lock: bool = False) -> SequenceSession:
     """The session of ``spec`` with ``run_dir``'s newest checkpoint restored (``--resume``)."""
-    from policygrad.rundir import RunLock
+    from policygrad.rundir import RunLock, newest_checkpoint
 
     held = RunLock(run_dir).acquire() if lock else None
     try:
-        found = _newest_checkpoint(Path(run_dir))
+        found = newest_checkpoint(Path(run_dir), load_sequence_checkpoint)
         if found is None:
             raise InputError(f"{run_dir} has no checkpoint")
         session = build_sequence_session(spec, pretrain=False)
@@ -615,7 +608,7 @@ def train_sequence(session: SequenceSession, run_dir: Path, *, resumed: bool = F
     """
     from policygrad.checkpoint import checkpoint_path, save_checkpoint
     from policygrad.logging import MetricsLogger, ProgressBar
-    from policygrad.training import StopSignals
+    from policygrad.training import StopSignals, write_failure
 
     cfg = session.spec.config
     total = cfg.total_steps
@@ -655,7 +648,7 @@ def train_sequence(session: SequenceSession, run_dir: Path, *, resumed: bool = F
         if signals.signum is None:
             result = evaluate_sequence_session(session, cfg.eval_prompts)
     except OSError as err:
-        raise TrainingError(f"cannot write {err.filename or run_dir}: {err.strerror or err}") from None
+        raise TrainingError(write_failure(run_dir, err)) from None
     finally:
         signals.__exit__()
         bar.close()

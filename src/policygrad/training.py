@@ -62,6 +62,7 @@ __all__ = [
     "policy_module",
     "checkpoint_state",
     "load_run_checkpoint",
+    "write_failure",
     "check_fits_run",
     "restore_policy",
     "restore_session",
@@ -843,7 +844,7 @@ def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool
             raise
         raise TrainingError(f"training stopped at step {session.step}: {err}") from None
     except OSError as err:  # a full disk, a vanished directory: one line, and where to go on from
-        raise TrainingError(_write_failure(run_dir, err)) from None
+        raise TrainingError(write_failure(run_dir, err)) from None
     finally:
         collector.stop = None
         signals.__exit__()
@@ -862,7 +863,7 @@ def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool
     }
 
 
-def _write_failure(run_dir: Path, err: OSError) -> str:
+def write_failure(run_dir: Path, err: OSError) -> str:
     """``cannot write <path>: <cause>; the newest intact checkpoint is <path> (step N)``."""
     from policygrad.checkpoint import latest_checkpoint
     from policygrad.files import read_json
