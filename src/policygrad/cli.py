@@ -100,6 +100,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, default=None, metavar="N",
                    help="evaluate the deterministic policy every N environment steps: metrics.csv's eval_return "
                         "column and checkpoints/best (as --set eval_every=N)")
+    workers = p.add_argument_group("rollout workers on Ray (pip install 'policygrad[ray]'; docs/scaling-out.md)")
+    workers.add_argument("--workers", type=int, default=None, metavar="N",
+                         help="step the environments in N Ray worker processes (they share num_envs); "
+                              "a resumed run may change it")
+    workers.add_argument("--envs-per-worker", type=int, default=None, metavar="M",
+                         help="environment copies per worker (default num_envs / N; given, num_envs = N x M)")
+    workers.add_argument("--address", default=None, metavar="local|auto|HOST:PORT",
+                         help="the Ray cluster: local (default: a private one on this machine), auto (the one "
+                              "this machine belongs to) or a head's HOST:PORT")
+    workers.add_argument("--mode", choices=["sync", "async"], default=None,
+                         help="sync (default): every update on fragments of the current policy, as one process; "
+                              "async: workers never wait for the learner (ppo, impala)")
+    workers.add_argument("--max-lag", type=int, default=None, metavar="K",
+                         help="async: no fragment more than K policy versions old is trained on (default 2)")
+    workers.add_argument("--restart-failed-workers", action="store_true", default=None,
+                         help="replace a worker whose environment raised instead of stopping the run")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     p.add_argument("--trust-run-code", action="store_true",
                    help="with --resume: import what the run's config.json names (a module:attr environment) "
@@ -286,7 +302,13 @@ def main_train(args: argparse.Namespace) -> int:
         raise InputError(f"--eval-every must be a positive number of environment steps, got {shown(args.eval_every)}")
     if args.jobs is not None and args.seeds is None:
         raise InputError("--jobs runs several --seeds at once; give --seeds too")
-    flags = {"total_steps": args.steps, "target_return": args.target_return, "eval_every": args.eval_every}
+    flags = {"total_steps": args.steps, "target_return": args.target_return, "eval_every": args.eval_every,
+             "workers": args.workers, "envs_per_worker": args.envs_per_worker, "address": args.address,
+             "worker_mode": args.mode, "max_lag": args.max_lag, "restart_failed_workers": args.restart_failed_workers}
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers must be at least 1, got {args.workers}")
+    if args.max_lag is not None and args.max_lag < 0:
+        raise InputError(f"--max-lag must be >= 0, got {args.max_lag}")
     if _is_sequence_train(args):
         return _train_sequence(args)
     for name, value in (("--reward", args.reward), ("--model", args.model)):
@@ -358,7 +380,10 @@ def _train_sequence(args: argparse.Namespace) -> int:
     unsupported = [name for name, value in (("--seeds", args.seeds), ("--jobs", args.jobs),
                                             ("--target-return", args.target_return),
                                             ("--eval-every", args.eval_every), ("--env-kwargs", args.env_kwargs),
-                                            ("--device", args.device))
+                                            ("--device", args.device), ("--workers", args.workers),
+                                            ("--envs-per-worker", args.envs_per_worker), ("--address", args.address),
+                                            ("--mode", args.mode), ("--max-lag", args.max_lag),
+                                            ("--restart-failed-workers", args.restart_failed_workers))
                    if value is not None]
     if unsupported:
         raise InputError(f"{', '.join(unsupported)}: not supported for sequence tasks")
@@ -500,6 +525,8 @@ def _resume(run_dir: Path, flags: dict[str, Any], device: str | None, quiet: boo
         raise InputError(f"--resume continues the run on its environment {spec.env!r}; --env may only name that one")
     check_run_code(spec, env, trust)
     changed = {k: v for k, v in flags.items() if v is not None}
+    if "workers" in changed and "envs_per_worker" not in changed:
+        changed["envs_per_worker"] = None  # the new workers share num_envs
     if changed:
         spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, **changed))
     session = reopen_run(run_dir, spec, device, lock=True)

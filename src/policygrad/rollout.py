@@ -44,9 +44,13 @@ from policygrad.seeding import env_seed
 from policygrad.types import Rollout
 
 __all__ = [
-    "Rollout", "RolloutCollector", "CollectionStopped", "EnvStepper", "make_policy", "autoreset_mode",
+    "SAMPLING_KEY", "Rollout", "RolloutCollector", "CollectionStopped", "EnvStepper", "make_policy", "autoreset_mode",
     "stack_observations",
 ]
+
+SAMPLING_KEY = 3
+"""The :func:`~policygrad.seeding.derive_seed` key of a collector's sampling generator (the
+training loop's other keys: 1 evaluations, 2 their confirmations)."""
 
 Encoder = Callable[[Tensor, torch.dtype], Tensor]
 """Raw observations ``[N, *obs_shape]`` -> ``[N, obs_dim]`` (``policygrad.policies`` encoders): floats,
@@ -444,6 +448,11 @@ class RolloutCollector:
             :meth:`EnvStepper.step`.
 
     Attributes:
+        generator: the torch generator the actions are drawn from: the collector's own, apart
+            from the learner's (minibatch shuffles use torch's global one), seeded by
+            :meth:`reset` with a seed (None until then: torch's global generator). So the actions
+            of a run do not depend on how many random numbers its updates drew, and a rollout
+            worker in another process draws what this collector would (:mod:`policygrad.distributed`).
         steps: environment steps taken so far (T · N per rollout, dummy steps included).
         reward_per_step: raw reward per valid step of the last rollout.
         episode_returns, episode_lengths: raw returns and lengths of the episodes finished since
@@ -481,6 +490,7 @@ class RolloutCollector:
             actor = TorchBackend(policy)
         self.actor = actor
         self.sde_sample_freq = int(sde_sample_freq)
+        self.generator: torch.Generator | None = None
         self.stop: Any = None
         """None, or an object whose ``signum`` turning non-None stops :meth:`collect` before its
         next step (:class:`CollectionStopped`)."""
@@ -548,10 +558,28 @@ class RolloutCollector:
     def autoreset_mode(self) -> AutoresetMode:
         return self._io.mode
 
-    def reset(self, seed: int | None = None) -> None:
-        """Reset every environment (seeded with ``seed`` when given) and start new episodes."""
+    def reset(self, seed: int | None = None, *, first_copy: int = 0, total_copies: int | None = None,
+              stream: int = 0) -> None:
+        """Reset every environment and start new episodes.
+
+        With a ``seed``, environment copy i is reset with ``env_seed(seed, total_copies) +
+        first_copy + i`` and :attr:`generator` is seeded with ``derive_seed(seed,
+        SAMPLING_KEY, stream)``. The defaults (copies 0 .. N − 1 of N, stream 0) are a run's one
+        collector; a rollout worker holding copies ``first_copy ..`` of ``total_copies`` passes
+        its share and its own stream, so that one worker holding all copies resets and draws
+        exactly as this process would.
+        """
+        from policygrad.seeding import derive_seed
+
+        reset_seed = None
+        if seed is not None:
+            total = self.num_envs if total_copies is None else int(total_copies)
+            reset_seed = env_seed(seed, total) + int(first_copy)
+            if self.generator is None:
+                self.generator = torch.Generator()
+            self.generator.manual_seed(derive_seed(seed, SAMPLING_KEY, int(stream)))
         try:
-            obs, info = self.envs.reset(seed=None if seed is None else env_seed(seed, self.num_envs))
+            obs, info = self.envs.reset(seed=reset_seed)
         except Exception as err:
             raise TrainingError(f"the environment raised on reset: {describe_error(err)}") from None
         self._io.check_observations(obs)
@@ -624,8 +652,9 @@ class RolloutCollector:
             prepare()
         sde = getattr(policy, "sde", False)
         resample = self.sde_sample_freq if sde and self.sde_sample_freq > 0 else 0
+        generator = self.generator
         if sde:
-            policy.actor.reset_noise(N)
+            policy.actor.reset_noise(N, generator)
         # NEXT_STEP: while no environment owes a dummy step, every row is valid and needs no masking.
         pending_dummies = next_step and bool(dummy.any())
         if next_step:
@@ -638,8 +667,9 @@ class RolloutCollector:
             if stop is not None and stop.signum is not None:
                 raise CollectionStopped(f"collection stopped at step {io.steps}")
             if resample and t and t % resample == 0:
-                policy.actor.reset_noise(N)
-            actions_t, log_probs_np[t], values_np[t] = actor.act(obs_np[t], None if masks_np is None else masks_np[t])
+                policy.actor.reset_noise(N, generator)
+            actions_t, log_probs_np[t], values_np[t] = actor.act(obs_np[t], None if masks_np is None else masks_np[t],
+                                                                  generator=generator)
             actions_np[t] = actions_t
 
             try:

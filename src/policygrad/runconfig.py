@@ -128,6 +128,29 @@ class TrainConfig:
     env_step_timeout: float = 60.0
     """Seconds one vectorised environment step may take before training stops with an error
     naming the step (0: no bound). Async workers that overrun are shut down."""
+    workers: int | None = None
+    """Rollout workers on Ray (pip install policygrad[ray]; see docs/scaling-out.md): each a
+    process holding envs_per_worker of the num_envs environment copies and a copy of the policy.
+    None: the environments are stepped in this process and nothing imports Ray. A run can be
+    resumed with another number of workers (one that divides num_envs)."""
+    envs_per_worker: int | None = None
+    """Environment copies per rollout worker (None: num_envs / workers). Given when a run starts,
+    it sets num_envs = workers * envs_per_worker."""
+    address: str = "local"
+    """The Ray cluster of the workers: local (a private one started for the run), auto (the
+    running cluster this machine belongs to) or HOST:PORT (a cluster's head)."""
+    worker_mode: Literal["sync", "async"] = "sync"
+    """sync: every update trains on one fragment of each worker, all collected with the current
+    policy (the mathematics of one process with num_envs copies). async: workers collect
+    continuously and the learner trains on fragments as they come, up to max_lag policy versions
+    old; only for algorithms that correct for the lag (ppo, impala)."""
+    max_lag: int = 2
+    """worker_mode async: no fragment collected more than this many policy versions (updates)
+    before the one it trains is trained on; the workers are paced, never a fragment thrown away."""
+    restart_failed_workers: bool = False
+    """Replace a worker whose environment raised and collect its fragment again (default: stop the
+    run with the error, as in one process). A worker that dies (its process killed, its node lost)
+    is always replaced."""
     tensorboard: bool = True
     """Also write the metrics as TensorBoard scalars under tb/."""
     tensorboard_every: int = 1000
@@ -156,6 +179,20 @@ class TrainConfig:
             raise InputError(f"checkpoint_every must be > 0 or None, got {self.checkpoint_every}")
         if self.time_limit is not None and not self.time_limit >= 0:
             raise InputError(f"time_limit must be > 0, 0 (no limit) or None, got {self.time_limit}")
+        if self.workers is not None and not self.workers >= 1:
+            raise InputError(f"workers must be at least 1 (leave it unset to step the environments in this process), "
+                             f"got {self.workers}")
+        if self.envs_per_worker is not None and not self.envs_per_worker >= 1:
+            raise InputError(f"envs_per_worker must be at least 1, got {self.envs_per_worker}")
+        if not self.max_lag >= 0:
+            raise InputError(f"max_lag must be >= 0, got {self.max_lag}")
+        if not self.address.strip():
+            raise InputError("address must be local, auto or HOST:PORT, got an empty string")
+        if self.workers is None:
+            defaults = TrainConfig.__dataclass_fields__
+            for name in ("envs_per_worker", "address", "worker_mode", "max_lag", "restart_failed_workers"):
+                if getattr(self, name) != defaults[name].default:
+                    raise InputError(f"{name} applies to rollout workers; set workers (--workers N) too")
         if self.target_return is not None and not math.isfinite(self.target_return):
             raise InputError(f"target_return must be a finite number, got {self.target_return}")
         from policygrad.atari import AtariOptions
@@ -399,6 +436,12 @@ def resolve_run(
     merged.update({k: v for k, v in (flags or {}).items() if v is not None})
     train_values = {k: merged.pop(k) for k in list(merged) if k in TRAIN_KEYS}
     train_config = _train_config(train_values)
+    if train_config.workers is not None and train_config.envs_per_worker is not None:
+        copies = train_config.workers * train_config.envs_per_worker
+        if "num_envs" in given and str(given["num_envs"]).strip() != str(copies):
+            raise InputError(f"num_envs {given['num_envs']} disagrees with workers x envs_per_worker = {copies}; "
+                             "give one or the other")
+        merged["num_envs"] = copies
     config = make_config(algo, merged)
     return RunSpec(algo=algo, env=env, seed=int(config.seed), config=config, train=train_config,
                    env_kwargs=env_values, policy=policy)

@@ -139,10 +139,13 @@ class Session:
     """The run directory's :class:`policygrad.rundir.RunLock` while this session writes it."""
 
     def close(self) -> None:
-        """Close the environments and give up the run directory's lock (if held)."""
+        """Close the environments (and rollout workers) and give up the run directory's lock (if held)."""
         for envs in (self.envs, self.eval_envs):
             if envs is not None:
                 _close_envs(envs)
+        close = getattr(self.collector, "close", None)
+        if close is not None:
+            close()
         if self.lock is not None:
             self.lock.release()
             self.lock = None
@@ -221,12 +224,15 @@ def build_session(spec: RunSpec, device_name: str | None = None, *, training: bo
 
     from policygrad.algorithms import make_algorithm
     from policygrad.atari import AtariOptions
+    from policygrad.distributed import check_workers
     from policygrad.envs import make_vec_env
     from policygrad.normalize import ObservationNormalizer, RewardScaler
     from policygrad.rollout import RolloutCollector
     from policygrad.threads import limit_threads
 
     cfg, tcfg = spec.config, spec.train
+    if training:
+        check_workers(spec)
     device = _device(device_name)
     limit_threads(tcfg.torch_threads, tcfg.blas_threads)
     seed_everything(spec.seed)
@@ -260,11 +266,19 @@ def build_session(spec: RunSpec, device_name: str | None = None, *, training: bo
         obs_normalizer = ObservationNormalizer(policy.obs_dim) if cfg.normalize_obs else None
         if not training:
             return Session(spec, None, eval_envs, policy, encoder, None, obs_normalizer, None, None, device)
+        total_updates = max(1, math.ceil(tcfg.total_steps / cfg.batch_size))
+        if tcfg.workers is not None:  # the environments live in the workers
+            from policygrad.distributed import make_worker_collector
+
+            algorithm = make_algorithm(spec.algo, policy, cfg, total_updates)
+            reward_scaler = RewardScaler(cfg.num_envs, cfg.gamma) if cfg.normalize_reward else None
+            collector = make_worker_collector(spec, algorithm, obs_normalizer, reward_scaler, device)
+            return Session(spec, None, eval_envs, policy, encoder, algorithm, obs_normalizer, reward_scaler,
+                           collector, device)
         envs = make_vec_env(
             source, cfg.num_envs, spec.seed, time_limit=tcfg.time_limit, vectorization=tcfg.vectorization,
             worker_threads=threads, env_kwargs=spec.env_kwargs, atari=atari,
         )
-        total_updates = max(1, math.ceil(tcfg.total_steps / cfg.batch_size))
         algorithm = make_algorithm(spec.algo, policy, cfg, total_updates)
         reward_scaler = RewardScaler(cfg.num_envs, cfg.gamma) if cfg.normalize_reward else None
         collector = RolloutCollector(
@@ -356,6 +370,9 @@ def checkpoint_state(session: Session) -> tuple[dict, dict]:
         t, m = session.reward_scaler.state("reward_norm")
         tensors.update(t)
         meta["reward_norm"] = m
+    ledger = getattr(session.collector, "ledger", None)
+    if ledger is not None:
+        meta["ledger"] = ledger.state()
     return tensors, meta
 
 
@@ -427,6 +444,10 @@ def load_run_checkpoint(path: Path, run_dir: Path | None = None) -> tuple[dict, 
     for key in ("obs_norm", "reward_norm"):
         if meta.get(key) is not None:
             check_running_stats(tensors, meta[key], key)
+    if meta.get("ledger") is not None:
+        from policygrad.distributed.ledger import Ledger
+
+        Ledger.from_state(meta["ledger"], 0)
     if "eval_return" in meta and not _is_number(meta["eval_return"]):
         raise bad(f"eval_return must be a finite number, got {shown(meta['eval_return'])}")
     eval_seed = meta.get("eval_seed", 0)
@@ -508,6 +529,9 @@ def restore_session(session: Session, tensors: dict, meta: dict) -> None:
     if not isinstance(meta.get("rng"), dict):
         raise InputError("checkpoint lacks the random-generator state")
     set_rng_state(tensors, meta["rng"], "rng")
+    load_ledger = getattr(session.collector, "load_ledger", None)
+    if load_ledger is not None and meta.get("ledger") is not None:
+        load_ledger(meta["ledger"])
     session.step = int(meta["step"])
     session.wall_time = float(meta.get("wall_time", 0.0))  # checked by load_run_checkpoint
 
@@ -853,7 +877,7 @@ def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool
             logger.close()
         except OSError:
             pass
-    return {
+    summary = {
         "step": session.step,
         "seconds": time.perf_counter() - t0,
         "stopped_early": stopped_early or signals.signum is not None,
@@ -861,6 +885,11 @@ def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool
         "eval_deterministic": tcfg.eval_deterministic,
         "interrupted": signals.signum,
     }
+    ledger = getattr(collector, "ledger", None)
+    if ledger is not None:  # rollout workers: what was accepted, and the workers replaced
+        summary["ledger"] = ledger.state()
+        summary["recoveries"] = list(collector.recoveries)
+    return summary
 
 
 def write_failure(run_dir: Path, err: OSError) -> str:

@@ -45,6 +45,7 @@ __all__ = [
     "CONFIGS",
     "make_config",
     "make_algorithm",
+    "algorithm_class",
     "get_preset",
     "field_docs",
     "A2C",
@@ -92,6 +93,11 @@ def make_config(algo: str, overrides: Mapping[str, Any] | None = None) -> BaseCo
             the wrong type or out of range.
     """
     return config_from_dict(CONFIGS[_check_algo(algo)], algo, overrides or {})
+
+
+def algorithm_class(algo: str) -> type[Algorithm]:
+    """The class of ``algo``; InputError for an unknown name."""
+    return _CLASSES[_check_algo(algo)]
 
 
 def make_algorithm(algo: str, policy: torch.nn.Module, config: BaseConfig, total_updates: int) -> Algorithm:

@@ -1,0 +1,341 @@
+"""The learner's side of the rollout workers: a collector that gathers fragments from Ray actors.
+
+:class:`WorkerCollector` stands where a run's :class:`~policygrad.rollout.RolloutCollector`
+stands, with its interface (``collect``, ``reset``, ``steps``, ``pop_episodes``,
+``reward_per_step``, ``stop``), so the training loop and every algorithm are unchanged: each
+``collect`` returns one :class:`~policygrad.types.Rollout` of ``[T, num_envs]`` steps, the
+fragments of ``[T, envs_per_worker]`` side by side.
+
+Scheduling. Fragments are numbered in the order they are requested, and each update trains on
+the ``workers`` oldest. A worker is asked for a fragment only when that fragment will be trained
+on at most ``max_lag`` updates after the policy it is given (the fragments requested before it
+fill the batches in between): the workers are paced, and no fragment is thrown away for its age.
+Synchronous mode is ``max_lag = 0``: every fragment of an update is collected by the current
+policy, and the fragments are put in worker order.
+
+Faults. A worker whose process dies (killed, or lost with its node) is replaced by a new
+incarnation of its slot; the fragment it owed is requested again from the new one. A worker
+whose environment raised stops the run with that error (``TrainingError``), unless
+``restart_failed_workers`` asks for a replacement. The :class:`~policygrad.distributed.ledger.Ledger`
+accepts each fragment once, by its key.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from policygrad.distributed.ledger import FragmentKey, Ledger
+from policygrad.errors import TrainingError, describe_error
+
+__all__ = ["WorkerCollector", "REPLACE_KEY"]
+
+REPLACE_KEY = 4
+"""The :func:`~policygrad.seeding.derive_seed` key of a replaced worker's reset and sampling seed."""
+
+INLINE_BYTES = 64 * 1024
+"""Policy weights up to this size are sent inside each request; larger ones through one ``ray.put``."""
+
+READY_TIMEOUT = 120.0
+"""Seconds a new worker may take to start (import, build its environments) before the run stops."""
+
+
+@dataclass
+class _Request:
+    number: int  # the order of the request, over the run's life in this process
+    worker: int
+    key: FragmentKey
+    version: int
+    ref: Any
+    fragment: dict | None = None
+
+
+class WorkerCollector:
+    """Collects ``[T, num_envs]`` rollouts from ``workers`` Ray actors (see the module docstring).
+
+    Args:
+        spec: the run (:class:`~policygrad.runconfig.RunSpec`); its ``train`` holds the workers'
+            settings.
+        algorithm: the learner's algorithm: its ``updates`` is the policy version, its backend's
+            name the workers' acting backend.
+        obs_normalizer, reward_scaler: the learner's statistics (or None): given to the workers
+            with each request, merged back from each fragment in batch order.
+        cluster: a connected :class:`policygrad.distributed.cluster.Cluster`.
+        device: where the rollouts go.
+    """
+
+    def __init__(self, spec: Any, algorithm: Any, obs_normalizer: Any, reward_scaler: Any, cluster: Any,
+                 device: Any = "cpu") -> None:
+        import ray
+
+        from policygrad.distributed.worker import RolloutWorker
+
+        self._ray = ray
+        tcfg, cfg = spec.train, spec.config
+        self.spec = spec
+        self.algorithm = algorithm
+        self.policy = algorithm.policy
+        self.obs_normalizer = obs_normalizer
+        self.reward_scaler = reward_scaler
+        self.cluster = cluster
+        self.device = torch.device(device)
+        self.workers = int(tcfg.workers)
+        self.num_envs = int(cfg.num_envs)
+        self.num_steps = int(cfg.num_steps)
+        self.copies = self.num_envs // self.workers
+        self.synchronous = tcfg.worker_mode == "sync"
+        self.max_lag = 0 if self.synchronous else int(tcfg.max_lag)
+        self.restart_failed = bool(tcfg.restart_failed_workers)
+        self.ledger = Ledger(max_lag=self.max_lag)
+        self.stop: Any = None
+        self.episode_returns: list[float] = []
+        self.episode_lengths: list[int] = []
+        self.reward_per_step = float("nan")
+        self.recoveries: list[dict[str, Any]] = []
+        """One entry per replaced worker: slot, incarnation, why, seconds from the failure
+        being seen to the new worker being ready."""
+        self._run = spec.to_json()
+        self._backend = algorithm.backend.name
+        self._actor_class = ray.remote(RolloutWorker).options(max_restarts=0, max_task_retries=0)
+        self._actors: list[Any] = [None] * self.workers
+        self._incarnation = [0] * self.workers
+        self._seq = [0] * self.workers
+        self._pending: list[_Request] = []  # requested, not yet trained on, in request order
+        self._requests = 0
+        self._weights: tuple[int, Any] | None = None  # (version, object ref)
+        self._taken = -1  # the version whose batch was last taken
+        self._seed: int | None = None
+        self._first_incarnation = [0] * self.workers  # each slot's incarnation at the last reset
+        self.pids: list[int] = [0] * self.workers
+        """The process id of each worker slot's current incarnation."""
+        self._start(list(range(self.workers)))
+
+    # --- workers ------------------------------------------------------------------------------
+
+    def _start(self, slots: list[int]) -> None:
+        """Start a new incarnation in each of ``slots`` and wait until all are built."""
+        ray = self._ray
+        refs = []
+        for w in slots:
+            self._incarnation[w] = self.ledger.new_incarnation(w)
+            self._seq[w] = 0
+            actor = self._actor_class.remote(self._run, self._backend, self.copies, w * self.copies, self.num_envs)
+            self._actors[w] = actor
+            refs.append(actor.ready.remote())
+        try:
+            pids = ray.get(refs, timeout=READY_TIMEOUT)
+        except ray.exceptions.GetTimeoutError:
+            raise TrainingError(f"rollout workers did not start within {READY_TIMEOUT:.0f} s (does the Ray cluster "
+                                f"have {len(slots)} free CPUs?)") from None
+        except ray.exceptions.RayTaskError as err:
+            raise TrainingError(f"a rollout worker failed to start: {_cause(err)}") from None
+        except ray.exceptions.RayError as err:
+            raise TrainingError(f"a rollout worker failed to start: {describe_error(err, first_line=True)}") from None
+        for w, pid in zip(slots, pids):
+            self.pids[w] = pid
+        if self._seed is not None:
+            ray.get([self._reset_ref(w) for w in slots])
+
+    def _reset_ref(self, w: int) -> Any:
+        """Reset worker ``w``: incarnation 0 as the run's collector would reset its copies, later
+        incarnations (replacements) from a seed of their own."""
+        from policygrad.seeding import derive_seed
+
+        incarnation = self._incarnation[w]
+        if incarnation == self._first_incarnation[w]:
+            return self._actors[w].reset.remote(self._seed, w)
+        seed = derive_seed(self._seed, REPLACE_KEY, w, incarnation)
+        return self._actors[w].reset.remote(seed, w)
+
+    def _replace(self, w: int, why: str) -> None:
+        t0 = time.perf_counter()
+        try:
+            self._ray.kill(self._actors[w], no_restart=True)
+        except Exception:
+            pass
+        self.ledger.replaced += 1
+        self._pending = [r for r in self._pending if r.worker != w]
+        self._start([w])
+        self.recoveries.append({"worker": w, "incarnation": self._incarnation[w], "why": why,
+                                "seconds": time.perf_counter() - t0, "at": time.time()})
+
+    # --- the collector's interface ------------------------------------------------------------
+
+    @property
+    def steps(self) -> int:
+        """Environment steps of the accepted fragments."""
+        return self.ledger.accepted_steps
+
+    @steps.setter
+    def steps(self, value: int) -> None:
+        self.ledger.accepted_steps = int(value)
+
+    def reset(self, seed: int | None = None) -> None:
+        """Reset every worker's environments (a run's start or resume): worker w resets the copies
+        it holds as one collector of all the copies would, and samples from stream w."""
+        from policygrad.seeding import derive_seed
+
+        if seed is None:
+            seed = derive_seed(self.spec.seed, 0)
+        self._seed = int(seed)
+        self._first_incarnation = list(self._incarnation)
+        self._pending.clear()
+        self._ray.get([self._reset_ref(w) for w in range(self.workers)])
+
+    def load_ledger(self, meta: Any) -> None:
+        """Go on from a checkpoint's ledger; the running workers become new incarnations of their
+        slots, so that no key of theirs repeats one of the checkpoint's run."""
+        self.ledger = Ledger.from_state(meta, self.max_lag)
+        for w in range(self.workers):
+            self._incarnation[w] = self.ledger.new_incarnation(w)
+            self._seq[w] = 0
+
+    def pop_episodes(self) -> tuple[list[float], list[int]]:
+        returns, lengths = self.episode_returns, self.episode_lengths
+        self.episode_returns, self.episode_lengths = [], []
+        return returns, lengths
+
+    def collect(self) -> Any:
+        """The next batch: the ``workers`` oldest fragments requested, as one rollout."""
+        from policygrad.rollout import CollectionStopped
+
+        if self._seed is None:
+            self.reset()
+        version = self.algorithm.updates
+        self._request_idle(version)
+        while True:
+            batch = self._pending[: self.workers]
+            waiting = [r for r in batch if r.fragment is None]
+            if len(batch) == self.workers and not waiting:
+                break
+            if self.stop is not None and self.stop.signum is not None:
+                raise CollectionStopped(f"collection stopped at step {self.steps}")
+            if not waiting:  # fewer requests than a batch: a slot was just replaced
+                self._request_idle(version)
+                continue
+            refs = [r.ref for r in self._pending if r.fragment is None]
+            done, _ = self._ray.wait(refs, num_returns=1, timeout=0.2)
+            for ref in done:
+                self._receive(next(r for r in self._pending if r.ref is ref))
+            self._request_idle(version)
+        self._pending = self._pending[self.workers:]
+        self._taken = version
+        if self.synchronous:
+            batch.sort(key=lambda r: r.worker)
+        for r in batch:
+            self.ledger.accept(r.key, r.version, version, r.fragment["steps"])
+        self._request_idle(version)  # asynchronous: the next fragments run during the update
+        return self._assemble([r.fragment for r in batch])
+
+    def close(self) -> None:
+        """End the workers (and the cluster, if this run started it)."""
+        for actor in self._actors:
+            if actor is not None:
+                try:
+                    self._ray.kill(actor, no_restart=True)
+                except Exception:
+                    pass
+        self._actors = [None] * self.workers
+        self.cluster.close()
+
+    # --- scheduling ---------------------------------------------------------------------------
+
+    def _lag_of_next(self, version: int) -> int:
+        """The lag a fragment requested now would be trained at: the batches before it, plus one
+        if this version's batch is already taken."""
+        ahead = len(self._pending) // self.workers
+        return ahead + (1 if self._taken == version else 0)
+
+    def _request_idle(self, version: int) -> None:
+        busy = {r.worker for r in self._pending if r.fragment is None}
+        for w in range(self.workers):
+            if w in busy or self._lag_of_next(version) > self.max_lag:
+                continue
+            self._request(w, version)
+
+    def _request(self, w: int, version: int) -> None:
+        if self._weights is None or self._weights[0] != version:
+            # NumPy arrays: serialised without copies, where torch tensors are pickled. Small
+            # weights travel inside each request; larger ones are put in the object store once.
+            state = {k: v.detach().cpu().numpy() for k, v in self.policy.state_dict().items()}
+            size = sum(a.nbytes for a in state.values())
+            self._weights = (version, state if size <= INLINE_BYTES else self._ray.put(state))
+        key = FragmentKey(w, self._incarnation[w], self._seq[w])
+        self._seq[w] += 1
+        ref = self._actors[w].sample.remote(self._weights[1], _stats(self.obs_normalizer), _stats(self.reward_scaler))
+        self._pending.append(_Request(self._requests, w, key, version, ref))
+        self._requests += 1
+
+    def _receive(self, request: _Request) -> None:
+        ray = self._ray
+        try:
+            request.fragment = ray.get(request.ref)
+        except ray.exceptions.RayTaskError as err:
+            cause = _cause(err)
+            if not self.restart_failed:
+                raise TrainingError(f"rollout worker {request.worker}: {cause}") from None
+            self._replace(request.worker, cause)
+        except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError, ray.exceptions.WorkerCrashedError,
+                ray.exceptions.NodeDiedError, ray.exceptions.OwnerDiedError) as err:
+            self._replace(request.worker, type(err).__name__)
+
+    # --- one rollout from the fragments ---------------------------------------------------------
+
+    def _assemble(self, fragments: list[dict]) -> Any:
+        from policygrad.types import Rollout
+
+        def joined(name: str) -> torch.Tensor | None:
+            parts = [f[name] for f in fragments]
+            if parts[0] is None:
+                return None
+            # A copy (also of one part: what Ray hands back is read-only).
+            return torch.from_numpy(np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0].copy())
+
+        rollout = Rollout(**{name: joined(name) for name in (
+            "observations", "actions", "log_probs", "rewards", "terminated", "truncated", "values", "next_values",
+            "episode_step", "action_masks", "valid")})
+        for f in fragments:
+            self.episode_returns.extend(f["episode_returns"])
+            self.episode_lengths.extend(f["episode_lengths"])
+        if len(fragments) == 1:
+            self.reward_per_step = fragments[0]["reward_per_step"]
+        else:
+            valid = sum(f["valid_steps"] for f in fragments)
+            self.reward_per_step = sum(f["reward_per_step"] * f["valid_steps"] for f in fragments) / max(1, valid)
+        for name, normalizer in (("obs_norm", self.obs_normalizer), ("reward_norm", self.reward_scaler)):
+            if normalizer is None:
+                continue
+            rms = normalizer.rms
+            if self.synchronous and len(fragments) == 1:  # exactly the statistics of one collector
+                mean, var, count = fragments[0][name]["end"]
+                rms.mean[...] = mean
+                rms.var[...] = var
+                rms.count = count
+                continue
+            for f in fragments:  # in batch order
+                mean, var, count = f[name]["delta"]
+                if count > 0:
+                    rms.update_from_moments(mean, var, count)
+        return rollout if self.device.type == "cpu" else rollout.to(self.device)
+
+
+def _stats(normalizer: Any) -> tuple | None:
+    if normalizer is None:
+        return None
+    rms = normalizer.rms
+    return rms.mean.copy(), rms.var.copy(), float(rms.count)
+
+
+def _cause(err: Any) -> str:
+    """The one-line error a worker's task raised (a TrainingError's message as it is)."""
+    cause = getattr(err, "cause", None)
+    if isinstance(cause, TrainingError):
+        return str(cause)
+    if cause is not None:
+        return describe_error(cause, first_line=True)
+    return describe_error(err, first_line=True)
+

@@ -1,0 +1,133 @@
+"""A rollout worker: a vector environment, a copy of the policy, and the one rollout collector.
+
+:class:`RolloutWorker` is a plain class; :mod:`policygrad.distributed.collector` runs it as a Ray
+actor. It collects with :class:`policygrad.rollout.RolloutCollector`, the same code a run without
+workers steps its environments with, so a fragment is what that collector would have filled for
+the worker's environment copies. Nothing here imports Ray.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+__all__ = ["RolloutWorker", "moments_delta"]
+
+_ROLLOUT_FIELDS = ("observations", "actions", "log_probs", "rewards", "terminated", "truncated", "values",
+                   "next_values", "episode_step", "action_masks", "valid")
+
+
+def moments_delta(start: tuple[np.ndarray, np.ndarray, float], end: tuple[np.ndarray, np.ndarray, float]
+                  ) -> tuple[np.ndarray, np.ndarray, float]:
+    """The mean, population variance and count of the data that took running statistics from
+    ``start`` to ``end`` (each ``(mean, var, count)``; the inverse of the parallel merge of
+    :class:`policygrad.normalize.RunningMeanStd`). A count of 0: nothing was added."""
+    mean_a, var_a, n_a = start
+    mean_n, var_n, n = end
+    n_b = n - n_a
+    if n_b <= 0:
+        return np.zeros_like(mean_a), np.ones_like(var_a), 0.0
+    mean_b = (n * mean_n - n_a * mean_a) / n_b
+    m2_b = var_n * n - var_a * n_a - np.square(mean_b - mean_a) * (n_a * n_b / n)
+    return mean_b, np.maximum(m2_b / n_b, 0.0), float(n_b)
+
+
+class RolloutWorker:
+    """Environment copies ``first_copy .. first_copy + copies − 1`` of a run, and a policy to act.
+
+    Args:
+        run: the run's :meth:`policygrad.runconfig.RunSpec.to_json`.
+        backend: the learner's backend name, so that acting runs the same forward pass.
+        copies, first_copy, total_copies: this worker's share of the run's environment copies.
+    """
+
+    def __init__(self, run: dict, backend: str, copies: int, first_copy: int, total_copies: int) -> None:
+        from policygrad.atari import AtariOptions
+        from policygrad.backends import make_backend
+        from policygrad.envs import make_vec_env
+        from policygrad.normalize import ObservationNormalizer, RewardScaler
+        from policygrad.rollout import RolloutCollector
+        from policygrad.runconfig import spec_from_json
+        from policygrad.threads import limit_threads
+        from policygrad.training import _make_policy
+
+        spec = spec_from_json(run, "the run")
+        cfg, tcfg = spec.config, spec.train
+        limit_threads(tcfg.torch_threads, tcfg.blas_threads)
+        self.first_copy, self.total_copies = int(first_copy), int(total_copies)
+        threads = (tcfg.torch_threads, tcfg.blas_threads)
+        self.envs = make_vec_env(spec.env, copies, None, time_limit=tcfg.time_limit, vectorization=tcfg.vectorization,
+                                 worker_threads=threads, env_kwargs=spec.env_kwargs,
+                                 atari=AtariOptions.from_train(tcfg))
+        policy, encoder = _make_policy(spec, self.envs, None)
+        for p in policy.parameters():
+            p.requires_grad_(False)
+        self.policy = policy
+        self.obs_normalizer = ObservationNormalizer(policy.obs_dim) if cfg.normalize_obs else None
+        self.reward_scaler = RewardScaler(copies, cfg.gamma) if cfg.normalize_reward else None
+        self.collector = RolloutCollector(
+            self.envs, policy, cfg.num_steps, encoder=encoder, obs_normalizer=self.obs_normalizer,
+            reward_scaler=self.reward_scaler, clip_reward=tcfg.clip_reward, sde_sample_freq=cfg.sde_sample_freq,
+            actor=make_backend(backend, policy), step_timeout=tcfg.env_step_timeout or None,
+        )
+
+    def ready(self) -> int:
+        """The worker's process id, once it is built."""
+        import os
+
+        return os.getpid()
+
+    def reset(self, seed: int, stream: int) -> None:
+        """Reset the environments as a run's collector resets copies ``first_copy ..`` of
+        ``total_copies`` with ``seed``, and seed the sampling with ``stream``."""
+        self.collector.reset(seed, first_copy=self.first_copy, total_copies=self.total_copies, stream=stream)
+
+    def sample(self, weights: dict | None, obs_stats: tuple | None, reward_stats: tuple | None) -> dict[str, Any]:
+        """One fragment ``[T, copies]`` collected by the policy ``weights`` (None: the last ones),
+        normalising with the statistics given (each ``(mean, var, count)`` or None).
+
+        Returns:
+            The rollout's fields as arrays, the finished episodes, the raw reward per valid step,
+            and what the statistics gained (:func:`moments_delta`) with their end state.
+        """
+        t0 = time.perf_counter()
+        if weights is not None:
+            import torch
+
+            self.policy.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+        starts = []
+        for normalizer, stats in ((self.obs_normalizer, obs_stats), (self.reward_scaler, reward_stats)):
+            if normalizer is not None and stats is not None:
+                mean, var, count = stats
+                normalizer.rms.mean[...] = mean
+                normalizer.rms.var[...] = var
+                normalizer.rms.count = float(count)
+            starts.append(None if normalizer is None else _moments(normalizer))
+        rollout = self.collector.collect()
+        returns, lengths = self.collector.pop_episodes()
+        fragment: dict[str, Any] = {
+            name: (None if getattr(rollout, name) is None else getattr(rollout, name).numpy().copy())
+            for name in _ROLLOUT_FIELDS
+        }
+        valid = fragment["valid"]
+        fragment.update(
+            episode_returns=returns,
+            episode_lengths=lengths,
+            reward_per_step=self.collector.reward_per_step,
+            valid_steps=int(valid.sum()) if valid is not None else fragment["log_probs"].size,
+            steps=int(rollout.log_probs.numel()),
+            seconds=time.perf_counter() - t0,
+        )
+        for name, normalizer, start in (("obs_norm", self.obs_normalizer, starts[0]),
+                                        ("reward_norm", self.reward_scaler, starts[1])):
+            if normalizer is not None:
+                end = _moments(normalizer)
+                fragment[name] = {"delta": moments_delta(start, end), "end": end}
+        return fragment
+
+
+def _moments(normalizer: Any) -> tuple[np.ndarray, np.ndarray, float]:
+    rms = normalizer.rms
+    return rms.mean.copy(), rms.var.copy(), float(rms.count)
