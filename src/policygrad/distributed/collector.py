@@ -138,7 +138,7 @@ class WorkerCollector:
         for w, pid in zip(slots, pids):
             self.pids[w] = pid
         if self._seed is not None:
-            ray.get([self._reset_ref(w) for w in slots])
+            self._merge_statistics(ray.get([self._reset_ref(w) for w in slots]))
 
     def _reset_ref(self, w: int) -> Any:
         """Reset worker ``w``: incarnation 0 as the run's collector would reset its copies, later
@@ -146,10 +146,11 @@ class WorkerCollector:
         from policygrad.seeding import derive_seed
 
         incarnation = self._incarnation[w]
+        stats = (_stats(self.obs_normalizer), _stats(self.reward_scaler))
         if incarnation == self._first_incarnation[w]:
-            return self._actors[w].reset.remote(self._seed, w)
+            return self._actors[w].reset.remote(self._seed, w, *stats)
         seed = derive_seed(self._seed, REPLACE_KEY, w, incarnation)
-        return self._actors[w].reset.remote(seed, w)
+        return self._actors[w].reset.remote(seed, w, *stats)
 
     def _replace(self, w: int, why: str) -> None:
         t0 = time.perf_counter()
@@ -184,7 +185,7 @@ class WorkerCollector:
         self._seed = int(seed)
         self._first_incarnation = list(self._incarnation)
         self._pending.clear()
-        self._ray.get([self._reset_ref(w) for w in range(self.workers)])
+        self._merge_statistics(self._ray.get([self._reset_ref(w) for w in range(self.workers)]))
 
     def load_ledger(self, meta: Any) -> None:
         """Go on from a checkpoint's ledger; the running workers become new incarnations of their
@@ -251,7 +252,8 @@ class WorkerCollector:
         return ahead + (1 if self._taken == version else 0)
 
     def _request_idle(self, version: int) -> None:
-        busy = {r.worker for r in self._pending if r.fragment is None}
+        # A worker collects one fragment at a time; synchronous, it also owes each batch exactly one.
+        busy = {r.worker for r in self._pending if r.fragment is None or self.synchronous}
         for w in range(self.workers):
             if w in busy or self._lag_of_next(version) > self.max_lag:
                 continue
@@ -306,21 +308,26 @@ class WorkerCollector:
         else:
             valid = sum(f["valid_steps"] for f in fragments)
             self.reward_per_step = sum(f["reward_per_step"] * f["valid_steps"] for f in fragments) / max(1, valid)
+        self._merge_statistics(fragments)
+        return rollout if self.device.type == "cpu" else rollout.to(self.device)
+
+    def _merge_statistics(self, gains: list[dict]) -> None:
+        """Add what each worker's statistics gained (a fragment, a reset), in the order given.
+        One synchronous worker's statistics are taken as they are: exactly one collector's."""
         for name, normalizer in (("obs_norm", self.obs_normalizer), ("reward_norm", self.reward_scaler)):
             if normalizer is None:
                 continue
             rms = normalizer.rms
-            if self.synchronous and len(fragments) == 1:  # exactly the statistics of one collector
-                mean, var, count = fragments[0][name]["end"]
+            if self.synchronous and self.workers == 1:
+                mean, var, count = gains[-1][name]["end"]
                 rms.mean[...] = mean
                 rms.var[...] = var
                 rms.count = count
                 continue
-            for f in fragments:  # in batch order
-                mean, var, count = f[name]["delta"]
+            for gain in gains:
+                mean, var, count = gain[name]["delta"]
                 if count > 0:
                     rms.update_from_moments(mean, var, count)
-        return rollout if self.device.type == "cpu" else rollout.to(self.device)
 
 
 def _stats(normalizer: Any) -> tuple | None:

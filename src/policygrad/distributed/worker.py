@@ -79,10 +79,14 @@ class RolloutWorker:
 
         return os.getpid()
 
-    def reset(self, seed: int, stream: int) -> None:
+    def reset(self, seed: int, stream: int, obs_stats: tuple | None, reward_stats: tuple | None) -> dict[str, Any]:
         """Reset the environments as a run's collector resets copies ``first_copy ..`` of
-        ``total_copies`` with ``seed``, and seed the sampling with ``stream``."""
+        ``total_copies`` with ``seed``, and seed the sampling with ``stream``. The first
+        observations enter the statistics, as in the run's collector: what they gained is
+        returned as :meth:`sample` returns it."""
+        starts = self._set_statistics(obs_stats, reward_stats)
         self.collector.reset(seed, first_copy=self.first_copy, total_copies=self.total_copies, stream=stream)
+        return self._gains(starts)
 
     def sample(self, weights: dict | None, obs_stats: tuple | None, reward_stats: tuple | None) -> dict[str, Any]:
         """One fragment ``[T, copies]`` collected by the policy ``weights`` (None: the last ones),
@@ -97,14 +101,7 @@ class RolloutWorker:
             import torch
 
             self.policy.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
-        starts = []
-        for normalizer, stats in ((self.obs_normalizer, obs_stats), (self.reward_scaler, reward_stats)):
-            if normalizer is not None and stats is not None:
-                mean, var, count = stats
-                normalizer.rms.mean[...] = mean
-                normalizer.rms.var[...] = var
-                normalizer.rms.count = float(count)
-            starts.append(None if normalizer is None else _moments(normalizer))
+        starts = self._set_statistics(obs_stats, reward_stats)
         rollout = self.collector.collect()
         returns, lengths = self.collector.pop_episodes()
         fragment: dict[str, Any] = {
@@ -120,12 +117,30 @@ class RolloutWorker:
             steps=int(rollout.log_probs.numel()),
             seconds=time.perf_counter() - t0,
         )
+        fragment.update(self._gains(starts))
+        return fragment
+
+    def _set_statistics(self, obs_stats: tuple | None, reward_stats: tuple | None) -> list:
+        """Take the learner's statistics; their state as taken."""
+        starts = []
+        for normalizer, stats in ((self.obs_normalizer, obs_stats), (self.reward_scaler, reward_stats)):
+            if normalizer is not None and stats is not None:
+                mean, var, count = stats
+                normalizer.rms.mean[...] = mean
+                normalizer.rms.var[...] = var
+                normalizer.rms.count = float(count)
+            starts.append(None if normalizer is None else _moments(normalizer))
+        return starts
+
+    def _gains(self, starts: list) -> dict[str, Any]:
+        """``{"obs_norm" / "reward_norm": {"delta": ..., "end": ...}}`` since ``starts``."""
+        out = {}
         for name, normalizer, start in (("obs_norm", self.obs_normalizer, starts[0]),
                                         ("reward_norm", self.reward_scaler, starts[1])):
             if normalizer is not None:
                 end = _moments(normalizer)
-                fragment[name] = {"delta": moments_delta(start, end), "end": end}
-        return fragment
+                out[name] = {"delta": moments_delta(start, end), "end": end}
+        return out
 
 
 def _moments(normalizer: Any) -> tuple[np.ndarray, np.ndarray, float]:
