@@ -40,6 +40,10 @@ REPLACE_KEY = 4
 INLINE_BYTES = 64 * 1024
 """Policy weights up to this size are sent inside each request; larger ones through one ``ray.put``."""
 
+MAX_FAILURES = 5
+"""Replacements of one worker slot in a row, without a fragment of it accepted between them, before
+the run stops: a worker that fails whenever it starts is an error, not a fault to ride out."""
+
 READY_TIMEOUT = 120.0
 """Seconds a new worker may take to start (import, build its environments) before the run stops."""
 
@@ -110,8 +114,11 @@ class WorkerCollector:
         self._taken = -1  # the version whose batch was last taken
         self._seed: int | None = None
         self._first_incarnation = [0] * self.workers  # each slot's incarnation at the last reset
+        self._failures = [0] * self.workers  # replacements of each slot since its last accepted fragment
         self.pids: list[int] = [0] * self.workers
         """The process id of each worker slot's current incarnation."""
+        self.nodes: list[str] = [""] * self.workers
+        """The Ray node id of each worker slot's current incarnation."""
         self._start(list(range(self.workers)))
 
     # --- workers ------------------------------------------------------------------------------
@@ -135,8 +142,8 @@ class WorkerCollector:
             raise TrainingError(f"a rollout worker failed to start: {_cause(err)}") from None
         except ray.exceptions.RayError as err:
             raise TrainingError(f"a rollout worker failed to start: {describe_error(err, first_line=True)}") from None
-        for w, pid in zip(slots, pids):
-            self.pids[w] = pid
+        for w, (pid, node) in zip(slots, pids):
+            self.pids[w], self.nodes[w] = pid, node
         if self._seed is not None:
             self._merge_statistics(ray.get([self._reset_ref(w) for w in slots]))
 
@@ -153,6 +160,9 @@ class WorkerCollector:
         return self._actors[w].reset.remote(seed, w, *stats)
 
     def _replace(self, w: int, why: str) -> None:
+        self._failures[w] += 1
+        if self._failures[w] > MAX_FAILURES:
+            raise TrainingError(f"rollout worker {w} failed {MAX_FAILURES + 1} times in a row, the last: {why}")
         t0 = time.perf_counter()
         try:
             self._ray.kill(self._actors[w], no_restart=True)
@@ -229,6 +239,7 @@ class WorkerCollector:
             batch.sort(key=lambda r: r.worker)
         for r in batch:
             self.ledger.accept(r.key, r.version, version, r.fragment["steps"])
+            self._failures[r.worker] = 0
         self._request_idle(version)  # asynchronous: the next fragments run during the update
         return self._assemble([r.fragment for r in batch])
 

@@ -73,11 +73,13 @@ class RolloutWorker:
             actor=make_backend(backend, policy), step_timeout=tcfg.env_step_timeout or None,
         )
 
-    def ready(self) -> int:
-        """The worker's process id, once it is built."""
+    def ready(self) -> tuple[int, str]:
+        """The worker's process id and Ray node id, once it is built."""
         import os
 
-        return os.getpid()
+        import ray
+
+        return os.getpid(), ray.get_runtime_context().get_node_id()
 
     def reset(self, seed: int, stream: int, obs_stats: tuple | None, reward_stats: tuple | None) -> dict[str, Any]:
         """Reset the environments as a run's collector resets copies ``first_copy ..`` of
