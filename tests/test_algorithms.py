@@ -41,6 +41,7 @@ ALGO_SMALL = {
     "ppo": {"minibatch_size": 16, "num_epochs": 2},
     "npg": {"minibatch_size": 16, "vf_iters": 2},
     "trpo": {"minibatch_size": 16, "vf_iters": 2},
+    "impala": {},
 }
 
 
@@ -113,7 +114,7 @@ def _surrogate(algorithm, rollout: Rollout, psi: torch.Tensor) -> float:
 @pytest.mark.parametrize("kind", list(SPACES))
 @pytest.mark.parametrize("algo", ALGORITHMS)
 def test_update_runs_reports_metrics_and_reduces_the_surrogate(algo, kind):
-    overrides = {"learning_rate": 3e-3} if algo in ("reinforce", "a2c", "ppo") else {}
+    overrides = {"learning_rate": 3e-3} if algo in ("reinforce", "a2c", "ppo", "impala") else {}
     algorithm = _algorithm(algo, kind, **overrides)
     rollout = _rollout(algorithm.policy, kind)
     with torch.no_grad():
@@ -175,7 +176,7 @@ def test_ppo_target_kl_stops_the_epochs_early():
     assert algorithm.update(_rollout(algorithm.policy, "discrete"))["epochs"] == 4
 
 
-@pytest.mark.parametrize("algo", ["ppo", "a2c", "reinforce", "trpo"])
+@pytest.mark.parametrize("algo", ["ppo", "a2c", "reinforce", "trpo", "impala"])
 def test_invalid_steps_are_dropped_before_the_loss(algo):
     algorithm = _algorithm(algo, "discrete")
     valid = torch.ones(16, 4, dtype=torch.bool)
@@ -199,7 +200,7 @@ def test_a_nan_reward_raises_training_error_before_touching_the_policy(algo):
     assert all(torch.equal(a, b) for a, b in zip(params, algorithm.policy.parameters()))
 
 
-@pytest.mark.parametrize("algo", ["ppo", "a2c"])
+@pytest.mark.parametrize("algo", ["ppo", "a2c", "impala"])
 def test_learning_rate_anneals_linearly_to_zero(algo):
     algorithm = _algorithm(algo, "discrete", total_updates=4, anneal_lr=True, learning_rate=1e-3)
     rollout = _rollout(algorithm.policy, "discrete")
@@ -214,7 +215,8 @@ def test_learning_rate_anneals_linearly_to_zero(algo):
 
 @pytest.mark.parametrize(
     "algo,overrides",
-    [("ppo", {}), ("ppo", {"kl_penalty": True}), ("a2c", {}), ("reinforce", {}), ("trpo", {}), ("npg", {})],
+    [("ppo", {}), ("ppo", {"kl_penalty": True}), ("a2c", {}), ("reinforce", {}), ("trpo", {}), ("npg", {}),
+     ("impala", {}), ("impala", {"rho_bar": "inf", "trace_lambda": 0.9})],
 )
 def test_state_round_trip_makes_the_next_update_identical(algo, overrides, tmp_path):
     from policygrad.checkpoint import load_checkpoint, save_checkpoint
@@ -298,6 +300,7 @@ def test_reinforce_without_baseline_does_not_bootstrap():
         ("npg", {"max_kl": 0}, "max_kl must be > 0"),
         ("ppo", {"target_kl": -1.0}, "target_kl must be > 0 or None"),
         ("a2c", {"gae_lambda": 2.0}, "gae_lambda must lie in [0, 1]"),
+        ("impala", {"rho_bar": 0}, "rho_bar must be > 0"),
     ],
 )
 def test_config_validation_raises_one_line_input_errors(algo, overrides, message):
@@ -314,7 +317,7 @@ def test_make_config_parses_strings_and_rejects_unknown_algorithms():
     assert config.batch_size == 256
     assert make_config("ppo", {"hidden_sizes": [8]}).hidden_sizes == (8,)
     assert isinstance(make_config("ppo", {"learning_rate": 1}).learning_rate, float)
-    with pytest.raises(InputError, match="unknown algorithm 'dqn'; valid: reinforce, a2c, ppo, npg, trpo"):
+    with pytest.raises(InputError, match="unknown algorithm 'dqn'; valid: reinforce, a2c, ppo, npg, trpo, impala"):
         make_config("dqn", {})
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.gamma = 0.5  # type: ignore[misc]

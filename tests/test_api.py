@@ -1,4 +1,4 @@
-"""The Python API: pg.PPO / A2C / REINFORCE / NPG / TRPO with learn, predict, save and load; a run
+"""The Python API: pg.PPO / A2C / REINFORCE / NPG / TRPO / IMPALA with learn, predict, save and load; a run
 started from Python is a complete run directory for the command line."""
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ def test_importing_the_package_imports_no_torch_and_no_gymnasium() -> None:
 
 
 def test_every_algorithm_has_a_model_class_with_its_config_class() -> None:
-    for cls, algo in ((pg.PPO, "ppo"), (pg.A2C, "a2c"), (pg.REINFORCE, "reinforce"), (pg.NPG, "npg"), (pg.TRPO, "trpo")):
+    for cls, algo in ((pg.PPO, "ppo"), (pg.A2C, "a2c"), (pg.REINFORCE, "reinforce"), (pg.NPG, "npg"), (pg.TRPO, "trpo"),
+                      (pg.IMPALA, "impala")):
         assert cls.algo == algo and cls.config_class is CONFIGS[algo]
     model = pg.PPO("CartPole-v1", seed=3, learning_rate=1e-3)
     assert model.config.learning_rate == 1e-3 and model.spec.seed == 3 and model.config.num_envs == 8  # the preset's

@@ -1,7 +1,7 @@
 """The two backends compute one update: the NumPy backend's per-sample log π, H, V, its gradients
 and its acting against the torch distributions and autograd; the loss derivatives beside each loss
 against autograd of that loss (ties and clip edges included); the NumPy optimiser against
-torch.optim (steps and state dicts, both ways); whole PPO / A2C / REINFORCE updates on either
+torch.optim (steps and state dicts, both ways); whole PPO / A2C / REINFORCE / IMPALA updates on either
 backend from the same state and seed; and the backend's resolution."""
 
 from __future__ import annotations
@@ -237,6 +237,8 @@ CASES = [
     ("a2c", "continuous", {"normalize_advantages": True, "optimizer": "adam"}),
     ("reinforce", "discrete", {"use_baseline": False}),
     ("reinforce", "continuous", {}),
+    ("impala", "discrete", {"ent_coef": 0.01}),
+    ("impala", "gsde", {"rho_bar": 0.9, "c_bar": 0.5, "trace_lambda": 0.9, "optimizer": "adam"}),
 ]
 
 

@@ -26,8 +26,8 @@ from policygrad.errors import InputError, shown
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["Callback", "Model", "PPO", "A2C", "REINFORCE", "NPG", "TRPO", "load", "SequenceModel", "GRPO", "RLOO",
-           "DrGRPO", "ReMax", "ReinforcePP"]
+__all__ = ["Callback", "Model", "PPO", "A2C", "REINFORCE", "NPG", "TRPO", "IMPALA", "load", "SequenceModel", "GRPO",
+           "RLOO", "DrGRPO", "ReMax", "ReinforcePP"]
 
 
 class Callback:
@@ -423,7 +423,13 @@ class TRPO(Model):
     algo = "trpo"
 
 
-_MODELS: dict[str, type[Model]] = {cls.algo: cls for cls in (PPO, A2C, REINFORCE, NPG, TRPO)}
+class IMPALA(Model):
+    """The V-trace actor-critic (:class:`policygrad.algorithms.IMPALA`)."""
+
+    algo = "impala"
+
+
+_MODELS: dict[str, type[Model]] = {cls.algo: cls for cls in (PPO, A2C, REINFORCE, NPG, TRPO, IMPALA)}
 
 
 class SequenceModel:

@@ -71,8 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a policy on a Gymnasium environment",
         description="Train a policy. Hyperparameters: the preset of (algo, env) < --config < --set < flags.",
     )
-    p.add_argument("--algo", choices=["reinforce", "a2c", "ppo", "npg", "trpo", "rloo", "grpo", "dr_grpo", "remax",
-                                      "reinforce_pp"], default=None,
+    p.add_argument("--algo", choices=["reinforce", "a2c", "ppo", "npg", "trpo", "impala", "rloo", "grpo", "dr_grpo",
+                                      "remax", "reinforce_pp"], default=None,
                    help="algorithm (default: the config file's algo, else ppo; on a seq: task, grpo); rloo, grpo, "
                         "dr_grpo, remax and reinforce_pp train only on sequences")
     p.add_argument("--env", default=None,
@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace FILE if it exists")
 
     p = sub.add_parser("presets", help="list the (algorithm, environment) presets")
-    p.add_argument("--algo", choices=["reinforce", "a2c", "ppo", "npg", "trpo"], default=None,
+    p.add_argument("--algo", choices=["reinforce", "a2c", "ppo", "npg", "trpo", "impala"], default=None,
                    help="only this algorithm's presets")
     p.add_argument("--json", action="store_true", help="print every preset's settings as JSON")
 

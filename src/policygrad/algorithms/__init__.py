@@ -8,9 +8,10 @@ a2c         GAE(γ, λ)                              score_function_loss + value
 ppo         GAE(γ, λ), standardised per minibatch  clipped_surrogate (or ratio + β·KL), epochs
 npg         GAE(γ, λ)                              natural gradient, step size from max_kl
 trpo        GAE(γ, λ)                              natural gradient + KL-constrained line search
+impala      V-trace advantage (current π and V)    score_function_loss + value + entropy, one step
 ==========  =====================================  ==========================================
 
-With ``criterion = "average"`` (not REINFORCE), GAE(γ, λ) becomes the differential GAE of
+With ``criterion = "average"`` (not REINFORCE or IMPALA), GAE(γ, λ) becomes the differential GAE of
 :mod:`policygrad.algorithms.average`: r_t − ρ̂ with no discount, for continuing tasks.
 
 Use::
@@ -29,6 +30,7 @@ import torch
 from policygrad.algorithms.a2c import A2C, A2CConfig
 from policygrad.algorithms.base import METRIC_KEYS, Algorithm, Batch
 from policygrad.algorithms.config import BaseConfig, config_from_dict, field_docs
+from policygrad.algorithms.impala import IMPALA, IMPALAConfig
 from policygrad.algorithms.ppo import PPO, PPOConfig
 from policygrad.algorithms.presets import PRESETS, get_preset
 from policygrad.algorithms.reinforce import Reinforce, ReinforceConfig
@@ -50,6 +52,8 @@ __all__ = [
     "field_docs",
     "A2C",
     "A2CConfig",
+    "IMPALA",
+    "IMPALAConfig",
     "NPG",
     "NPGConfig",
     "PPO",
@@ -60,7 +64,7 @@ __all__ = [
     "TRPOConfig",
 ]
 
-ALGORITHMS = ("reinforce", "a2c", "ppo", "npg", "trpo")
+ALGORITHMS = ("reinforce", "a2c", "ppo", "npg", "trpo", "impala")
 
 CONFIGS: dict[str, type[BaseConfig]] = {
     "reinforce": ReinforceConfig,
@@ -68,6 +72,7 @@ CONFIGS: dict[str, type[BaseConfig]] = {
     "ppo": PPOConfig,
     "npg": NPGConfig,
     "trpo": TRPOConfig,
+    "impala": IMPALAConfig,
 }
 
 _CLASSES: dict[str, type[Algorithm]] = {
@@ -76,6 +81,7 @@ _CLASSES: dict[str, type[Algorithm]] = {
     "ppo": PPO,
     "npg": NPG,
     "trpo": TRPO,
+    "impala": IMPALA,
 }
 
 

@@ -123,6 +123,11 @@ class Algorithm(abc.ABC):
     name: ClassVar[str]
     numpy_refusal: ClassVar[str | None] = None
     """Why this algorithm cannot run on the NumPy backend (None: it can)."""
+    off_policy_correction: ClassVar[bool] = False
+    """Whether the update corrects for data collected by an older policy: it uses the behaviour
+    log-probabilities stored with each rollout (``rollout.log_probs``) to weigh the data for the
+    current policy (PPO's ratio, IMPALA's V-trace). Asynchronous workers, whose rollouts lag the
+    learner's policy, need it; the other algorithms assume the rollout's policy is the current one."""
 
     def __init__(self, policy: torch.nn.Module, config: BaseConfig, total_updates: int) -> None:
         if isinstance(total_updates, bool) or not isinstance(total_updates, int) or total_updates < 1:

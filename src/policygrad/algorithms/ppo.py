@@ -91,6 +91,7 @@ class PPO(Algorithm):
     """Proximal Policy Optimization (clipped surrogate, or adaptive KL penalty)."""
 
     name = "ppo"
+    off_policy_correction = True  # the ratio is to the stored behaviour log-probabilities
     config: PPOConfig
 
     def __init__(self, policy: torch.nn.Module, config: PPOConfig, total_updates: int) -> None:

@@ -3,8 +3,8 @@
 ``backend`` is a config field: ``torch``, ``numpy`` or ``auto``. :func:`resolve_backend` decides
 once, when the run is built; the choice and the reason are written to ``config.json`` and the log.
 ``auto`` never fails: it takes ``numpy`` where that backend can serve the run (a small tanh/ReLU MLP
-actor-critic with a categorical, Gaussian or gSDE head, on the CPU, trained by PPO, A2C or
-REINFORCE), and ``torch`` otherwise.
+actor-critic with a categorical, Gaussian or gSDE head, on the CPU, trained by PPO, A2C,
+REINFORCE or IMPALA), and ``torch`` otherwise.
 """
 
 from __future__ import annotations
