@@ -25,7 +25,8 @@ started by the script (its own temporary directory; nothing else on the machine 
 ``scaling``
     Environment steps per second of PPO on an environment whose step waits 1 ms (CartPole with a
     ``time.sleep(0.001)``: a remote simulator), 8 copies shared by 1, 2, 4, 8 workers, synchronous
-    and asynchronous (max_lag 2), training included, start-up excluded.
+    and asynchronous (max_lag 2), training included: from the first update to the last (the
+    reset before and the evaluation after are left out).
 ``learning``
     Synchronous PPO (the CartPole-v1 and Pendulum-v1 presets, 4 workers), then asynchronous PPO
     and IMPALA (4 workers, max_lag 2) evaluated every 5% of the preset's steps: the first step at
@@ -89,6 +90,16 @@ def run(algo: str, env: str, run_dir: Path, *, values: dict, total: int, callbac
         session.close()
     summary["startup_seconds"] = started
     return summary
+
+
+def steady_rate(run_dir: Path) -> tuple[int, float]:
+    """Environment steps and seconds from the first metrics row to the last: training at its steady
+    rate, without the reset before the first update or the final evaluation after the last."""
+    import csv
+
+    with open(run_dir / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    return int(rows[-1]["step"]) - int(rows[0]["step"]), float(rows[-1]["wall_time"]) - float(rows[0]["wall_time"])
 
 
 def per_update(run_dir: Path) -> float:
@@ -274,9 +285,9 @@ def scaling(args: argparse.Namespace) -> list[dict]:
                           "vectorization": "sync", "workers": workers, "worker_mode": mode}
                 summary = run("ppo", "slow_envs:slow_cartpole", work / f"{mode}{workers}", values=values,
                               total=args.steps)
-                records.append({"mode": mode, "workers": workers, "steps": summary["step"],
-                                "seconds": summary["seconds"], "steps_per_second": summary["step"] / summary["seconds"],
-                                "lags": summary["ledger"]["lags"]})
+                steps, seconds = steady_rate(work / f"{mode}{workers}")
+                records.append({"mode": mode, "workers": workers, "steps": steps, "seconds": seconds,
+                                "steps_per_second": steps / seconds, "lags": summary["ledger"]["lags"]})
                 print(json.dumps(records[-1]), flush=True)
     finally:
         close_cluster(temp)

@@ -6,6 +6,7 @@ with every step accounted for once."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -220,6 +221,21 @@ def test_asynchronous_fragments_stay_within_the_lag_bound(cluster, tmp_path):
     assert ledger["accepted_steps"] == 2048 and ledger["fragments"] == 32
     assert ledger["duplicates"] == ledger["stale"] == 0
     assert set(ledger["lags"]) <= {"0", "1"} and ledger["lags"].get("1", 0) > 0  # it did run ahead
+
+
+def test_impala_learns_from_asynchronous_workers_through_the_python_api(cluster, tmp_path):
+    import policygrad as pg
+
+    model = pg.IMPALA("CartPole-v1", seed=0, num_envs=4, num_steps=16, workers=2, worker_mode="async", max_lag=2,
+                      tensorboard=False)
+    model.learn(1024, run_dir=tmp_path / "run")
+    assert model.num_timesteps == 1024
+    meta = json.loads((tmp_path / "run" / "checkpoints" / "last" / "meta.json").read_text())["meta"]
+    ledger = meta["ledger"]
+    assert ledger["accepted_steps"] == 1024 and ledger["fragments"] == 32 and ledger["duplicates"] == 0
+    assert max(int(k) for k in ledger["lags"]) <= 2
+    action, _ = model.predict(np.zeros(4, dtype=np.float32))
+    assert action in (0, 1)
 
 
 def test_a_killed_worker_is_replaced_and_no_step_is_lost(cluster, tmp_path):
