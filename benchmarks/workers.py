@@ -63,7 +63,7 @@ from policygrad.runconfig import resolve_run  # noqa: E402
 from policygrad.training import build_session, train  # noqa: E402
 
 
-def local_cluster(cpus: int = 8) -> str:
+def local_cluster(cpus: int = 9) -> str:
     temp = tempfile.mkdtemp(prefix="pgbw-", dir="/tmp")
     ray.init(address="local", num_cpus=cpus, include_dashboard=False, _temp_dir=temp,
              object_store_memory=300 * 2**20, log_to_driver=False, configure_logging=False)
@@ -277,7 +277,7 @@ def overhead_table(records: list[dict]) -> str:
 def scaling(args: argparse.Namespace) -> list[dict]:
     work = Path(tempfile.mkdtemp(prefix="pgbs-"))
     records = []
-    temp = local_cluster(cpus=max(8, max(args.workers)))
+    temp = local_cluster(cpus=max(9, max(args.workers) + 1))
     try:
         for mode in ("sync", "async"):
             for workers in args.workers:

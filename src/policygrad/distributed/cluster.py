@@ -79,7 +79,7 @@ class Cluster:
             logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
             # Unix socket paths are short: a short directory under /tmp.
             self.temp_dir = tempfile.mkdtemp(prefix="pgray-", dir="/tmp" if os.path.isdir("/tmp") else None)
-            options.update(address="local", num_cpus=max(os.cpu_count() or 1, workers),
+            options.update(address="local", num_cpus=max(os.cpu_count() or 1, workers + 1),  # + the spare
                            object_store_memory=OBJECT_STORE_BYTES, _temp_dir=self.temp_dir)
         else:
             if address != "auto":

@@ -113,6 +113,7 @@ class WorkerCollector:
         self._weights: tuple[int, Any] | None = None  # (version, object ref)
         self._taken = -1  # the version whose batch was last taken
         self._seed: int | None = None
+        self._spare: tuple[Any, Any] | None = None  # (actor, its ready() reference)
         self._first_incarnation = [0] * self.workers  # each slot's incarnation at the last reset
         self._failures = [0] * self.workers  # replacements of each slot since its last accepted fragment
         self.pids: list[int] = [0] * self.workers
@@ -124,15 +125,15 @@ class WorkerCollector:
     # --- workers ------------------------------------------------------------------------------
 
     def _start(self, slots: list[int]) -> None:
-        """Start a new incarnation in each of ``slots`` and wait until all are built."""
+        """Start a new incarnation in each of ``slots`` (the spare first, if it is alive) and wait
+        until all are built; then build a new spare in the background."""
         ray = self._ray
         refs = []
         for w in slots:
             self._incarnation[w] = self.ledger.new_incarnation(w)
             self._seq[w] = 0
-            actor = self._actor_class.remote(self._run, self._backend, self.copies, w * self.copies, self.num_envs)
-            self._actors[w] = actor
-            refs.append(actor.ready.remote())
+            self._actors[w], ready = self._take_spare() or self._new_actor()
+            refs.append(ready)
         try:
             pids = ray.get(refs, timeout=READY_TIMEOUT)
         except ray.exceptions.GetTimeoutError:
@@ -146,6 +147,26 @@ class WorkerCollector:
             self.pids[w], self.nodes[w] = pid, node
         if self._seed is not None:
             self._merge_statistics(ray.get([self._reset_ref(w) for w in slots]))
+        if self._spare is None:
+            # Built while the others work, the spare takes the place of the next worker to fail
+            # at once: recovering then costs a reset, not a process start.
+            self._spare = self._new_actor()
+
+    def _new_actor(self) -> tuple[Any, Any]:
+        actor = self._actor_class.remote(self._run, self._backend, self.copies)
+        return actor, actor.ready.remote()
+
+    def _take_spare(self) -> tuple[Any, Any] | None:
+        """The spare worker, once built; None if there is none, or it died (lost with its node)."""
+        spare, self._spare = self._spare, None
+        if spare is None:
+            return None
+        try:
+            self._ray.get(spare[1], timeout=READY_TIMEOUT)
+        except self._ray.exceptions.RayError:
+            _kill(self._ray, spare[0])
+            return None
+        return spare
 
     def _reset_ref(self, w: int) -> Any:
         """Reset worker ``w``: incarnation 0 as the run's collector would reset its copies, later
@@ -154,20 +175,16 @@ class WorkerCollector:
 
         incarnation = self._incarnation[w]
         stats = (_stats(self.obs_normalizer), _stats(self.reward_scaler))
-        if incarnation == self._first_incarnation[w]:
-            return self._actors[w].reset.remote(self._seed, w, *stats)
-        seed = derive_seed(self._seed, REPLACE_KEY, w, incarnation)
-        return self._actors[w].reset.remote(seed, w, *stats)
+        seed = self._seed if incarnation == self._first_incarnation[w] else derive_seed(self._seed, REPLACE_KEY, w,
+                                                                                          incarnation)
+        return self._actors[w].reset.remote(seed, w, w * self.copies, self.num_envs, *stats)
 
     def _replace(self, w: int, why: str) -> None:
         self._failures[w] += 1
         if self._failures[w] > MAX_FAILURES:
             raise TrainingError(f"rollout worker {w} failed {MAX_FAILURES + 1} times in a row, the last: {why}")
         t0 = time.perf_counter()
-        try:
-            self._ray.kill(self._actors[w], no_restart=True)
-        except Exception:
-            pass
+        _kill(self._ray, self._actors[w])
         self.ledger.replaced += 1
         self._pending = [r for r in self._pending if r.worker != w]
         self._start([w])
@@ -246,11 +263,10 @@ class WorkerCollector:
     def close(self) -> None:
         """End the workers (and the cluster, if this run started it)."""
         for actor in self._actors:
-            if actor is not None:
-                try:
-                    self._ray.kill(actor, no_restart=True)
-                except Exception:
-                    pass
+            _kill(self._ray, actor)
+        if self._spare is not None:
+            _kill(self._ray, self._spare[0])
+            self._spare = None
         self._actors = [None] * self.workers
         self.cluster.close()
 
@@ -339,6 +355,16 @@ class WorkerCollector:
                 mean, var, count = gain[name]["delta"]
                 if count > 0:
                     rms.update_from_moments(mean, var, count)
+
+
+def _kill(ray: Any, actor: Any) -> None:
+    """End ``actor`` (if any), quietly: it may be dead already."""
+    if actor is None:
+        return
+    try:
+        ray.kill(actor, no_restart=True)
+    except Exception:
+        pass
 
 
 def _stats(normalizer: Any) -> tuple | None:

@@ -35,15 +35,16 @@ def moments_delta(start: tuple[np.ndarray, np.ndarray, float], end: tuple[np.nda
 
 
 class RolloutWorker:
-    """Environment copies ``first_copy .. first_copy + copies − 1`` of a run, and a policy to act.
+    """``copies`` environment copies of a run, and a policy to act; which of the run's copies they
+    are is given by :meth:`reset` (a spare worker is built before it has a slot).
 
     Args:
         run: the run's :meth:`policygrad.runconfig.RunSpec.to_json`.
         backend: the learner's backend name, so that acting runs the same forward pass.
-        copies, first_copy, total_copies: this worker's share of the run's environment copies.
+        copies: environment copies of this worker.
     """
 
-    def __init__(self, run: dict, backend: str, copies: int, first_copy: int, total_copies: int) -> None:
+    def __init__(self, run: dict, backend: str, copies: int) -> None:
         from policygrad.atari import AtariOptions
         from policygrad.backends import make_backend
         from policygrad.envs import make_vec_env
@@ -56,7 +57,6 @@ class RolloutWorker:
         spec = spec_from_json(run, "the run")
         cfg, tcfg = spec.config, spec.train
         limit_threads(tcfg.torch_threads, tcfg.blas_threads)
-        self.first_copy, self.total_copies = int(first_copy), int(total_copies)
         threads = (tcfg.torch_threads, tcfg.blas_threads)
         self.envs = make_vec_env(spec.env, copies, None, time_limit=tcfg.time_limit, vectorization=tcfg.vectorization,
                                  worker_threads=threads, env_kwargs=spec.env_kwargs,
@@ -81,13 +81,14 @@ class RolloutWorker:
 
         return os.getpid(), ray.get_runtime_context().get_node_id()
 
-    def reset(self, seed: int, stream: int, obs_stats: tuple | None, reward_stats: tuple | None) -> dict[str, Any]:
+    def reset(self, seed: int, stream: int, first_copy: int, total_copies: int, obs_stats: tuple | None,
+              reward_stats: tuple | None) -> dict[str, Any]:
         """Reset the environments as a run's collector resets copies ``first_copy ..`` of
         ``total_copies`` with ``seed``, and seed the sampling with ``stream``. The first
         observations enter the statistics, as in the run's collector: what they gained is
         returned as :meth:`sample` returns it."""
         starts = self._set_statistics(obs_stats, reward_stats)
-        self.collector.reset(seed, first_copy=self.first_copy, total_copies=self.total_copies, stream=stream)
+        self.collector.reset(seed, first_copy=first_copy, total_copies=total_copies, stream=stream)
         return self._gains(starts)
 
     def sample(self, weights: dict | None, obs_stats: tuple | None, reward_stats: tuple | None) -> dict[str, Any]:
