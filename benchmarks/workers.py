@@ -161,6 +161,8 @@ def record(what: str, asynchronous: bool, summary: dict, total: int, killed_at: 
         "lags": lags,
         "replaced": ledger["replaced"],
         "recovery_seconds": max(recoveries) if recoveries else None,
+        # of which: starting the replacements, once the failure was seen
+        "restart_seconds": max((r["seconds"] for r in summary["recoveries"]), default=None),
     }
 
 
@@ -168,6 +170,11 @@ def node_loss_trial(work: Path) -> dict:
     from ray.cluster_utils import Cluster
 
     temp = tempfile.mkdtemp(prefix="pgbn-", dir="/tmp")
+    # Ray writes the address of the cluster it starts under $RAY_TMPDIR/ray: a private one, so that
+    # no other Ray user on the machine finds (or has its address replaced by) this cluster.
+    saved = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = temp
+    os.makedirs(os.path.join(temp, "ray"), exist_ok=True)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "temp_dir": temp})
     cluster.add_node(num_cpus=4)
     cluster.add_node(num_cpus=4)
@@ -191,6 +198,10 @@ def node_loss_trial(work: Path) -> dict:
     finally:
         ray.shutdown()
         cluster.shutdown()
+        if saved is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = saved
         shutil.rmtree(temp, ignore_errors=True)
     return record(f"node holding {kill.get('lost')} of 4 workers removed at update 10", False, summary, total,
                   kill.get("at"))
@@ -199,13 +210,14 @@ def node_loss_trial(work: Path) -> dict:
 def faults(args: argparse.Namespace) -> list[dict]:
     work = Path(tempfile.mkdtemp(prefix="pgbf-"))
     records = []
-    temp = local_cluster()
-    try:
-        for i in range(args.trials):
-            records.append(fault_trial(i, work, asynchronous=i % 2 == 1))
-            print(json.dumps(records[-1]), flush=True)
-    finally:
-        close_cluster(temp)
+    if args.trials:
+        temp = local_cluster()
+        try:
+            for i in range(args.trials):
+                records.append(fault_trial(i, work, asynchronous=i % 2 == 1))
+                print(json.dumps(records[-1]), flush=True)
+        finally:
+            close_cluster(temp)
     if args.node_loss:
         records.append(node_loss_trial(work))
         print(json.dumps(records[-1]), flush=True)

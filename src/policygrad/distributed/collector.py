@@ -179,17 +179,21 @@ class WorkerCollector:
                                                                                           incarnation)
         return self._actors[w].reset.remote(seed, w, w * self.copies, self.num_envs, *stats)
 
-    def _replace(self, w: int, why: str) -> None:
-        self._failures[w] += 1
-        if self._failures[w] > MAX_FAILURES:
-            raise TrainingError(f"rollout worker {w} failed {MAX_FAILURES + 1} times in a row, the last: {why}")
+    def _replace(self, failed: dict[int, str]) -> None:
+        """Replace the workers of the slots ``failed`` names (slot: why), all at once."""
+        for w, why in failed.items():
+            self._failures[w] += 1
+            if self._failures[w] > MAX_FAILURES:
+                raise TrainingError(f"rollout worker {w} failed {MAX_FAILURES + 1} times in a row, the last: {why}")
         t0 = time.perf_counter()
-        _kill(self._ray, self._actors[w])
-        self.ledger.replaced += 1
-        self._pending = [r for r in self._pending if r.worker != w]
-        self._start([w])
-        self.recoveries.append({"worker": w, "incarnation": self._incarnation[w], "why": why,
-                                "seconds": time.perf_counter() - t0, "at": time.time()})
+        for w in failed:
+            _kill(self._ray, self._actors[w])
+        self.ledger.replaced += len(failed)
+        self._pending = [r for r in self._pending if r.worker not in failed]
+        self._start(sorted(failed))
+        for w, why in failed.items():
+            self.recoveries.append({"worker": w, "incarnation": self._incarnation[w], "why": why,
+                                    "seconds": time.perf_counter() - t0, "at": time.time()})
 
     # --- the collector's interface ------------------------------------------------------------
 
@@ -247,8 +251,13 @@ class WorkerCollector:
                 continue
             refs = [r.ref for r in self._pending if r.fragment is None]
             done, _ = self._ray.wait(refs, num_returns=1, timeout=0.2)
+            if done:  # and whatever else is ready: the workers lost with one node fail together
+                done, _ = self._ray.wait(refs, num_returns=len(refs), timeout=0)
+            failed: dict[int, str] = {}
             for ref in done:
-                self._receive(next(r for r in self._pending if r.ref is ref))
+                self._receive(next(r for r in self._pending if r.ref is ref), failed)
+            if failed:
+                self._replace(failed)
             self._request_idle(version)
         self._pending = self._pending[self.workers:]
         self._taken = version
@@ -299,7 +308,8 @@ class WorkerCollector:
         self._pending.append(_Request(self._requests, w, key, version, ref))
         self._requests += 1
 
-    def _receive(self, request: _Request) -> None:
+    def _receive(self, request: _Request, failed: dict[int, str]) -> None:
+        """Take the fragment of a finished request, or note its worker in ``failed``."""
         ray = self._ray
         try:
             request.fragment = ray.get(request.ref)
@@ -307,10 +317,10 @@ class WorkerCollector:
             cause = _cause(err)
             if not self.restart_failed:
                 raise TrainingError(f"rollout worker {request.worker}: {cause}") from None
-            self._replace(request.worker, cause)
+            failed[request.worker] = cause
         except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError, ray.exceptions.WorkerCrashedError,
                 ray.exceptions.NodeDiedError, ray.exceptions.OwnerDiedError) as err:
-            self._replace(request.worker, type(err).__name__)
+            failed[request.worker] = type(err).__name__
 
     # --- one rollout from the fragments ---------------------------------------------------------
 
