@@ -100,6 +100,34 @@ def test_bad_worker_settings_exit_2_in_one_line(tmp_path, capsys, argv, message)
     assert not out.exists()
 
 
+def test_an_address_that_is_not_a_ray_head_is_refused_within_seconds(tmp_path, capsys):
+    """Nothing listening (refused at once), and a listener that never answers (5 s): never a hang."""
+    import socket
+    import time
+
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'policygrad[ray]')")
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        for address, message in ((f"127.0.0.1:{_free_port()}", "Connection refused"),
+                                  (f"127.0.0.1:{silent.getsockname()[1]}", "no answer within 5 s")):
+            t0 = time.monotonic()
+            assert main(["train", "--steps", "256", "--quiet", "--out", str(tmp_path / "run"), "--workers", "1",
+                         "--address", address]) == 2
+            assert time.monotonic() - t0 < 30
+            err = capsys.readouterr().err.strip()
+            assert err == f"policygrad: error: cannot reach the Ray cluster at {address}: {message}", err
+            assert not (tmp_path / "run").exists()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_without_ray_workers_name_the_extra(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
     assert main(["train", "--steps", "256", "--quiet", "--out", str(tmp_path / "run"), "--workers", "2",
@@ -301,3 +329,4 @@ def test_a_run_resumes_with_another_number_of_workers(cluster, tmp_path):
     assert ledger["incarnations"] == {"0": 2, "1": 1}  # slot 0 lives again; its keys are new ones
     assert [w for w, i, s in ledger["last_seq"]] == [0, 0, 1]
     assert math.isfinite(summary["eval_returns"][0])
+

@@ -39,15 +39,31 @@ def check_address(address: str) -> str:
     return address
 
 
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # + empty SETTINGS
+
+
 def _check_reachable(address: str) -> None:
+    """InputError unless ``HOST:PORT`` answers as a gRPC server (a Ray head's GCS is one) within
+    :data:`CONNECT_TIMEOUT` seconds: it must accept a connection and answer the HTTP/2 preface with
+    a SETTINGS frame. Anything else listening there would leave ``ray.init`` retrying for minutes."""
     host, _, port = address.rpartition(":")
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT):
-            pass
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT) as conn:
+            conn.settimeout(CONNECT_TIMEOUT)
+            conn.sendall(_HTTP2_PREFACE)
+            frame = b""
+            while len(frame) < 9:
+                chunk = conn.recv(9 - len(frame))
+                if not chunk:
+                    break
+                frame += chunk
     except OSError as err:
         reason = (f"no answer within {CONNECT_TIMEOUT:.0f} s" if isinstance(err, TimeoutError)
                   else err.strerror or describe_error(err))
         raise InputError(f"cannot reach the Ray cluster at {address}: {reason}") from None
+    if len(frame) < 9 or frame[3] != 0x04:
+        raise InputError(f"cannot reach the Ray cluster at {address}: what answers there is not a Ray head "
+                         "(no gRPC server)")
 
 
 class Cluster:
