@@ -8,6 +8,7 @@ final deterministic return over 20 episodes.
 
     python benchmarks/speed.py                      # every case, 3 seeds (needs the `bench` extra)
     python benchmarks/speed.py --cases ppo_8x128 --seeds 1 --scale 0.05   # a quick look
+    python benchmarks/speed.py --cases ppo_breakout --seeds 2 --first-seed 1   # seeds 1 and 2 only
     python benchmarks/speed.py --competitors 1 --out benchmarks/results/speed_loaded.md   # loaded
 
 With ``--competitors K`` the runner starts K CPU-bound competitor processes (pure-Python busy
@@ -316,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="run seeds FIRST_SEED .. FIRST_SEED+SEEDS-1")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every case's step count")
     parser.add_argument("--libs", nargs="+", choices=list(WORKERS), default=list(WORKERS))
     parser.add_argument("--competitors", type=int, default=0, metavar="K",
@@ -347,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
             case = CASES[name]
             steps = max(case.num_envs, int(case.steps * args.scale))
             result = CaseResult(case)
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 for lib in args.libs:  # alternate: policygrad, SB3, floor for each seed
                     load.check_alive(procs)
                     run = spawn(lib, name, seed, steps)
@@ -360,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = f"{os.cpu_count()} CPUs, {sys.platform}, Python {sys.version.split()[0]}"
     if args.json:
         record = {"competitors": args.competitors, "load": load.describe(args.competitors), "machine": machine,
-                  "seeds": args.seeds, "scale": args.scale,
+                  "seeds": args.seeds, "first_seed": args.first_seed, "scale": args.scale,
                   "cases": {r.case.name: {lib: runs for lib, runs in r.runs.items() if runs} for r in results}}
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(record, indent=1) + "\n")
