@@ -17,7 +17,8 @@ SMALL = {"num_envs": 4, "num_steps": 32, "minibatch_size": 64, "num_epochs": 2, 
 @pytest.mark.slow
 def test_a_lost_node_is_replaced_and_no_step_is_lost(tmp_path):
     """A cluster of a head without CPUs and two nodes (ray.cluster_utils), the node of worker 0
-    removed mid-run: its workers come back on the other node, every step accounted for once."""
+    lost mid-run (removed, and the workers on it killed, as when a machine goes): its workers come
+    back on the other node, every step accounted for once."""
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'policygrad[ray]')")
     from ray.cluster_utils import Cluster
 
@@ -29,7 +30,10 @@ def test_a_lost_node_is_replaced_and_no_step_is_lost(tmp_path):
     saved = os.environ.get("RAY_TMPDIR")
     os.environ["RAY_TMPDIR"] = temp  # where Ray writes the cluster's address: private to this test
     os.makedirs(os.path.join(temp, "ray"))
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "temp_dir": temp})
+    # The lost node is known dead after 2 missed health checks 0.5 s apart (Ray's default: 5 x 3 s).
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 0, "temp_dir": temp,
+        "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 2}})
     try:
         nodes = [cluster.add_node(num_cpus=3), cluster.add_node(num_cpus=3)]
         ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
@@ -41,9 +45,14 @@ def test_a_lost_node_is_replaced_and_no_step_is_lost(tmp_path):
         class RemoveNode:
             def on_rollout_end(self, step):
                 if step == 512:
-                    node = next(n for n in nodes if n.node_id == session.collector.nodes[0])
-                    lost.append(sum(x == node.node_id for x in session.collector.nodes))
+                    collector = session.collector
+                    node = next(n for n in nodes if n.node_id == collector.nodes[0])
+                    pids = [pid for pid, x in collector.processes() if x == node.node_id]
+                    lost.append(sum(x == node.node_id for x in collector.nodes))
+                    # A machine lost: its Ray processes and the workers on it, all killed at once.
                     cluster.remove_node(node, allow_graceful=False)
+                    for pid in pids:
+                        _kill(pid)
 
         try:
             (tmp_path / "run").mkdir()
@@ -61,3 +70,12 @@ def test_a_lost_node_is_replaced_and_no_step_is_lost(tmp_path):
     ledger = summary["ledger"]
     assert ledger["accepted_steps"] == 2048 and ledger["fragments"] == 32 and ledger["duplicates"] == 0
     assert ledger["replaced"] >= lost[0] >= 1
+
+
+def _kill(pid: int) -> None:
+    import signal
+
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:  # gone with its node already
+        pass

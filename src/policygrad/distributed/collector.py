@@ -126,38 +126,60 @@ class WorkerCollector:
 
     def _start(self, slots: list[int]) -> None:
         """Start a new incarnation in each of ``slots`` (the spare first, if it is alive) and wait
-        until all are built; then build a new spare in the background."""
+        until all are built; then build a new spare in the background. A new worker that dies while
+        starting (placed on a node that is being lost) is started again, up to
+        :data:`MAX_FAILURES` times."""
         ray = self._ray
-        refs = []
-        for w in slots:
-            self._incarnation[w] = self.ledger.new_incarnation(w)
-            self._seq[w] = 0
-            self._actors[w], ready = self._take_spare() or self._new_actor()
-            refs.append(ready)
-        try:
-            pids = ray.get(refs, timeout=READY_TIMEOUT)
-        except ray.exceptions.GetTimeoutError:
-            raise TrainingError(f"rollout workers did not start within {READY_TIMEOUT:.0f} s (does the Ray cluster "
-                                f"have {len(slots)} free CPUs?)") from None
-        except ray.exceptions.RayTaskError as err:
-            raise TrainingError(f"a rollout worker failed to start: {_cause(err)}") from None
-        except ray.exceptions.RayError as err:
-            raise TrainingError(f"a rollout worker failed to start: {describe_error(err, first_line=True)}") from None
-        for w, (pid, node) in zip(slots, pids):
-            self.pids[w], self.nodes[w] = pid, node
+        started = list(slots)
+        for attempt in range(MAX_FAILURES + 1):
+            refs = {}
+            for w in slots:
+                self._incarnation[w] = self.ledger.new_incarnation(w)
+                self._seq[w] = 0
+                self._actors[w], refs[w] = self._take_spare() or self._new_actor()
+            died = []
+            for w, ref in refs.items():
+                try:
+                    self.pids[w], self.nodes[w] = ray.get(ref, timeout=READY_TIMEOUT)
+                except ray.exceptions.GetTimeoutError:
+                    raise TrainingError(f"rollout workers did not start within {READY_TIMEOUT:.0f} s (does the "
+                                        f"Ray cluster have {len(slots)} free CPUs?)") from None
+                except ray.exceptions.RayTaskError as err:
+                    raise TrainingError(f"a rollout worker failed to start: {_cause(err)}") from None
+                except ray.exceptions.RayError as err:
+                    died.append(w)
+                    why = describe_error(err, first_line=True)
+                    _kill(ray, self._actors[w])
+            if not died:
+                break
+            slots = died
+        else:
+            raise TrainingError(f"a rollout worker failed to start {MAX_FAILURES + 1} times: {why}")
         if self._seed is not None:
-            self._merge_statistics(ray.get([self._reset_ref(w) for w in slots]))
+            self._merge_statistics(ray.get([self._reset_ref(w) for w in started]))
         if self._spare is None:
             # Built while the others work, the spare takes the place of the next worker to fail
             # at once: recovering then costs a reset, not a process start.
             self._spare = self._new_actor()
+
+    def processes(self) -> list[tuple[int, str]]:
+        """``(process id, Ray node id)`` of every worker process of the run: the workers' and the
+        spare's (waiting until the spare is built)."""
+        out = list(zip(self.pids, self.nodes))
+        if self._spare is not None:
+            try:
+                out.append(tuple(self._ray.get(self._spare[1], timeout=READY_TIMEOUT)))
+            except self._ray.exceptions.RayError:
+                pass
+        return out
 
     def _new_actor(self) -> tuple[Any, Any]:
         actor = self._actor_class.remote(self._run, self._backend, self.copies)
         return actor, actor.ready.remote()
 
     def _take_spare(self) -> tuple[Any, Any] | None:
-        """The spare worker, once built; None if there is none, or it died (lost with its node)."""
+        """The spare worker and a new ``ready()`` call of it (which fails if it died since it was
+        built); None if there is no spare, or it never came up."""
         spare, self._spare = self._spare, None
         if spare is None:
             return None
@@ -166,7 +188,7 @@ class WorkerCollector:
         except self._ray.exceptions.RayError:
             _kill(self._ray, spare[0])
             return None
-        return spare
+        return spare[0], spare[0].ready.remote()
 
     def _reset_ref(self, w: int) -> Any:
         """Reset worker ``w``: incarnation 0 as the run's collector would reset its copies, later
