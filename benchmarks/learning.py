@@ -46,6 +46,9 @@ TARGETS: dict[tuple[str, str], float] = {
     ("ppo", "Pendulum-v1"): -200.0,
     ("trpo", "Pendulum-v1"): -200.0,
     ("ppo", "MountainCarContinuous-v0"): 85.0,
+    # IMPALA in one process: the PPO preset's measured median return (benchmarks/results/learning.md).
+    ("impala", "CartPole-v1"): 500.0,
+    ("impala", "Pendulum-v1"): -178.0,
     # MuJoCo, 1M steps: the best published PPO figure at 1M steps (PPO paper, Fig. 3; the Zoo's
     # tuned agents on the v3 environments), whichever is higher.
     ("ppo", "Hopper-v5"): 2410.0,

@@ -159,7 +159,7 @@ def next_state_values(values: Tensor, rollout: Rollout) -> Tensor:
 def _trace_metrics(log_prob: Tensor, old_log_prob: Tensor, valid: Tensor | None, rho_bar: float) -> dict[str, Any]:
     """Over the valid steps of ``[T, N]`` log π and log μ: the policy lag KL̂(μ ‖ π) (``approx_kl``) and
     the mean truncated importance weight ρ_t = min(ρ̄, π/μ) of the policy gradient (``rho_mean``; 1
-    on-policy with ρ̄ ≥ 1, below 1 where ρ̄ truncates or the current policy dropped the actions taken)."""
+    on-policy with ρ̄ ≥ 1, up to rounding)."""
     if valid is not None:
         log_prob, old_log_prob = log_prob[valid], old_log_prob[valid]
     return {
