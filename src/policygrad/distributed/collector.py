@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from policygrad.distributed.ledger import FragmentKey, Ledger
+from policygrad.distributed.worker import pack_arrays, unpack_arrays
 from policygrad.errors import TrainingError, describe_error
 
 __all__ = ["WorkerCollector", "REPLACE_KEY"]
@@ -319,11 +320,10 @@ class WorkerCollector:
 
     def _request(self, w: int, version: int) -> None:
         if self._weights is None or self._weights[0] != version:
-            # NumPy arrays: serialised without copies, where torch tensors are pickled. Small
-            # weights travel inside each request; larger ones are put in the object store once.
-            state = {k: v.detach().cpu().numpy() for k, v in self.policy.state_dict().items()}
-            size = sum(a.nbytes for a in state.values())
-            self._weights = (version, state if size <= INLINE_BYTES else self._ray.put(state))
+            # One byte string (pack_arrays): small weights travel inside each request, larger
+            # ones are put in the object store once.
+            packed = pack_arrays({k: v.detach().cpu().numpy() for k, v in self.policy.state_dict().items()})
+            self._weights = (version, packed if len(packed[0]) <= INLINE_BYTES else self._ray.put(packed))
         key = FragmentKey(w, self._incarnation[w], self._seq[w])
         self._seq[w] += 1
         ref = self._actors[w].sample.remote(self._weights[1], _stats(self.obs_normalizer), _stats(self.reward_scaler))
@@ -349,8 +349,10 @@ class WorkerCollector:
     def _assemble(self, fragments: list[dict]) -> Any:
         from policygrad.types import Rollout
 
+        unpacked = [unpack_arrays(*f["rollout"]) for f in fragments]
+
         def joined(name: str) -> torch.Tensor | None:
-            parts = [f[name] for f in fragments]
+            parts = [f[name] for f in unpacked]
             if parts[0] is None:
                 return None
             # A copy (also of one part: what Ray hands back is read-only).

@@ -13,10 +13,37 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RolloutWorker", "moments_delta"]
+__all__ = ["RolloutWorker", "moments_delta", "pack_arrays", "unpack_arrays"]
 
 _ROLLOUT_FIELDS = ("observations", "actions", "log_probs", "rewards", "terminated", "truncated", "values",
                    "next_values", "episode_step", "action_masks", "valid")
+
+
+def pack_arrays(arrays: dict[str, np.ndarray | None]) -> tuple[bytes, list]:
+    """Arrays as one byte string and its layout ``[(name, dtype, shape, offset) or (name, None)]``:
+    one buffer crosses between processes faster than many (each pickled array costs ~0.03 ms)."""
+    layout, parts, offset = [], [], 0
+    for name, array in arrays.items():
+        if array is None:
+            layout.append((name, None, None, None))
+            continue
+        array = np.ascontiguousarray(array)
+        layout.append((name, array.dtype.str, array.shape, offset))
+        parts.append(array.reshape(-1).view(np.uint8))
+        offset += array.nbytes
+    return (np.concatenate(parts).tobytes() if parts else b""), layout
+
+
+def unpack_arrays(data: bytes, layout: list) -> dict[str, np.ndarray | None]:
+    """What :func:`pack_arrays` packed, as read-only views of ``data``."""
+    out: dict[str, np.ndarray | None] = {}
+    for name, dtype, shape, offset in layout:
+        if dtype is None:
+            out[name] = None
+            continue
+        count = int(np.prod(shape, dtype=np.int64))
+        out[name] = np.frombuffer(data, dtype=np.dtype(dtype), count=count, offset=offset).reshape(shape)
+    return out
 
 
 def moments_delta(start: tuple[np.ndarray, np.ndarray, float], end: tuple[np.ndarray, np.ndarray, float]
@@ -72,6 +99,9 @@ class RolloutWorker:
             reward_scaler=self.reward_scaler, clip_reward=tcfg.clip_reward, sde_sample_freq=cfg.sde_sample_freq,
             actor=make_backend(backend, policy), step_timeout=tcfg.env_step_timeout or None,
         )
+        # The tensors new weights are copied into: taken once the backend is built (the NumPy
+        # backend may move the parameters into one buffer of its own).
+        self._state = policy.state_dict()
 
     def ready(self) -> tuple[int, str]:
         """The worker's process id and Ray node id, once it is built."""
@@ -91,32 +121,37 @@ class RolloutWorker:
         self.collector.reset(seed, first_copy=first_copy, total_copies=total_copies, stream=stream)
         return self._gains(starts)
 
-    def sample(self, weights: dict | None, obs_stats: tuple | None, reward_stats: tuple | None) -> dict[str, Any]:
-        """One fragment ``[T, copies]`` collected by the policy ``weights`` (None: the last ones),
-        normalising with the statistics given (each ``(mean, var, count)`` or None).
+    def sample(self, weights: tuple[bytes, list] | None, obs_stats: tuple | None, reward_stats: tuple | None
+               ) -> dict[str, Any]:
+        """One fragment ``[T, copies]`` collected by the policy ``weights`` (its state dict as
+        :func:`pack_arrays` packs it; None: the last ones), normalising with the statistics given
+        (each ``(mean, var, count)`` or None).
 
         Returns:
-            The rollout's fields as arrays, the finished episodes, the raw reward per valid step,
-            and what the statistics gained (:func:`moments_delta`) with their end state.
+            The rollout's fields packed (``"rollout"``: :func:`pack_arrays`), the finished episodes,
+            the raw reward per valid step, and what the statistics gained (:func:`moments_delta`)
+            with their end state.
         """
         t0 = time.perf_counter()
         if weights is not None:
             import torch
 
-            self.policy.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+            with torch.no_grad():
+                for name, value in unpack_arrays(*weights).items():
+                    self._state[name].copy_(torch.from_numpy(value))
         starts = self._set_statistics(obs_stats, reward_stats)
         rollout = self.collector.collect()
         returns, lengths = self.collector.pop_episodes()
+        valid = None if rollout.valid is None else rollout.valid.numpy()
         fragment: dict[str, Any] = {
-            name: (None if getattr(rollout, name) is None else getattr(rollout, name).numpy().copy())
-            for name in _ROLLOUT_FIELDS
+            "rollout": pack_arrays({name: (None if getattr(rollout, name) is None else getattr(rollout, name).numpy())
+                                    for name in _ROLLOUT_FIELDS}),
         }
-        valid = fragment["valid"]
         fragment.update(
             episode_returns=returns,
             episode_lengths=lengths,
             reward_per_step=self.collector.reward_per_step,
-            valid_steps=int(valid.sum()) if valid is not None else fragment["log_probs"].size,
+            valid_steps=int(valid.sum()) if valid is not None else int(rollout.log_probs.numel()),
             steps=int(rollout.log_probs.numel()),
             seconds=time.perf_counter() - t0,
         )
