@@ -24,7 +24,7 @@ started by the script (its own temporary directory; nothing else on the machine 
     alternating A/B ``--repeats`` times; the time to start (cluster and workers) apart.
 ``scaling``
     Environment steps per second of PPO on an environment whose step waits 1 ms (CartPole with a
-    ``time.sleep(0.001)``: a remote simulator), 8 copies shared by 1, 2, 4, 8 workers, synchronous
+    ``time.sleep(0.001)``: a remote simulator), 8 copies (``--copies``) shared by 1, 2, 4, 8 workers, synchronous
     and asynchronous (max_lag 2), training included: from the first update to the last (the
     reset before and the evaluation after are left out).
 ``learning``
@@ -310,7 +310,7 @@ def scaling(args: argparse.Namespace) -> list[dict]:
     try:
         for mode in ("sync", "async"):
             for workers in args.workers:
-                values = {"num_envs": 8, "num_steps": 128, "num_epochs": 1, "minibatch_size": 512,
+                values = {"num_envs": args.copies, "num_steps": 128, "num_epochs": 1, "minibatch_size": 512,
                           "vectorization": "sync", "workers": workers, "worker_mode": mode}
                 summary = run("ppo", "slow_envs:slow_cartpole", work / f"{mode}{workers}", values=values,
                               total=args.steps)
@@ -413,6 +413,7 @@ def main() -> None:
     p = sub.add_parser("scaling")
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8])
     p.add_argument("--steps", type=int, default=16384)
+    p.add_argument("--copies", type=int, default=8, help="environment copies shared by the workers (num_envs)")
     p = sub.add_parser("learning")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     for p in sub.choices.values():
