@@ -297,6 +297,32 @@ def test_a_killed_worker_is_replaced_and_no_step_is_lost(cluster, tmp_path):
     del start_run
 
 
+def test_a_fragment_the_ledger_refuses_is_collected_again(cluster, tmp_path):
+    from policygrad.training import build_session, train
+
+    spec = resolve_run("ppo", "CartPole-v1", overrides=SMALL, flags={"total_steps": 1024, "workers": 2})
+    session = build_session(spec)
+
+    class Replayed(Ledger):
+        """Refuses worker 1's third fragment as a duplicate, once (a replay the scheduling never makes)."""
+
+        def accept(self, key, version, learner_version, steps):
+            if key == FragmentKey(1, 0, 2) and not self.duplicates:
+                self.duplicates += 1
+                raise Rejected("replayed")
+            return super().accept(key, version, learner_version, steps)
+
+    session.collector.ledger = Replayed(max_lag=0, incarnations=dict(session.collector.ledger.incarnations))
+    try:
+        (tmp_path / "run").mkdir()
+        summary = train(session, tmp_path / "run", quiet=True)
+    finally:
+        session.close()
+    ledger = summary["ledger"]
+    assert ledger["accepted_steps"] == 1024 and ledger["fragments"] == 16 and ledger["duplicates"] == 1
+    assert [1, 0, 8] in ledger["last_seq"]  # worker 1 made one fragment more than it delivered
+
+
 def test_a_raising_environment_stops_the_run_unless_workers_are_restarted(cluster, tmp_path):
     mark = cluster / "raised"
     mark.unlink(missing_ok=True)

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from policygrad.distributed.ledger import FragmentKey, Ledger
+from policygrad.distributed.ledger import FragmentKey, Ledger, Rejected
 from policygrad.distributed.worker import pack_arrays, unpack_arrays
 from policygrad.errors import TrainingError, describe_error
 
@@ -51,12 +51,12 @@ READY_TIMEOUT = 120.0
 
 @dataclass
 class _Request:
-    number: int  # the order of the request, over the run's life in this process
     worker: int
     key: FragmentKey
-    version: int
+    version: int  # of the policy that collects it
     ref: Any
     fragment: dict | None = None
+    accepted: bool = False
 
 
 class WorkerCollector:
@@ -110,7 +110,6 @@ class WorkerCollector:
         self._incarnation = [0] * self.workers
         self._seq = [0] * self.workers
         self._pending: list[_Request] = []  # requested, not yet trained on, in request order
-        self._requests = 0
         self._weights: tuple[int, Any] | None = None  # (version, object ref)
         self._taken = -1  # the version whose batch was last taken
         self._seed: int | None = None
@@ -266,7 +265,12 @@ class WorkerCollector:
             batch = self._pending[: self.workers]
             waiting = [r for r in batch if r.fragment is None]
             if len(batch) == self.workers and not waiting:
-                break
+                refused = self._accept(batch, version)
+                if not refused:
+                    break
+                self._pending = [r for r in self._pending if r not in refused]  # and asked again
+                self._request_idle(version)
+                continue
             if self.stop is not None and self.stop.signum is not None:
                 raise CollectionStopped(f"collection stopped at step {self.steps}")
             if not waiting:  # fewer requests than a batch: a slot was just replaced
@@ -286,11 +290,24 @@ class WorkerCollector:
         self._taken = version
         if self.synchronous:
             batch.sort(key=lambda r: r.worker)
-        for r in batch:
-            self.ledger.accept(r.key, r.version, version, r.fragment["steps"])
-            self._failures[r.worker] = 0
         self._request_idle(version)  # asynchronous: the next fragments run during the update
         return self._assemble([r.fragment for r in batch])
+
+    def _accept(self, batch: list[_Request], version: int) -> list[_Request]:
+        """Account for the batch's fragments in the ledger; those it refuses (never, while the
+        scheduling keeps its promises) are returned, to be collected again."""
+        refused = []
+        for r in batch:
+            if r.accepted:
+                continue
+            try:
+                self.ledger.accept(r.key, r.version, version, r.fragment["steps"])
+            except Rejected:
+                refused.append(r)
+                continue
+            r.accepted = True
+            self._failures[r.worker] = 0
+        return refused
 
     def close(self) -> None:
         """End the workers (and the cluster, if this run started it)."""
@@ -327,8 +344,7 @@ class WorkerCollector:
         key = FragmentKey(w, self._incarnation[w], self._seq[w])
         self._seq[w] += 1
         ref = self._actors[w].sample.remote(self._weights[1], _stats(self.obs_normalizer), _stats(self.reward_scaler))
-        self._pending.append(_Request(self._requests, w, key, version, ref))
-        self._requests += 1
+        self._pending.append(_Request(w, key, version, ref))
 
     def _receive(self, request: _Request, failed: dict[int, str]) -> None:
         """Take the fragment of a finished request, or note its worker in ``failed``."""
