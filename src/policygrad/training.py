@@ -60,6 +60,7 @@ __all__ = [
     "Session",
     "build_session",
     "policy_module",
+    "make_run_policy",
     "checkpoint_state",
     "load_run_checkpoint",
     "write_failure",
@@ -258,7 +259,7 @@ def build_session(spec: RunSpec, device_name: str | None = None, *, training: bo
             eval_envs = make_vec_env(source, 1, None, time_limit=tcfg.time_limit, vectorization="sync",
                                      env_kwargs=spec.env_kwargs, render_mode="rgb_array", wrappers=[recorder],
                                      atari=eval_atari)
-        policy, encoder = _make_policy(spec, eval_envs, policy)
+        policy, encoder = make_run_policy(spec, eval_envs, policy)
         if cfg.normalize_obs and getattr(policy, "trunk", None) is not None:
             raise InputError("normalize_obs does not apply to image observations (the network scales pixels "
                              "by 1/255); set normalize_obs = false")
@@ -302,9 +303,10 @@ def build_session(spec: RunSpec, device_name: str | None = None, *, training: bo
     return Session(spec, envs, eval_envs, policy, encoder, algorithm, obs_normalizer, reward_scaler, collector, device)
 
 
-def _make_policy(spec: RunSpec, envs: Any, module: Any) -> tuple[Any, Any]:
-    """The network and the observation encoder: the built-in actor-critic of ``spec.config``, or
-    the user's ``module`` adapted to what the algorithms call."""
+def make_run_policy(spec: RunSpec, envs: Any, module: Any) -> tuple[Any, Any]:
+    """The network and the observation encoder of a run: the built-in actor-critic of
+    ``spec.config`` for the spaces of ``envs``, or the user's ``module`` adapted to what the
+    algorithms call (a rollout worker builds its copy of the policy with it too)."""
     from policygrad.policies import ModuleActorCritic, make_encoder
     from policygrad.rollout import make_policy
 

@@ -79,7 +79,7 @@ class RolloutWorker:
         from policygrad.rollout import RolloutCollector
         from policygrad.runconfig import spec_from_json
         from policygrad.threads import limit_threads
-        from policygrad.training import _make_policy
+        from policygrad.training import make_run_policy
 
         spec = spec_from_json(run, "the run")
         cfg, tcfg = spec.config, spec.train
@@ -88,7 +88,7 @@ class RolloutWorker:
         self.envs = make_vec_env(spec.env, copies, None, time_limit=tcfg.time_limit, vectorization=tcfg.vectorization,
                                  worker_threads=threads, env_kwargs=spec.env_kwargs,
                                  atari=AtariOptions.from_train(tcfg))
-        policy, encoder = _make_policy(spec, self.envs, None)
+        policy, encoder = make_run_policy(spec, self.envs, None)
         for p in policy.parameters():
             p.requires_grad_(False)
         self.policy = policy
