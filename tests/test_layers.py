@@ -34,6 +34,7 @@ LAYERS: list[list[str]] = [
     ["rollout", "envs"],
     ["algorithms", "evaluation", "export"],
     ["runconfig"],
+    ["distributed"],  # rollout workers on Ray: stand in for training's collector
     ["training"],
     ["rundir"],
     ["sequence_training"],  # the sequence runs: rundir's lock and set-up, training's signals

@@ -47,6 +47,7 @@ __all__ = [
     "env_seed",
     "seed_everything",
     "library_versions",
+    "make_run_policy",
 ]
 
 CONFIG_FILE = "config.json"
@@ -543,3 +544,32 @@ def _first_unreadable_number(value: Any, where: str) -> str | None:
         elif isinstance(item, list):
             stack += [(v, f"{at}[{i}]") for i, v in enumerate(item)]
     return None
+
+
+def make_run_policy(spec: RunSpec, envs: Any, module: Any) -> tuple[Any, Any]:
+    """The network and the observation encoder of a run: the built-in actor-critic of
+    ``spec.config`` for the spaces of ``envs``, or the user's ``module`` adapted to what the
+    algorithms call (a rollout worker builds its copy of the policy with it too)."""
+    from policygrad.policies import ModuleActorCritic, make_encoder
+    from policygrad.rollout import make_policy
+
+    cfg = spec.config
+    obs_space, action_space = envs.single_observation_space, envs.single_action_space
+    if spec.policy is None:
+        if module is not None:
+            raise InputError("this run trains the built-in actor-critic; it takes no policy module")
+        return make_policy(obs_space, action_space, cfg.hidden_sizes, cfg.activation,
+                           use_sde=cfg.use_sde, log_std_init=cfg.log_std_init, image_obs=cfg.image_obs,
+                           share_encoder=cfg.share_encoder, ortho_init=cfg.ortho_init)
+    if module is None:
+        raise InputError(
+            f"this run trained its own network ({spec.policy}), which a run directory does not re-create; "
+            "load it from Python, passing the network: policygrad.load(run_dir, policy=...)"
+        )
+    if cfg.use_sde:
+        raise InputError("use_sde needs the built-in Gaussian actor; a custom policy brings its own distribution")
+    # A user's network reads the flat float encoding: images flattened, pixels 0..255 unscaled.
+    encoder = make_encoder(obs_space, "no")
+    if isinstance(module, ModuleActorCritic):
+        return module, encoder
+    return ModuleActorCritic(module, encoder.obs_dim, action_space), encoder

@@ -60,7 +60,6 @@ __all__ = [
     "Session",
     "build_session",
     "policy_module",
-    "make_run_policy",
     "checkpoint_state",
     "load_run_checkpoint",
     "write_failure",
@@ -229,6 +228,7 @@ def build_session(spec: RunSpec, device_name: str | None = None, *, training: bo
     from policygrad.envs import make_vec_env
     from policygrad.normalize import ObservationNormalizer, RewardScaler
     from policygrad.rollout import RolloutCollector
+    from policygrad.runconfig import make_run_policy
     from policygrad.threads import limit_threads
 
     cfg, tcfg = spec.config, spec.train
@@ -301,35 +301,6 @@ def build_session(spec: RunSpec, device_name: str | None = None, *, training: bo
                 e.close()
         raise
     return Session(spec, envs, eval_envs, policy, encoder, algorithm, obs_normalizer, reward_scaler, collector, device)
-
-
-def make_run_policy(spec: RunSpec, envs: Any, module: Any) -> tuple[Any, Any]:
-    """The network and the observation encoder of a run: the built-in actor-critic of
-    ``spec.config`` for the spaces of ``envs``, or the user's ``module`` adapted to what the
-    algorithms call (a rollout worker builds its copy of the policy with it too)."""
-    from policygrad.policies import ModuleActorCritic, make_encoder
-    from policygrad.rollout import make_policy
-
-    cfg = spec.config
-    obs_space, action_space = envs.single_observation_space, envs.single_action_space
-    if spec.policy is None:
-        if module is not None:
-            raise InputError("this run trains the built-in actor-critic; it takes no policy module")
-        return make_policy(obs_space, action_space, cfg.hidden_sizes, cfg.activation,
-                           use_sde=cfg.use_sde, log_std_init=cfg.log_std_init, image_obs=cfg.image_obs,
-                           share_encoder=cfg.share_encoder, ortho_init=cfg.ortho_init)
-    if module is None:
-        raise InputError(
-            f"this run trained its own network ({spec.policy}), which a run directory does not re-create; "
-            "load it from Python, passing the network: policygrad.load(run_dir, policy=...)"
-        )
-    if cfg.use_sde:
-        raise InputError("use_sde needs the built-in Gaussian actor; a custom policy brings its own distribution")
-    # A user's network reads the flat float encoding: images flattened, pixels 0..255 unscaled.
-    encoder = make_encoder(obs_space, "no")
-    if isinstance(module, ModuleActorCritic):
-        return module, encoder
-    return ModuleActorCritic(module, encoder.obs_dim, action_space), encoder
 
 
 def policy_module(session: Session) -> Any:

@@ -77,10 +77,9 @@ class RolloutWorker:
         from policygrad.envs import make_vec_env
         from policygrad.normalize import ObservationNormalizer, RewardScaler
         from policygrad.rollout import RolloutCollector
-        from policygrad.runconfig import spec_from_json
+        from policygrad.runconfig import make_run_policy, spec_from_json
         from policygrad.threads import limit_threads
-        from policygrad.training import make_run_policy
-
+        
         spec = spec_from_json(run, "the run")
         cfg, tcfg = spec.config, spec.train
         limit_threads(tcfg.torch_threads, tcfg.blas_threads)
