@@ -63,16 +63,16 @@ from policygrad.runconfig import resolve_run  # noqa: E402
 from policygrad.training import build_session, train  # noqa: E402
 
 
-def local_cluster(cpus: int = 9) -> str:
-    temp = tempfile.mkdtemp(prefix="pgbw-", dir="/tmp")
-    ray.init(address="local", num_cpus=cpus, include_dashboard=False, _temp_dir=temp,
-             object_store_memory=300 * 2**20, log_to_driver=False, configure_logging=False)
-    return temp
+def local_cluster(cpus: int = 9):
+    """The private local cluster ``--address local`` starts (policygrad.distributed.cluster), kept
+    for all the runs of a part: each run then finds Ray initialised and uses it."""
+    from policygrad.distributed.cluster import Cluster
+
+    return Cluster("local", workers=cpus - 1)  # CPUs for the workers and the spare
 
 
-def close_cluster(temp: str) -> None:
-    ray.shutdown()
-    shutil.rmtree(temp, ignore_errors=True)
+def close_cluster(cluster) -> None:
+    cluster.close()
 
 
 def run(algo: str, env: str, run_dir: Path, *, values: dict, total: int, callback=None, session_box=None) -> dict:
@@ -228,13 +228,13 @@ def faults(args: argparse.Namespace) -> list[dict]:
     work = Path(tempfile.mkdtemp(prefix="pgbf-"))
     records = []
     if args.trials:
-        temp = local_cluster()
+        cluster = local_cluster()
         try:
             for i in range(args.trials):
                 records.append(fault_trial(i, work, asynchronous=i % 2 == 1))
                 print(json.dumps(records[-1]), flush=True)
         finally:
-            close_cluster(temp)
+            close_cluster(cluster)
     if args.node_loss:
         records.append(node_loss_trial(work))
         print(json.dumps(records[-1]), flush=True)
@@ -267,7 +267,7 @@ def overhead(args: argparse.Namespace) -> list[dict]:
     work = Path(tempfile.mkdtemp(prefix="pgbo-"))
     cases = [("CartPole-v1", {}, 40 * 256), ("Hopper-v5", {}, 12 * 2048)]
     records = []
-    temp = local_cluster()
+    cluster = local_cluster()
     try:
         for env, values, total in cases:
             for repeat in range(args.repeats):
@@ -282,7 +282,7 @@ def overhead(args: argparse.Namespace) -> list[dict]:
                                     "startup_seconds": summary["startup_seconds"]})
                     print(json.dumps(records[-1]), flush=True)
     finally:
-        close_cluster(temp)
+        close_cluster(cluster)
         shutil.rmtree(work, ignore_errors=True)
     return records
 
@@ -306,7 +306,7 @@ def overhead_table(records: list[dict]) -> str:
 def scaling(args: argparse.Namespace) -> list[dict]:
     work = Path(tempfile.mkdtemp(prefix="pgbs-"))
     records = []
-    temp = local_cluster(cpus=max(9, max(args.workers) + 1))
+    cluster = local_cluster(cpus=max(9, max(args.workers) + 1))
     try:
         for mode in ("sync", "async"):
             for workers in args.workers:
@@ -319,7 +319,7 @@ def scaling(args: argparse.Namespace) -> list[dict]:
                                 "steps_per_second": steps / seconds, "lags": summary["ledger"]["lags"]})
                 print(json.dumps(records[-1]), flush=True)
     finally:
-        close_cluster(temp)
+        close_cluster(cluster)
         shutil.rmtree(work, ignore_errors=True)
     return records
 
@@ -358,7 +358,7 @@ def learning(args: argparse.Namespace) -> list[dict]:
 
     work = Path(tempfile.mkdtemp(prefix="pgbl-"))
     records = []
-    temp = local_cluster()
+    cluster = local_cluster()
     try:
         for env in ("CartPole-v1", "Pendulum-v1"):
             preset = get_preset("ppo", env)
@@ -390,7 +390,7 @@ def learning(args: argparse.Namespace) -> list[dict]:
                                     "median_lag": median_lag})
                     print(json.dumps(records[-1]), flush=True)
     finally:
-        close_cluster(temp)
+        close_cluster(cluster)
         shutil.rmtree(work, ignore_errors=True)
     return records
 

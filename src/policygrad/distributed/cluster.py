@@ -20,6 +20,12 @@ OBJECT_STORE_BYTES = 512 * 2**20
 """The object store of a local cluster: fragments and weights pass through it, a few at a time."""
 
 
+WORKER_NICENESS = 0
+"""The niceness of the worker processes of a local cluster (Ray's default is 15, which lets any
+other process on the machine take the CPU from the environments first). A cluster started by hand
+sets it with ``RAY_worker_niceness=0`` in the environment of ``ray start``."""
+
+
 def import_ray() -> Any:
     """The ``ray`` module; InputError naming the extra when it is not installed."""
     try:
@@ -95,8 +101,11 @@ class Cluster:
             logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
             # Unix socket paths are short: a short directory under /tmp.
             self.temp_dir = tempfile.mkdtemp(prefix="pgray-", dir="/tmp" if os.path.isdir("/tmp") else None)
+            # Ray starts its workers at nice 15, below everything else on the machine; the rollout
+            # workers are the run's main work, so they run at the priority of the learner here.
             options.update(address="local", num_cpus=max(os.cpu_count() or 1, workers + 1),  # + the spare
-                           object_store_memory=OBJECT_STORE_BYTES, _temp_dir=self.temp_dir)
+                           object_store_memory=OBJECT_STORE_BYTES, _temp_dir=self.temp_dir,
+                           _system_config={"worker_niceness": WORKER_NICENESS})
         else:
             if address != "auto":
                 _check_reachable(address)
