@@ -573,6 +573,11 @@ def _finish(run_dir: Path, summary: dict[str, Any], quiet: bool) -> int:
         f"{run_dir}: {summary['step']} steps in {summary['seconds']:.1f} s{how}; {policy} evaluation "
         f"return {np.mean(returns):.2f} ± {np.std(returns):.2f} over {len(returns)} episodes"
     )
+    ledger = summary.get("ledger")
+    if ledger is not None:  # rollout workers: what the learner accepted from them
+        lags = ", ".join(f"{count} at lag {lag}" for lag, count in ledger["lags"].items())
+        print(f"rollout workers: {ledger['fragments']} fragments accepted ({lags}), "
+              f"{ledger['replaced']} workers replaced")
     return 0
 
 
