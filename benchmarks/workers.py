@@ -115,9 +115,8 @@ def per_update(run_dir: Path) -> float:
 # --- faults -------------------------------------------------------------------------------------
 
 
-def fault_trial(index: int, work: Path, asynchronous: bool) -> dict:
+def fault_trial(index: int, work: Path, asynchronous: bool, updates: int = 40) -> dict:
     rng = random.Random(index)
-    updates = 40
     total = updates * 4 * 128
     at_update = rng.randrange(2, updates - 4)
     delay = rng.uniform(0.0, 0.05)
@@ -231,7 +230,7 @@ def faults(args: argparse.Namespace) -> list[dict]:
         cluster = local_cluster()
         try:
             for i in range(args.trials):
-                records.append(fault_trial(i, work, asynchronous=i % 2 == 1))
+                records.append(fault_trial(i, work, asynchronous=i % 2 == 1, updates=args.updates))
                 print(json.dumps(records[-1]), flush=True)
         finally:
             close_cluster(cluster)
@@ -422,6 +421,7 @@ def main() -> None:
     p = sub.add_parser("faults")
     p.add_argument("--trials", type=int, default=20)
     p.add_argument("--no-node-loss", dest="node_loss", action="store_false")
+    p.add_argument("--updates", type=int, default=40, help="updates per SIGKILL trial (at least 8)")
     p = sub.add_parser("overhead")
     p.add_argument("--repeats", type=int, default=3)
     p = sub.add_parser("scaling")

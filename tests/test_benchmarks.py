@@ -173,3 +173,21 @@ def test_trl_grpo_runner_times_one_short_run_of_each_library(tmp_path):
     record = json.loads(out.with_suffix(".json").read_text())
     assert [r["lib"] for r in record["runs"]] == ["trl", "policygrad"]
     assert all(r["completion_length"] == 16 and r["cpu_s_per_step"] > 0 for r in record["runs"])
+
+
+@pytest.mark.slow
+def test_workers_runner_kills_a_worker_and_counts_what_was_accepted(tmp_path):
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'policygrad[ray]')")
+    out, records = tmp_path / "faults.md", tmp_path / "faults.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH")) if p)}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "workers.py"), "faults", "--trials", "1", "--updates", "10", "--no-node-loss",
+         "--out", str(out), "--json", str(records)],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (record,) = json.loads(records.read_text())
+    assert record["completed"] and record["accepted_steps"] == record["requested_steps"] == 10 * 512
+    assert record["duplicates"] == record["beyond_lag"] == 0 and record["replaced"] == 1
+    assert "1 of 1 runs completed with exactly the requested steps" in out.read_text()
