@@ -275,3 +275,14 @@ def test_a_failed_write_names_the_newest_intact_checkpoint(tmp_path: Path, monke
     line = _fails(capsys, ["train", "--resume", str(run), "--steps", "3", "--quiet"], 1, "No space left on device")
     assert "the newest intact checkpoint is" in line and "(step 2)" in line
     monkeypatch.setattr(checkpoint, "save_checkpoint", real)
+
+
+def test_a_task_preset_changes_its_algorithm_on_that_task_only() -> None:
+    from policygrad.sequence_training import SEQUENCE_PRESETS, SEQUENCE_TASK_PRESETS, resolve_sequence_run
+
+    assert SEQUENCE_TASK_PRESETS[("grpo", "count")] == {"prompts_per_step": 32}
+    assert resolve_sequence_run("grpo", "seq:count").config.prompts_per_step == 32
+    assert resolve_sequence_run("grpo", "seq:sort").config.prompts_per_step == SEQUENCE_PRESETS["grpo"]["prompts_per_step"]
+    assert resolve_sequence_run("rloo", "seq:count").config.prompts_per_step == SEQUENCE_PRESETS["rloo"]["prompts_per_step"]
+    # --set still wins over the task's preset
+    assert resolve_sequence_run("grpo", "seq:count", overrides={"prompts_per_step": 8}).config.prompts_per_step == 8
