@@ -1,13 +1,15 @@
 """Rollout workers on Ray, measured: faults survived, overhead, scaling, asynchronous learning.
 
-    python benchmarks/workers.py faults   [--trials 20] [--no-node-loss]
+    python benchmarks/workers.py faults   [--trials 20] [--updates 40] [--no-node-loss]
     python benchmarks/workers.py overhead [--repeats 3]
-    python benchmarks/workers.py scaling  [--workers 1 2 4 8] [--steps 16384]
+    python benchmarks/workers.py scaling  [--workers 1 2 4 8] [--copies 8] [--steps 16384]
     python benchmarks/workers.py learning [--seeds 0 1 2]
 
 Each prints a markdown table (``--out FILE`` also writes it) and, with ``--json FILE``, every
-record. Every run trains through :func:`policygrad.training.train` on a private local Ray cluster
-started by the script (its own temporary directory; nothing else on the machine is touched).
+record. Every run trains through :func:`policygrad.training.train` on the private local Ray cluster
+that ``--address local`` starts (policygrad.distributed.cluster: its own temporary directory, the
+workers at niceness 0; nothing else on the machine is touched), one per part; the node-loss trial
+starts a cluster of its own.
 
 ``faults``
     PPO on CartPole-v1 with 4 workers of one environment copy each (40 updates of 4 × 128 steps).
@@ -15,22 +17,24 @@ started by the script (its own temporary directory; nothing else on the machine 
     random update, after a random 0–50 ms, so the kill lands while workers collect or while the
     learner updates. Half the trials are synchronous, half asynchronous (max_lag 2). Then one
     node loss: a cluster of a head (no CPUs) and two nodes of 4 CPUs (``ray.cluster_utils``), the
-    node holding worker 0 removed mid-run and the workers on it killed, as when a machine goes. Reported per trial: the run completed, accepted
-    environment steps against the requested total, duplicate keys refused, fragments beyond the
-    lag bound, the lags seen, and the recovery time: from the kill to the replacement being ready.
+    node holding worker 0 removed mid-run and the workers on it killed, as when a machine goes.
+    Reported per trial: the run completed, accepted environment steps against the requested
+    total, duplicate keys refused, fragments beyond the lag bound, the lags seen, and the recovery
+    time: from the kill to the replacement being ready.
 ``overhead``
     Seconds per update with one synchronous worker against the same run in one process, PPO
     presets on CartPole-v1 (8 × 32 steps per update) and Hopper-v5 (2048 steps per update),
     alternating A/B ``--repeats`` times; the time to start (cluster and workers) apart.
 ``scaling``
     Environment steps per second of PPO on an environment whose step waits 1 ms (CartPole with a
-    ``time.sleep(0.001)``: a remote simulator), 8 copies (``--copies``) shared by 1, 2, 4, 8 workers, synchronous
-    and asynchronous (max_lag 2), training included: from the first update to the last (the
-    reset before and the evaluation after are left out).
+    ``time.sleep(0.001)``: a remote simulator), 8 copies (``--copies``) shared by 1, 2, 4, 8
+    workers, synchronous and asynchronous (max_lag 2), training included: from the first update
+    to the last (the reset before and the evaluation after are left out).
 ``learning``
     Synchronous PPO (the CartPole-v1 and Pendulum-v1 presets, 4 workers), then asynchronous PPO
     and IMPALA (4 workers, max_lag 2) evaluated every 5% of the preset's steps: the first step at
-    which the deterministic evaluation reaches the synchronous run's final return, as a multiple
+    which the deterministic evaluation reaches the synchronous run's final return, and the one
+    where it reaches the one-process preset's median return (:data:`PPO_RETURNS`), as multiples
     of the preset's steps, and the median lag.
 """
 
