@@ -267,22 +267,18 @@ def test_impala_learns_from_asynchronous_workers_through_the_python_api(cluster,
 
 
 def test_a_killed_worker_is_replaced_and_no_step_is_lost(cluster, tmp_path):
-    from policygrad.rundir import start_run
+    from policygrad.training import build_session, train
 
     spec = resolve_run("ppo", "CartPole-v1", overrides=SMALL, flags={"total_steps": 2048, "workers": 2})
+    session = build_session(spec)
     killed = []
 
     class Kill:
         def on_rollout_end(self, step):
-            if step == 512:  # the workers are collecting the next fragments only in async mode: kill an idle one
-                pid = session_box[0].collector.pids[1]
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
+            if step == 512:  # between two collections: worker 1 is idle, and its next request fails
+                killed.append(session.collector.pids[1])
+                os.kill(killed[0], signal.SIGKILL)
 
-    from policygrad.training import build_session, train
-
-    session = build_session(spec)
-    session_box = [session]
     try:
         (tmp_path / "run").mkdir()
         summary = train(session, tmp_path / "run", quiet=True, callback=Kill())
@@ -294,7 +290,6 @@ def test_a_killed_worker_is_replaced_and_no_step_is_lost(cluster, tmp_path):
     assert ledger["accepted_steps"] == 2048 and ledger["fragments"] == 32 and ledger["replaced"] == 1
     assert ledger["duplicates"] == 0 and ledger["incarnations"] == {"0": 1, "1": 2}
     assert summary["recoveries"][0]["worker"] == 1
-    del start_run
 
 
 def test_a_fragment_the_ledger_refuses_is_collected_again(cluster, tmp_path):
