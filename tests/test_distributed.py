@@ -21,9 +21,8 @@ import torch
 
 from policygrad.cli import main
 from policygrad.distributed.ledger import FragmentKey, Ledger, Rejected
-from policygrad.distributed.worker import moments_delta
 from policygrad.errors import InputError, TrainingError
-from policygrad.normalize import RunningMeanStd
+from policygrad.normalize import RunningMeanStd, moments_delta
 from policygrad.runconfig import resolve_run
 
 SMALL = {"num_envs": 4, "num_steps": 32, "minibatch_size": 64, "num_epochs": 2, "tensorboard": False}

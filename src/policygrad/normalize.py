@@ -28,7 +28,8 @@ from torch import Tensor
 
 from policygrad.errors import InputError, shown
 
-__all__ = ["RunningMeanStd", "ObservationNormalizer", "RewardScaler", "normalize_observations", "check_running_stats"]
+__all__ = ["RunningMeanStd", "ObservationNormalizer", "RewardScaler", "normalize_observations", "check_running_stats",
+           "moments_delta"]
 
 
 def normalize_observations(obs: Any, mean: Any, var: Any, epsilon: float, clip: float, out: np.ndarray | None = None) -> Any:
@@ -97,6 +98,16 @@ class RunningMeanStd:
         self.var[...] = m2 / total
         self.count = float(total)
 
+    def moments(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """``(mean, var, count)``, copies: what :meth:`set_moments` takes back."""
+        return self.mean.copy(), self.var.copy(), float(self.count)
+
+    def set_moments(self, mean: np.ndarray, var: np.ndarray, count: float) -> None:
+        """Take the statistics ``(mean, var, count)``, in place (views of ``mean`` and ``var`` stay valid)."""
+        self.mean[...] = mean
+        self.var[...] = var
+        self.count = float(count)
+
     def state(self, prefix: str) -> tuple[dict[str, Tensor], dict[str, Any]]:
         """``({prefix.mean, prefix.var}: float64 tensors, {"count": n})``."""
         tensors = {
@@ -113,9 +124,23 @@ class RunningMeanStd:
             raise InputError(
                 f"normaliser state {prefix!r} has shape {mean.shape}, this environment needs {self.shape}"
             )
-        self.mean[...] = mean
-        self.var[...] = var
-        self.count = count
+        self.set_moments(mean, var, count)
+
+
+def moments_delta(start: tuple[np.ndarray, np.ndarray, float], end: tuple[np.ndarray, np.ndarray, float]
+                  ) -> tuple[np.ndarray, np.ndarray, float]:
+    """The mean, population variance and count of the data that took running statistics from
+    ``start`` to ``end`` (each ``(mean, var, count)``, as :meth:`RunningMeanStd.moments` gives
+    them): the inverse of :meth:`RunningMeanStd.update_from_moments`, so that statistics updated
+    elsewhere (a rollout worker's) can be merged into others. A count of 0: nothing was added."""
+    mean_a, var_a, n_a = start
+    mean_n, var_n, n = end
+    n_b = n - n_a
+    if n_b <= 0:
+        return np.zeros_like(mean_a), np.ones_like(var_a), 0.0
+    mean_b = (n * mean_n - n_a * mean_a) / n_b
+    m2_b = var_n * n - var_a * n_a - np.square(mean_b - mean_a) * (n_a * n_b / n)
+    return mean_b, np.maximum(m2_b / n_b, 0.0), float(n_b)
 
 
 def check_running_stats(tensors: dict[str, Tensor], meta: Any, prefix: str) -> tuple[np.ndarray, np.ndarray, float]:

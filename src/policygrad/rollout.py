@@ -40,7 +40,7 @@ from torch import Tensor
 from policygrad.errors import InputError, Interrupted, TrainingError, describe_error, shown
 from policygrad.normalize import ObservationNormalizer, RewardScaler
 from policygrad.numeric import all_finite
-from policygrad.seeding import env_seed
+from policygrad.seeding import derive_seed, env_seed
 from policygrad.types import Rollout
 
 __all__ = [
@@ -569,8 +569,6 @@ class RolloutCollector:
         its share and its own stream, so that one worker holding all copies resets and draws
         exactly as this process would.
         """
-        from policygrad.seeding import derive_seed
-
         reset_seed = None
         if seed is not None:
             total = self.num_envs if total_copies is None else int(total_copies)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from policygrad.distributed.ledger import FragmentKey, Ledger, Rejected
-from policygrad.distributed.worker import pack_arrays, unpack_arrays
+from policygrad.distributed.worker import ROLLOUT_FIELDS, pack_arrays, unpack_arrays
 from policygrad.errors import TrainingError, describe_error
 
 __all__ = ["WorkerCollector", "REPLACE_KEY"]
@@ -90,7 +90,6 @@ class WorkerCollector:
         self.device = torch.device(device)
         self.workers = int(tcfg.workers)
         self.num_envs = int(cfg.num_envs)
-        self.num_steps = int(cfg.num_steps)
         self.copies = self.num_envs // self.workers
         self.synchronous = tcfg.worker_mode == "sync"
         self.max_lag = 0 if self.synchronous else int(tcfg.max_lag)
@@ -374,9 +373,7 @@ class WorkerCollector:
             # A copy (also of one part: what Ray hands back is read-only).
             return torch.from_numpy(np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0].copy())
 
-        rollout = Rollout(**{name: joined(name) for name in (
-            "observations", "actions", "log_probs", "rewards", "terminated", "truncated", "values", "next_values",
-            "episode_step", "action_masks", "valid")})
+        rollout = Rollout(**{name: joined(name) for name in ROLLOUT_FIELDS})
         for f in fragments:
             self.episode_returns.extend(f["episode_returns"])
             self.episode_lengths.extend(f["episode_lengths"])
@@ -394,17 +391,13 @@ class WorkerCollector:
         for name, normalizer in (("obs_norm", self.obs_normalizer), ("reward_norm", self.reward_scaler)):
             if normalizer is None:
                 continue
-            rms = normalizer.rms
             if self.synchronous and self.workers == 1:
-                mean, var, count = gains[-1][name]["end"]
-                rms.mean[...] = mean
-                rms.var[...] = var
-                rms.count = count
+                normalizer.rms.set_moments(*gains[-1][name]["end"])
                 continue
             for gain in gains:
                 mean, var, count = gain[name]["delta"]
                 if count > 0:
-                    rms.update_from_moments(mean, var, count)
+                    normalizer.rms.update_from_moments(mean, var, count)
 
 
 def _kill(ray: Any, actor: Any) -> None:
@@ -418,10 +411,8 @@ def _kill(ray: Any, actor: Any) -> None:
 
 
 def _stats(normalizer: Any) -> tuple | None:
-    if normalizer is None:
-        return None
-    rms = normalizer.rms
-    return rms.mean.copy(), rms.var.copy(), float(rms.count)
+    """The normaliser's ``(mean, var, count)``, or None without one."""
+    return None if normalizer is None else normalizer.rms.moments()
 
 
 def _cause(err: Any) -> str:

@@ -8,15 +8,18 @@ the worker's environment copies. Nothing here imports Ray.
 
 from __future__ import annotations
 
-import time
+import dataclasses
 from typing import Any
 
 import numpy as np
 
-__all__ = ["RolloutWorker", "moments_delta", "pack_arrays", "unpack_arrays"]
+from policygrad.normalize import moments_delta
+from policygrad.types import Rollout
 
-_ROLLOUT_FIELDS = ("observations", "actions", "log_probs", "rewards", "terminated", "truncated", "values",
-                   "next_values", "episode_step", "action_masks", "valid")
+__all__ = ["ROLLOUT_FIELDS", "RolloutWorker", "pack_arrays", "unpack_arrays"]
+
+ROLLOUT_FIELDS = tuple(f.name for f in dataclasses.fields(Rollout))
+"""The fields of a :class:`~policygrad.types.Rollout`, as a fragment carries them."""
 
 
 def pack_arrays(arrays: dict[str, np.ndarray | None]) -> tuple[bytes, list]:
@@ -44,21 +47,6 @@ def unpack_arrays(data: bytes, layout: list) -> dict[str, np.ndarray | None]:
         count = int(np.prod(shape, dtype=np.int64))
         out[name] = np.frombuffer(data, dtype=np.dtype(dtype), count=count, offset=offset).reshape(shape)
     return out
-
-
-def moments_delta(start: tuple[np.ndarray, np.ndarray, float], end: tuple[np.ndarray, np.ndarray, float]
-                  ) -> tuple[np.ndarray, np.ndarray, float]:
-    """The mean, population variance and count of the data that took running statistics from
-    ``start`` to ``end`` (each ``(mean, var, count)``; the inverse of the parallel merge of
-    :class:`policygrad.normalize.RunningMeanStd`). A count of 0: nothing was added."""
-    mean_a, var_a, n_a = start
-    mean_n, var_n, n = end
-    n_b = n - n_a
-    if n_b <= 0:
-        return np.zeros_like(mean_a), np.ones_like(var_a), 0.0
-    mean_b = (n * mean_n - n_a * mean_a) / n_b
-    m2_b = var_n * n - var_a * n_a - np.square(mean_b - mean_a) * (n_a * n_b / n)
-    return mean_b, np.maximum(m2_b / n_b, 0.0), float(n_b)
 
 
 class RolloutWorker:
@@ -128,10 +116,9 @@ class RolloutWorker:
 
         Returns:
             The rollout's fields packed (``"rollout"``: :func:`pack_arrays`), the finished episodes,
-            the raw reward per valid step, and what the statistics gained (:func:`moments_delta`)
+            the raw reward per valid step, and what the statistics gained (:func:`policygrad.normalize.moments_delta`)
             with their end state.
         """
-        t0 = time.perf_counter()
         if weights is not None:
             import torch
 
@@ -144,7 +131,7 @@ class RolloutWorker:
         valid = None if rollout.valid is None else rollout.valid.numpy()
         fragment: dict[str, Any] = {
             "rollout": pack_arrays({name: (None if getattr(rollout, name) is None else getattr(rollout, name).numpy())
-                                    for name in _ROLLOUT_FIELDS}),
+                                    for name in ROLLOUT_FIELDS}),
         }
         fragment.update(
             episode_returns=returns,
@@ -152,7 +139,6 @@ class RolloutWorker:
             reward_per_step=self.collector.reward_per_step,
             valid_steps=int(valid.sum()) if valid is not None else int(rollout.log_probs.numel()),
             steps=int(rollout.log_probs.numel()),
-            seconds=time.perf_counter() - t0,
         )
         fragment.update(self._gains(starts))
         return fragment
@@ -162,11 +148,8 @@ class RolloutWorker:
         starts = []
         for normalizer, stats in ((self.obs_normalizer, obs_stats), (self.reward_scaler, reward_stats)):
             if normalizer is not None and stats is not None:
-                mean, var, count = stats
-                normalizer.rms.mean[...] = mean
-                normalizer.rms.var[...] = var
-                normalizer.rms.count = float(count)
-            starts.append(None if normalizer is None else _moments(normalizer))
+                normalizer.rms.set_moments(*stats)
+            starts.append(None if normalizer is None else normalizer.rms.moments())
         return starts
 
     def _gains(self, starts: list) -> dict[str, Any]:
@@ -175,11 +158,6 @@ class RolloutWorker:
         for name, normalizer, start in (("obs_norm", self.obs_normalizer, starts[0]),
                                         ("reward_norm", self.reward_scaler, starts[1])):
             if normalizer is not None:
-                end = _moments(normalizer)
+                end = normalizer.rms.moments()
                 out[name] = {"delta": moments_delta(start, end), "end": end}
         return out
-
-
-def _moments(normalizer: Any) -> tuple[np.ndarray, np.ndarray, float]:
-    rms = normalizer.rms
-    return rms.mean.copy(), rms.var.copy(), float(rms.count)
