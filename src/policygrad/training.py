@@ -268,11 +268,11 @@ def build_session(spec: RunSpec, device_name: str | None = None, *, training: bo
         if not training:
             return Session(spec, None, eval_envs, policy, encoder, None, obs_normalizer, None, None, device)
         total_updates = max(1, math.ceil(tcfg.total_steps / cfg.batch_size))
+        algorithm = make_algorithm(spec.algo, policy, cfg, total_updates)
+        reward_scaler = RewardScaler(cfg.num_envs, cfg.gamma) if cfg.normalize_reward else None
         if tcfg.workers is not None:  # the environments live in the workers
             from policygrad.distributed import make_worker_collector
 
-            algorithm = make_algorithm(spec.algo, policy, cfg, total_updates)
-            reward_scaler = RewardScaler(cfg.num_envs, cfg.gamma) if cfg.normalize_reward else None
             collector = make_worker_collector(spec, algorithm, obs_normalizer, reward_scaler, device)
             return Session(spec, None, eval_envs, policy, encoder, algorithm, obs_normalizer, reward_scaler,
                            collector, device)
@@ -280,8 +280,6 @@ def build_session(spec: RunSpec, device_name: str | None = None, *, training: bo
             source, cfg.num_envs, spec.seed, time_limit=tcfg.time_limit, vectorization=tcfg.vectorization,
             worker_threads=threads, env_kwargs=spec.env_kwargs, atari=atari,
         )
-        algorithm = make_algorithm(spec.algo, policy, cfg, total_updates)
-        reward_scaler = RewardScaler(cfg.num_envs, cfg.gamma) if cfg.normalize_reward else None
         collector = RolloutCollector(
             envs,
             policy,
