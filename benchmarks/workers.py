@@ -63,6 +63,7 @@ sys.path.insert(0, str(HERE))
 
 import ray  # noqa: E402
 
+from policygrad.distributed.ledger import Ledger  # noqa: E402
 from policygrad.runconfig import resolve_run  # noqa: E402
 from policygrad.training import build_session, train  # noqa: E402
 
@@ -384,7 +385,7 @@ def learning(args: argparse.Namespace) -> list[dict]:
                     reference = PPO_RETURNS[env]
                     reached_reference = first_reach(work / name, reference)
                     ledger = summary["ledger"]
-                    median_lag = _median_lag({int(k): v for k, v in ledger["lags"].items()})
+                    median_lag = Ledger.from_state(ledger, ledger["max_lag"]).median_lag()
                     records.append({"env": env, "seed": seed, "algo": algo, "sync_return": target,
                                     "preset_steps": total, "reached_at": reached,
                                     "ratio": None if reached is None else reached / total,
@@ -396,11 +397,6 @@ def learning(args: argparse.Namespace) -> list[dict]:
         close_cluster(cluster)
         shutil.rmtree(work, ignore_errors=True)
     return records
-
-
-def _median_lag(lags: dict[int, int]) -> float:
-    values = [lag for lag, count in sorted(lags.items()) for _ in range(count)]
-    return float(statistics.median(values))
 
 
 def learning_table(records: list[dict]) -> str:

@@ -90,17 +90,10 @@ class Ledger:
 
     def median_lag(self) -> float | None:
         """The median lag of the accepted fragments (None before any)."""
-        if not self.fragments:
-            return None
-        ordered = sorted(self.lags.items())
-        lower, upper = (self.fragments - 1) // 2, self.fragments // 2
-        picked, seen = [], 0
-        for lag, count in ordered:
-            for index in (lower, upper):
-                if seen <= index < seen + count:
-                    picked.append(lag)
-            seen += count
-        return sum(picked) / len(picked)
+        import statistics
+
+        lags = [lag for lag, count in sorted(self.lags.items()) for _ in range(count)]
+        return float(statistics.median(lags)) if lags else None
 
     # --- checkpoints ------------------------------------------------------------------------
 
