@@ -168,9 +168,13 @@ def token_scores(trunk: Trunk, head: Head, prompts: Tensor, prompt_lengths: Tens
                  lengths: Tensor, *, temperature: float, with_entropy: bool,
                  chunk_size: int | None) -> Tensor | tuple[Tensor, Tensor]:
     """``[B, L]`` log π(y_t | x, y_<t) (0 beyond ``lengths``), and with ``with_entropy`` the ``[B, L]``
-    entropy H(π(· | x, y_<t)), one teacher-forced pass per chunk of ``chunk_size`` rows.
+    entropy H(π(· | x, y_<t)): one teacher-forced pass of the trunk over the whole batch, then the
+    head on ``chunk_size`` rows at a time.
 
-    Under autograd the head of each chunk runs inside :func:`torch.utils.checkpoint.checkpoint`: its
+    Only the head's output is chunked. The trunk's ``[B, S, D]`` states are what autograd keeps for
+    the backward pass in any case (chunking the trunk would hold the same activations and pay its
+    per-call cost once per chunk), while the ``[B, L, V]`` logits are V / D times larger. Under
+    autograd the head of each chunk runs inside :func:`torch.utils.checkpoint.checkpoint`: its
     ``[c, L, V]`` logits are freed after the forward pass and recomputed, one chunk at a time, in the
     backward pass, so that the ``[B, L, V]`` logits are never all held, neither forward nor backward.
 
@@ -182,17 +186,17 @@ def token_scores(trunk: Trunk, head: Head, prompts: Tensor, prompt_lengths: Tens
     seq = joined(prompts, prompt_lengths, tokens, lengths)
     mask = completion_mask(lengths, width)
     step = batch if chunk_size is None else chunk_size
+    # the last completion token predicts nothing: the trunk reads P + L − 1 columns
+    hidden = trunk(seq.ids[:, :-1], seq.real[:, :-1], seq.positions[:, :-1])
+    hidden = hidden[:, seq.prompt_width - 1:]  # [B, L, D]: the state before each completion token
     log_probs, entropies = [], []
     for start in range(0, batch, step):
         rows = slice(start, start + step)
-        # the last completion token predicts nothing: the trunk reads P + L − 1 columns
-        hidden = trunk(seq.ids[rows, :-1], seq.real[rows, :-1], seq.positions[rows, :-1])
-        hidden = hidden[:, seq.prompt_width - 1:]  # [c, L, D]: the state before each completion token
         if torch.is_grad_enabled() and hidden.requires_grad:
-            chosen, entropy = checkpoint(_scores, hidden, tokens[rows], head, temperature, with_entropy,
+            chosen, entropy = checkpoint(_scores, hidden[rows], tokens[rows], head, temperature, with_entropy,
                                          use_reentrant=False)
         else:
-            chosen, entropy = _scores(hidden, tokens[rows], head, temperature, with_entropy)
+            chosen, entropy = _scores(hidden[rows], tokens[rows], head, temperature, with_entropy)
         log_probs.append(chosen)
         entropies.append(entropy)
     log_prob = torch.cat(log_probs).masked_fill(~mask, 0.0)
