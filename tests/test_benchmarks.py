@@ -169,10 +169,13 @@ def test_trl_grpo_runner_times_one_short_run_of_each_library(tmp_path):
         capture_output=True, text=True, cwd=ROOT, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "| TRL GRPOTrainer |" in out.read_text() and "| policygrad sequence_update |" in out.read_text()
+    table = out.read_text()
+    assert "| TRL GRPOTrainer |" in table and "| policygrad sequence_update |" in table
+    assert "| the model's calls alone (floor) |" in table
     record = json.loads(out.with_suffix(".json").read_text())
-    assert [r["lib"] for r in record["runs"]] == ["trl", "policygrad"]
+    assert [r["lib"] for r in record["runs"]] == ["trl", "policygrad", "floor"]
     assert all(r["completion_length"] == 16 and r["cpu_s_per_step"] > 0 for r in record["runs"])
+    assert record["trl_over_floor_cpu"] > 0
 
 
 @pytest.mark.slow

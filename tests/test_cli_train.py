@@ -257,6 +257,23 @@ def test_presets_lists_every_algorithm_and_environment(capsys) -> None:
     assert json.loads(capsys.readouterr().out) == {"trpo": json.loads(json.dumps(PRESETS["trpo"], default=list))}
 
 
+def test_presets_lists_the_sequence_presets_that_runs_resolve_to(capsys) -> None:
+    from policygrad.sequence_training import SEQUENCE_PRESETS, resolve_sequence_run
+
+    assert main(["presets"]) == 0
+    table = capsys.readouterr().out
+    sequence_table = table.split("sequence tasks")[1]
+    assert all(f"{algo} " in sequence_table for algo in SEQUENCE_PRESETS) and "seq:count" in sequence_table
+    for algo in ("grpo", "rloo", "ppo"):
+        assert main(["presets", "--algo", algo, "--json"]) == 0
+        listed = json.loads(capsys.readouterr().out)[algo]
+        for task in ("count", "sort"):
+            preset = listed.get(f"seq:{task}", listed["seq:*"])
+            resolved = resolve_sequence_run(algo, f"seq:{task}").config
+            assert {key: getattr(resolved, key) for key in preset} == preset, (algo, task)
+    assert listed.keys() >= {"CartPole-v1", "seq:*"}  # ppo: environments and sequence tasks
+
+
 def test_env_module_attr_is_found_in_the_current_directory(tmp_path, monkeypatch) -> None:
     import sys as _sys
 

@@ -20,18 +20,19 @@ HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
 needs_transformers = pytest.mark.skipif(not HAS_TRANSFORMERS, reason="transformers is not installed")
 
 
-def _transformer(chunk_size: int | None = 16) -> TransformerPolicy:
-    return TransformerPolicy(V, d_model=32, n_layers=2, n_heads=4, max_context=32, seed=3, chunk_size=chunk_size)
+def _transformer(chunk_size: int | None = 16, value_head: bool = False) -> TransformerPolicy:
+    return TransformerPolicy(V, d_model=32, n_layers=2, n_heads=4, max_context=32, seed=3, chunk_size=chunk_size,
+                             value_head=value_head)
 
 
-def _hf(chunk_size: int | None = 16):
+def _hf(chunk_size: int | None = 16, value_head: bool = False):
     from policygrad.sequence.hf import HFPolicy
 
     torch.manual_seed(3)
     return HFPolicy.from_config(
         {"model_type": "gpt2", "vocab_size": V, "n_layer": 2, "n_head": 4, "n_embd": 64, "n_positions": 32,
          "bos_token_id": EOS, "eos_token_id": EOS},
-        chunk_size=chunk_size,
+        chunk_size=chunk_size, value_head=value_head,
     )
 
 
@@ -200,8 +201,9 @@ def test_bad_sampling_settings_are_input_errors() -> None:
         TransformerPolicy(V, d_model=30, n_heads=4)
 
 
-def test_the_value_head_reads_the_state_before_each_token() -> None:
-    policy = TransformerPolicy(V, d_model=32, max_context=32, value_head=True)
+@pytest.mark.parametrize("make", MODELS)
+def test_the_value_head_reads_the_state_before_each_token(make) -> None:
+    policy = make(value_head=True)
     prompts, prompt_lengths = _prompts()
     tokens, lengths = torch.randint(2, V, (4, 5), generator=torch.Generator().manual_seed(0)), torch.tensor([5, 1, 3, 2])
     values = policy.values(prompts, prompt_lengths, tokens, lengths)
@@ -211,10 +213,15 @@ def test_the_value_head_reads_the_state_before_each_token() -> None:
     changed[:, 2:] = 3
     again = policy.values(prompts, prompt_lengths, changed, lengths)
     torch.testing.assert_close(values[:, :3], again[:, :3])
+    # left padding changes nothing: row 0 (3 prompt tokens) alone, without its two pad columns
+    alone = policy.values(prompts[:1, 2:], prompt_lengths[:1], tokens[:1], lengths[:1])
+    torch.testing.assert_close(alone, values[:1])
     values.sum().backward()
     assert policy.value_head.weight.grad is not None
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for name, p in policy.named_parameters()
+               if "value_head" not in name)  # the shared trunk learns from the critic too
     with pytest.raises(InputError, match="value head"):
-        _transformer().values(prompts, prompt_lengths, tokens, lengths)
+        make().values(prompts, prompt_lengths, tokens, lengths)
 
 
 def test_untied_head_has_its_own_weights() -> None:

@@ -124,6 +124,64 @@ def test_a_model_directory_that_does_not_load(tmp_path: Path, capsys: pytest.Cap
     assert not out.exists()
 
 
+def _save_gpt2(directory: Path, vocab_size: int) -> None:
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=vocab_size, n_embd=32, n_layer=1, n_head=2, n_positions=64,
+                                     bos_token_id=1, eos_token_id=1, pad_token_id=0)
+    transformers.GPT2LMHeadModel(config).save_pretrained(directory)
+
+
+@pytest.mark.parametrize("algo", ["grpo", "ppo"])
+def test_a_model_directory_trains_resumes_and_evaluates(algo: str, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from policygrad.sequence.tasks import CountTask
+
+    model = tmp_path / "model"
+    _save_gpt2(model, CountTask().vocab_size)
+    before = sorted((p.name, p.stat().st_size) for p in model.iterdir())
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert _train(whole, "--algo", algo, "--model", str(model), steps=4) == 0
+    assert _train(split, "--algo", algo, "--model", str(model), steps=2) == 0
+    assert main(["train", "--resume", str(split), "--steps", "4", "--quiet"]) == 0
+    assert _without_wall_time(_rows(split)) == _without_wall_time(_rows(whole))
+    tensors, meta = load_checkpoint(latest_checkpoint(whole))
+    assert json.loads((whole / "config.json").read_text())["config"]["model"] == str(model)
+    assert any(k.startswith("policy.model.") for k in tensors)
+    assert any(k.startswith("policy.value_head.") for k in tensors) == (algo == "ppo")
+    initial = pytest.importorskip("transformers").GPT2LMHeadModel.from_pretrained(model).state_dict()
+    trained = {k.removeprefix("policy.model."): v for k, v in tensors.items() if k.startswith("policy.model.")}
+    assert not torch_equal(trained["transformer.h.0.mlp.c_fc.weight"], initial["transformer.h.0.mlp.c_fc.weight"])
+    assert sorted((p.name, p.stat().st_size) for p in model.iterdir()) == before  # the directory is only read
+    capsys.readouterr()
+    assert main(["eval", str(whole), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert 0.0 <= result["success_rate"] <= 1.0 and result["prompts"] == 16
+
+
+@pytest.mark.parametrize("extra", [-1, 3])
+def test_a_model_whose_vocabulary_is_not_the_tasks(extra: int, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from policygrad.sequence.tasks import CountTask
+
+    size = CountTask().vocab_size
+    _save_gpt2(tmp_path / "model", size + extra)
+    capsys.readouterr()  # transformers' own progress bar while saving
+    out = tmp_path / "run"
+    line = _fails(capsys, ["train", "--env", "seq:count", "--out", str(out), "--model", str(tmp_path / "model"),
+                           *QUICK], 2, f"has {size + extra} tokens and seq:count's tokenizer {size}")
+    assert f"vocab_size={size}" in line
+    assert not out.exists()
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
+
+
 @pytest.mark.parametrize("body, pattern", [
     ("raise ValueError('boom')", "step 3: the reward function raised on prompt"),
     ("return float('nan')", "a reward must be a finite number"),

@@ -159,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace FILE if it exists")
 
     p = sub.add_parser("presets", help="list the (algorithm, environment) presets")
-    p.add_argument("--algo", choices=["reinforce", "a2c", "ppo", "npg", "trpo", "impala"], default=None,
+    p.add_argument("--algo", choices=["reinforce", "a2c", "ppo", "npg", "trpo", "impala", "rloo", "grpo", "dr_grpo",
+                                      "remax", "reinforce_pp"], default=None,
                    help="only this algorithm's presets")
     p.add_argument("--json", action="store_true", help="print every preset's settings as JSON")
 
@@ -236,6 +237,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return main_export(args)
     if args.command == "presets":
         import policygrad.algorithms  # noqa: F401  (torch, gymnasium)
+        import policygrad.sequence_training  # noqa: F401
 
         _imported()
         return main_presets(args)
@@ -762,23 +764,47 @@ def main_verify_lagged(args: argparse.Namespace) -> int:
     return 0
 
 
-def main_presets(args: argparse.Namespace) -> int:
-    """``policygrad presets``: every (algorithm, environment) preset, as a table or JSON."""
+def all_presets() -> dict[str, dict[str, dict[str, Any]]]:
+    """Every preset as ``{algo: {env: settings}}``: the environment presets, then those of the
+    sequence tasks under ``seq:*`` (every task) and ``seq:TASK`` (the algorithm's preset with that
+    task's changes applied)."""
     from policygrad.algorithms import PRESETS
+    from policygrad.sequence_training import SEQUENCE_PRESETS, SEQUENCE_TASK_PRESETS
+
+    presets = {algo: dict(envs) for algo, envs in PRESETS.items()}
+    for algo, preset in SEQUENCE_PRESETS.items():
+        presets.setdefault(algo, {})["seq:*"] = dict(preset)
+    for (algo, task), changes in SEQUENCE_TASK_PRESETS.items():
+        presets[algo][f"seq:{task}"] = {**SEQUENCE_PRESETS[algo], **changes}
+    return presets
+
+
+def main_presets(args: argparse.Namespace) -> int:
+    """``policygrad presets``: every (algorithm, environment) preset, as a table or JSON; the
+    sequence tasks' presets in a second table (their ``total_steps`` counts updates)."""
     from policygrad.logging import format_table
 
-    algos = [args.algo] if args.algo else list(PRESETS)
-    presets = {algo: PRESETS[algo] for algo in algos}
+    presets = all_presets()
+    if args.algo:
+        presets = {args.algo: presets[args.algo]}
     if args.json:
         print(json.dumps(presets, indent=2, default=list))
         return 0
-    rows = [
-        {"algo": algo, "env": env, "total_steps": p.get("total_steps", ""), "num_envs": p.get("num_envs", ""),
-         "num_steps": p.get("num_steps", ""), "other keys": ", ".join(k for k in p if k not in
-                                                                    ("total_steps", "num_envs", "num_steps"))}
-        for algo, envs in presets.items() for env, p in envs.items()
-    ]
-    print(format_table(rows, ["algo", "env", "total_steps", "num_envs", "num_steps", "other keys"]))
+    classic = [(algo, env, p) for algo, envs in presets.items() for env, p in envs.items() if not env.startswith("seq:")]
+    sequence = [(algo, env, p) for algo, envs in presets.items() for env, p in envs.items() if env.startswith("seq:")]
+    tables = []
+    if classic:
+        shown_keys = ("total_steps", "num_envs", "num_steps")
+        rows = [{"algo": algo, "env": env, **{k: p.get(k, "") for k in shown_keys},
+                 "other keys": ", ".join(k for k in p if k not in shown_keys)} for algo, env, p in classic]
+        tables.append(format_table(rows, ["algo", "env", *shown_keys, "other keys"]))
+    if sequence:
+        shown_keys = ("total_steps", "group_size", "prompts_per_step", "learning_rate", "aggregation")
+        rows = [{"algo": algo, "env": env, **{k: p.get(k, "") for k in shown_keys},
+                 "other keys": ", ".join(f"{k}={p[k]}" for k in p if k not in shown_keys)} for algo, env, p in sequence]
+        tables.append("sequence tasks (total_steps: updates; seq:* applies to every task):\n"
+                      + format_table(rows, ["algo", "env", *shown_keys, "other keys"]))
+    print("\n\n".join(tables))
     return 0
 
 if __name__ == "__main__":

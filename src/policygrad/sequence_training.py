@@ -347,13 +347,14 @@ def _make_policy(spec: SequenceSpec, task: Any) -> Any:
         if not Path(cfg.model).is_dir():
             raise InputError(f"--model {shown(cfg.model)} is not a directory")
         try:
-            model = HFPolicy.from_pretrained(cfg.model, pad_id=PAD)
+            model = HFPolicy.from_pretrained(cfg.model, pad_id=PAD, value_head=spec.algo == "ppo")
         except InputError:
             raise
         except Exception as err:
             raise InputError(f"cannot load model {shown(cfg.model)}: {describe_error(err, first_line=True)}") from None
-        if model.vocab_size < task.vocab_size:
-            raise InputError(f"model {shown(cfg.model)} has {model.vocab_size} tokens, the task needs {task.vocab_size}")
+        if model.vocab_size != task.vocab_size:  # an id the task's tokenizer cannot decode would have no reward
+            raise InputError(f"model {shown(cfg.model)} has {model.vocab_size} tokens and {spec.env}'s tokenizer "
+                             f"{task.vocab_size}: save a model with vocab_size={task.vocab_size}")
         return model
     from policygrad.sequence.transformer import TransformerPolicy
 

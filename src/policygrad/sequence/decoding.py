@@ -45,6 +45,8 @@ __all__ = [
     "positions_of",
     "decode",
     "token_scores",
+    "policy_token_scores",
+    "policy_values",
 ]
 
 
@@ -215,6 +217,21 @@ def policy_token_scores(policy: Any, prompts: Tensor, prompt_lengths: Tensor, to
     check_sampling(prompt_lengths, 1, None, temperature, policy.vocab_size, None)
     return token_scores(policy.hidden, policy.logits, prompts, prompt_lengths, tokens, lengths,
                         temperature=float(temperature), with_entropy=with_entropy, chunk_size=policy.chunk_size)
+
+
+def policy_values(policy: Any, prompts: Tensor, prompt_lengths: Tensor, tokens: Tensor, lengths: Tensor) -> Tensor:
+    """``[B, L]`` V(x, y_<t) of a model with ``hidden`` and a ``value_head`` (the transformer and the
+    Hugging Face adapter): the value head on the trunk's state before each completion token (the
+    state whose action is y_t, aligned with :func:`token_scores`), 0 beyond ``lengths``;
+    differentiable through the head and the shared trunk."""
+    if policy.value_head is None:
+        raise InputError(f"this {type(policy).__name__} has no value head: build it with value_head=True")
+    check_prompts(prompts, prompt_lengths, policy.vocab_size, policy.max_context)
+    check_completions(tokens, lengths, prompt_lengths, policy.vocab_size, policy.max_context)
+    seq = joined(prompts, prompt_lengths, tokens, lengths)
+    hidden = policy.hidden(seq.ids[:, :-1], seq.real[:, :-1], seq.positions[:, :-1])
+    values = policy.value_head(hidden[:, seq.prompt_width - 1:]).squeeze(-1)  # [B, L]
+    return values.masked_fill(~completion_mask(lengths, tokens.shape[1]), 0.0)
 
 
 def decode(first_logits: Tensor, step: Callable[[Tensor, int], Tensor], prompts: Tensor, prompt_lengths: Tensor, *,

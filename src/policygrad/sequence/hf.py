@@ -33,6 +33,7 @@ from policygrad.sequence.decoding import (
     check_sampling,
     decode,
     policy_token_scores,
+    policy_values,
     positions_of,
 )
 
@@ -56,10 +57,12 @@ class HFPolicy(nn.Module):
         chunk_size: rows per pass of :meth:`token_log_probs` (None: the whole batch at once).
         max_context: the most tokens a sequence may hold; None: the config's ``n_positions`` or
             ``max_position_embeddings`` when it has one.
+        value_head: add a scalar head on the base model's last hidden state for :meth:`values`
+            (PPO's critic on the same trunk; weights N(0, 0.02) from torch's global generator, bias 0).
     """
 
     def __init__(self, model: nn.Module, *, pad_id: int = 0, chunk_size: int | None = 16,
-                 max_context: int | None = None) -> None:
+                 max_context: int | None = None, value_head: bool = False) -> None:
         super().__init__()
         config = getattr(model, "config", None)
         head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
@@ -79,6 +82,12 @@ class HFPolicy(nn.Module):
             max_context = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
         self.max_context = max_context
         self._softcap = getattr(config, "final_logit_softcapping", None)
+        self.value_head = None
+        if value_head:
+            weight = head.weight
+            self.value_head = nn.Linear(weight.shape[1], 1, dtype=weight.dtype, device=weight.device)
+            nn.init.normal_(self.value_head.weight, std=0.02)
+            nn.init.zeros_(self.value_head.bias)
         # transformers 5.x renamed the cache argument `past_key_values` to `cache`
         parameters = inspect.signature(model.base_model.forward).parameters
         self._cache_argument = "cache" if "cache" in parameters else "past_key_values"
@@ -119,11 +128,16 @@ class HFPolicy(nn.Module):
         if not os.path.isdir(path):
             raise InputError(f"no model directory at {shown(str(path))}")
         extra = {} if dtype is None else {"dtype": dtype}
+        bars = transformers.utils.logging.is_progress_bar_enabled()
+        transformers.utils.logging.disable_progress_bar()  # its "Loading weights" bar on stderr
         try:
             model = transformers.AutoModelForCausalLM.from_pretrained(os.fspath(path), local_files_only=True, **extra)
         except Exception as err:  # transformers raises OSError, ValueError, KeyError, json errors, ...
             raise InputError(f"cannot load a causal LM from {shown(str(path))}: "
                              f"{describe_error(err, limit=300, first_line=True)}") from err
+        finally:
+            if bars:
+                transformers.utils.logging.enable_progress_bar()
         return cls(model, **kwargs)
 
     def _cached(self, ids: Tensor, real: Tensor, positions: Tensor, cache: Any) -> tuple[Tensor, Any]:
@@ -176,3 +190,8 @@ class HFPolicy(nn.Module):
         (differentiable), and with ``with_entropy`` the ``[B, L]`` entropies; ``chunk_size`` rows
         at a time (:func:`policygrad.sequence.decoding.token_scores`)."""
         return policy_token_scores(self, prompts, prompt_lengths, tokens, lengths, temperature, with_entropy)
+
+    def values(self, prompts: Tensor, prompt_lengths: Tensor, tokens: Tensor, lengths: Tensor) -> Tensor:
+        """``[B, L]`` V(x, y_<t), the value head on the state before each completion token, 0 beyond
+        ``lengths`` (differentiable; :func:`policygrad.sequence.decoding.policy_values`)."""
+        return policy_values(self, prompts, prompt_lengths, tokens, lengths)

@@ -24,14 +24,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from policygrad.errors import InputError, shown
-from policygrad.sequence.base import Completions, completion_mask
+from policygrad.sequence.base import Completions
 from policygrad.sequence.decoding import (
-    check_completions,
     check_prompts,
     check_sampling,
     decode,
-    joined,
     policy_token_scores,
+    policy_values,
     positions_of,
 )
 
@@ -197,16 +196,10 @@ class TransformerPolicy(nn.Module):
 
     def values(self, prompts: Tensor, prompt_lengths: Tensor, tokens: Tensor, lengths: Tensor) -> Tensor:
         """``[B, L]`` V(x, y_<t): the value head on the state before each completion token (the
-        state whose action is y_t, aligned with :meth:`token_log_probs`), 0 beyond ``lengths``.
+        state whose action is y_t, aligned with :meth:`token_log_probs`), 0 beyond ``lengths``
+        (:func:`policygrad.sequence.decoding.policy_values`).
 
         Returns:
             Differentiable values (gradient: ∇ of the value head and the shared trunk).
         """
-        if self.value_head is None:
-            raise InputError("this TransformerPolicy has no value head: build it with value_head=True")
-        check_prompts(prompts, prompt_lengths, self.vocab_size, self.max_context)
-        check_completions(tokens, lengths, prompt_lengths, self.vocab_size, self.max_context)
-        seq = joined(prompts, prompt_lengths, tokens, lengths)
-        hidden = self.hidden(seq.ids[:, :-1], seq.real[:, :-1], seq.positions[:, :-1])
-        values = self.value_head(hidden[:, seq.prompt_width - 1:]).squeeze(-1)  # [B, L]
-        return values.masked_fill(~completion_mask(lengths, tokens.shape[1]), 0.0)
+        return policy_values(self, prompts, prompt_lengths, tokens, lengths)
