@@ -63,6 +63,20 @@ def test_a_run_writes_its_metrics_and_checkpoints(tmp_path: Path, capsys: pytest
     assert {"mean_return", "success_rate"} <= set(result) and result["prompts"] == 16
 
 
+def test_seeds_are_the_single_runs_of_those_seeds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = tmp_path / "seeds"
+    assert main(["train", "--env", "seq:count", "--out", str(base), "--steps", "3", "--seeds", "0,5", "--jobs", "2",
+                 *[a for a in QUICK if a != "--quiet"]]) == 0
+    out = capsys.readouterr().out
+    assert "success_rate" in out and "seed 5:" in out
+    assert _train(tmp_path / "five", "--seed", "5", steps=3) == 0
+    assert _without_wall_time(_rows(base / "seed_5")) == _without_wall_time(_rows(tmp_path / "five"))
+    assert _without_wall_time(_rows(base / "seed_0")) != _without_wall_time(_rows(base / "seed_5"))
+    assert json.loads((base / "seed_0" / "config.json").read_text())["config"]["seed"] == 0
+    capsys.readouterr()
+    assert main(["eval", str(base / "seed_0"), "--json"]) == 0
+
+
 def test_same_seed_same_metrics(tmp_path: Path) -> None:
     assert _train(tmp_path / "a", "--seed", "3") == 0
     assert _train(tmp_path / "b", "--seed", "3") == 0
@@ -102,7 +116,10 @@ def test_every_algorithm_trains(algo: str, tmp_path: Path) -> None:
         (["--env", "seq:count", "--set", "kl=k9"], "kl must be one of"),
         (["--env", "seq:count", "--set", "max_context=4"], "more than the model's context of 4 tokens"),
         (["--env", "seq:count", "--reward", "no_such_module_xyz:f"], "cannot import the reward's module"),
-        (["--env", "seq:count", "--seeds", "0,1"], "not supported for sequence tasks"),
+        (["--env", "seq:count", "--target-return", "1"], "not supported for sequence tasks"),
+        (["--env", "seq:count", "--seeds", "0,1", "--seed", "2"], "--seed and --seeds are mutually exclusive"),
+        (["--env", "seq:count", "--seeds", "0,1", "--jobs", "0"], "--jobs must be at least 1"),
+        (["--env", "seq:count", "--seeds", "0,1", "--set", "group_size=0"], "group_size"),
         (["--env", "CartPole-v1", "--algo", "grpo"], "unknown algorithm 'grpo'"),
         (["--env", "CartPole-v1", "--reward", "m:f"], "--reward applies to sequence tasks"),
     ],

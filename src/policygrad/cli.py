@@ -334,7 +334,15 @@ def main_train(args: argparse.Namespace) -> int:
         return _resume(Path(args.resume), flags, args.device, args.quiet, args.env, args.trust_run_code)
 
     if args.seeds is not None:
-        return _train_seeds(args, flags)
+        from policygrad.training import build_session
+
+        if args.seed is not None:
+            raise InputError("--seed and --seeds are mutually exclusive: --seeds sets the seed of each run")
+        overrides = parse_set(args.overrides)
+        env_kwargs = None if args.env_kwargs is None else parse_env_kwargs(args.env_kwargs)
+        specs = [resolve_run(args.algo, args.env, config_file=args.config, overrides=overrides,
+                             flags={**flags, "seed": seed}, env_kwargs=env_kwargs) for seed in _seeds(args)]
+        return _train_seeds(args, specs, lambda spec: build_session(spec, args.device).close())
     spec = resolve_run(
         args.algo,
         args.env,
@@ -372,6 +380,7 @@ def _train_sequence(args: argparse.Namespace) -> int:
     from policygrad.runconfig import parse_set, read_toml
     from policygrad.rundir import default_run_dir
     from policygrad.sequence_training import (
+        build_sequence_session,
         read_sequence_config,
         reopen_sequence_run,
         resolve_sequence_run,
@@ -379,8 +388,7 @@ def _train_sequence(args: argparse.Namespace) -> int:
         train_sequence,
     )
 
-    unsupported = [name for name, value in (("--seeds", args.seeds), ("--jobs", args.jobs),
-                                            ("--target-return", args.target_return),
+    unsupported = [name for name, value in (("--target-return", args.target_return),
                                             ("--eval-every", args.eval_every), ("--env-kwargs", args.env_kwargs),
                                             ("--device", args.device), ("--workers", args.workers),
                                             ("--envs-per-worker", args.envs_per_worker), ("--address", args.address),
@@ -393,7 +401,7 @@ def _train_sequence(args: argparse.Namespace) -> int:
         conflicting = [name for name, value in (("--algo", args.algo), ("--config", args.config),
                                                 ("--set", args.overrides), ("--seed", args.seed),
                                                 ("--out", args.out), ("--reward", args.reward),
-                                                ("--model", args.model))
+                                                ("--model", args.model), ("--seeds", args.seeds))
                        if value is not None and value != []]
         if conflicting:
             raise InputError(f"--resume continues a run with its saved settings; drop {', '.join(conflicting)}")
@@ -428,9 +436,14 @@ def _train_sequence(args: argparse.Namespace) -> int:
     overrides.pop("algo", None)
     overrides.pop("env", None)
     overrides.update(parse_set(args.overrides))
-    spec = resolve_sequence_run(algo, env, overrides=overrides,
-                                flags={"seed": args.seed, "total_steps": args.steps, "reward": args.reward,
-                                       "model": args.model})
+    flags = {"seed": args.seed, "total_steps": args.steps, "reward": args.reward, "model": args.model}
+    if args.seeds is not None:
+        if args.seed is not None:
+            raise InputError("--seed and --seeds are mutually exclusive: --seeds sets the seed of each run")
+        specs = [resolve_sequence_run(algo, env, overrides=overrides, flags={**flags, "seed": seed})
+                 for seed in _seeds(args)]
+        return _train_seeds(args, specs, lambda spec: build_sequence_session(spec, pretrain=False).close())
+    spec = resolve_sequence_run(algo, env, overrides=overrides, flags=flags)
     if args.print_config:
         print(json.dumps(_printable(spec), indent=2))
         return 0
@@ -461,38 +474,34 @@ def _printable(spec: Any) -> dict[str, Any]:
     return data
 
 
-def _train_seeds(args: argparse.Namespace, flags: dict[str, Any]) -> int:
-    """``policygrad train --seeds K,K,... [--jobs N]``: one run per seed (:mod:`policygrad.seeds`).
+def _seeds(args: argparse.Namespace) -> list[int]:
+    """``--seeds`` parsed, with ``--jobs`` checked."""
+    from policygrad.seeds import parse_seeds
+
+    if args.jobs is not None and args.jobs < 1:
+        raise InputError(f"--jobs must be at least 1, got {args.jobs}")
+    return parse_seeds(args.seeds)
+
+
+def _train_seeds(args: argparse.Namespace, specs: list[Any], check: Any) -> int:
+    """``policygrad train --seeds K,K,... [--jobs N]``: one run per seed (:mod:`policygrad.seeds`),
+    of classic runs or of sequence runs; ``check(spec)`` builds and closes the first seed's session
+    (the environment or task, model, backend and device) before any directory is created.
 
     Exit code 0 if every run succeeded, else the code of the first failed seed (in the order of
     ``--seeds``), with one line naming the failed seeds.
     """
-    from policygrad.runconfig import parse_env_kwargs, parse_set, resolve_run
     from policygrad.rundir import CreatedPaths, default_run_dir
-    from policygrad.seeds import (
-        check_seed_run_dirs,
-        format_results,
-        parse_seeds,
-        run_seeds,
-    )
-    from policygrad.training import build_session
+    from policygrad.seeds import check_seed_run_dirs, format_results, run_seeds
+    from policygrad.sequence_training import SequenceSpec
 
-    if args.seed is not None:
-        raise InputError("--seed and --seeds are mutually exclusive: --seeds sets the seed of each run")
-    seeds = parse_seeds(args.seeds)
     jobs = 1 if args.jobs is None else args.jobs
-    if jobs < 1:
-        raise InputError(f"--jobs must be at least 1, got {jobs}")
-    overrides = parse_set(args.overrides)
-    env_kwargs = None if args.env_kwargs is None else parse_env_kwargs(args.env_kwargs)
-    specs = [resolve_run(args.algo, args.env, config_file=args.config, overrides=overrides,
-                         flags={**flags, "seed": seed}, env_kwargs=env_kwargs) for seed in seeds]
     if args.print_config:
         print(json.dumps([_printable(spec) for spec in specs], indent=2))
         return 0
     base = Path(args.out) if args.out else default_run_dir(specs[0].algo, specs[0].env)
-    run_dirs = check_seed_run_dirs(base, seeds)
-    build_session(specs[0], args.device).close()  # the environment, spaces, backend and device, once
+    run_dirs = check_seed_run_dirs(base, [spec.seed for spec in specs])
+    check(specs[0])
 
     created = CreatedPaths(base)
     try:
@@ -505,7 +514,7 @@ def _train_seeds(args: argparse.Namespace, flags: dict[str, Any]) -> int:
         if base.is_dir() and not any(base.iterdir()):  # nothing started: no trace
             created.undo()
     if not args.quiet:
-        print(format_results(results))
+        print(format_results(results, sequence=isinstance(specs[0], SequenceSpec)))
     failed = [r for r in results if r.exit_code]
     if failed:
         named = ", ".join(f"{r.seed} (exit {r.exit_code})" for r in failed)

@@ -1,5 +1,8 @@
 """Several seeds of one configuration: ``policygrad train --seeds 0,1,2 [--jobs N]``.
 
+The same holds for the sequence tasks (``--env seq:TASK``): each seed is a sequence run, and the
+summary reports its greedy held-out success rate instead of an evaluation return.
+
 Each seed is an ordinary run directory, ``<base>/seed_<K>``, where ``<base>`` is the ``--out``
 directory or ``runs/<algo>-<env>-<time>``. ``policygrad eval``, ``plot`` and ``train --resume``
 read each one as any other run, and ``policygrad plot <base>`` plots them all as one group.
@@ -29,7 +32,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from policygrad.errors import InputError, PolicygradError, shown
-from policygrad.runconfig import RunSpec
 from policygrad.rundir import check_new_run_dir
 
 __all__ = ["SeedResult", "check_seed_run_dirs", "format_results", "parse_seeds", "run_seeds", "seed_run_dir"]
@@ -112,24 +114,44 @@ class _Prefixed(io.TextIOBase):
         self.stream.flush()
 
 
-def _train_one(spec: RunSpec, run_dir: str, device: str | None, conn: Connection) -> None:
-    """One seed's run, in its own process: what ``policygrad train --quiet`` does for one run,
-    with the outcome sent to the parent instead of printed."""
-    sys.stdout = _Prefixed(sys.stdout, f"[seed {spec.seed}] ")
-    sys.stderr = _Prefixed(sys.stderr, f"[seed {spec.seed}] ")
+def _run(spec: Any, run_dir: Path, device: str | None) -> dict[str, Any]:
+    """Train one seed's run (a classic or a sequence run) and return its summary."""
+    from policygrad.sequence_training import SequenceSpec, start_sequence_run
+
+    if isinstance(spec, SequenceSpec):
+        session, summary = start_sequence_run(spec, run_dir, quiet=True)
+        session.close()
+        return summary
     from policygrad.plots import plot_learning_curve
     from policygrad.rundir import start_run
 
-    message: dict[str, Any]
-    try:
-        session, summary = start_run(spec, Path(run_dir), device, quiet=True)
-        session.close()
+    session, summary = start_run(spec, run_dir, device, quiet=True)
+    session.close()
+    if not summary.get("interrupted"):
         try:
             plot_learning_curve(run_dir)
         except PolicygradError:
             pass  # as a quiet single run: no curve to draw is not an error
-        summary["eval_returns"] = [float(r) for r in summary["eval_returns"]]
-        message = {"exit_code": 0, "summary": summary}
+    summary["eval_returns"] = [float(r) for r in summary["eval_returns"]]
+    return summary
+
+
+def _train_one(spec: Any, run_dir: str, device: str | None, conn: Connection) -> None:
+    """One seed's run, in its own process: what ``policygrad train --quiet`` does for one run,
+    with the outcome sent to the parent instead of printed."""
+    sys.stdout = _Prefixed(sys.stdout, f"[seed {spec.seed}] ")
+    sys.stderr = _Prefixed(sys.stderr, f"[seed {spec.seed}] ")
+    from policygrad.errors import signal_name
+
+    message: dict[str, Any]
+    try:
+        summary = _run(spec, Path(run_dir), device)
+        signum = summary.get("interrupted")
+        if signum:  # a stopped run is not a finished one: its exit code is the single run's
+            message = {"exit_code": 128 + signum, "error": f"stopped by {signal_name(signum)} at step "
+                       f"{summary['step']}; continue with: policygrad train --resume {run_dir}"}
+        else:
+            message = {"exit_code": 0, "summary": summary}
     except PolicygradError as err:
         message = {"exit_code": err.exit_code, "error": str(err)}
     except KeyboardInterrupt:
@@ -141,12 +163,14 @@ def _train_one(spec: RunSpec, run_dir: str, device: str | None, conn: Connection
     conn.close()
 
 
-def run_seeds(specs: Sequence[RunSpec], run_dirs: Sequence[Path], device: str | None, jobs: int,
+def run_seeds(specs: Sequence[Any], run_dirs: Sequence[Path], device: str | None, jobs: int,
               quiet: bool = False) -> list[SeedResult]:
     """Train each spec into its run directory in its own process, at most ``jobs`` at once.
 
     Args:
-        specs: one resolved run per seed, checked (see the module docstring).
+        specs: one resolved run per seed (:class:`~policygrad.runconfig.RunSpec`, or
+            :class:`~policygrad.sequence_training.SequenceSpec` for a sequence task), checked (see
+            the module docstring).
         run_dirs: their run directories, missing or empty.
         device: as ``--device``.
         jobs: how many processes run at once (at least 1).
@@ -157,7 +181,7 @@ def run_seeds(specs: Sequence[RunSpec], run_dirs: Sequence[Path], device: str | 
     """
     context = multiprocessing.get_context("spawn")  # not fork: the parent has torch's threads
     pending = list(zip(specs, run_dirs))
-    running: dict[Connection, tuple[Any, RunSpec, Path, float]] = {}
+    running: dict[Connection, tuple[Any, Any, Path, float]] = {}
     results: dict[int, SeedResult] = {}
     try:
         while pending or running:
@@ -199,9 +223,15 @@ def _report(result: SeedResult, quiet: bool) -> None:
     if result.exit_code:
         print(f"[seed {result.seed}] policygrad: error: {result.error}", file=sys.stderr, flush=True)
     elif not quiet:
-        assert result.summary is not None
-        mean, std = _mean_std(result.summary["eval_returns"])
-        print(f"seed {result.seed}: {result.summary['step']} steps in {result.seconds:.1f} s; deterministic "
+        summary = result.summary
+        assert summary is not None
+        if "success_rate" in summary:
+            print(f"seed {result.seed}: {summary['step']} steps in {result.seconds:.1f} s; greedy evaluation on "
+                  f"{summary['prompts']} held-out prompts: success rate {summary['success_rate']:.3f}, mean reward "
+                  f"{summary['mean_return']:.3f}", flush=True)
+            return
+        mean, std = _mean_std(summary["eval_returns"])
+        print(f"seed {result.seed}: {summary['step']} steps in {result.seconds:.1f} s; deterministic "
               f"evaluation return {mean:.2f} ± {std:.2f}", flush=True)
 
 
@@ -210,19 +240,24 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
 
 
-def format_results(results: Sequence[SeedResult]) -> str:
-    """The summary table: seed, run directory, steps, final deterministic evaluation return (mean and
-    standard deviation over the evaluation episodes), wall time, status."""
+def format_results(results: Sequence[SeedResult], sequence: bool = False) -> str:
+    """The summary table: seed, run directory, steps, the final evaluation, wall time, status. The
+    final evaluation is the deterministic return (mean and standard deviation over the episodes),
+    or with ``sequence`` the greedy held-out success rate and mean reward of a sequence run."""
     from policygrad.logging import format_table
 
     rows = []
     for r in results:
         row: dict[str, Any] = {"seed": r.seed, "run_dir": str(r.run_dir), "seconds": round(r.seconds, 1)}
-        if r.summary is not None:
+        if r.summary is not None and sequence:
+            row.update(steps=r.summary["step"], success_rate=round(r.summary["success_rate"], 4),
+                       mean_reward=round(r.summary["mean_return"], 4), status="done")
+        elif r.summary is not None:
             mean, std = _mean_std(r.summary["eval_returns"])
             row.update(steps=r.summary["step"], final_return=round(mean, 2), std=round(std, 2),
                        status="target reached" if r.summary["stopped_early"] else "done")
         else:
             row["status"] = f"failed (exit {r.exit_code})"
         rows.append(row)
-    return format_table(rows, ["seed", "run_dir", "steps", "final_return", "std", "seconds", "status"])
+    evaluation = ["success_rate", "mean_reward"] if sequence else ["final_return", "std"]
+    return format_table(rows, ["seed", "run_dir", "steps", *evaluation, "seconds", "status"])
