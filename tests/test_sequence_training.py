@@ -77,6 +77,30 @@ def test_seeds_are_the_single_runs_of_those_seeds(tmp_path: Path, capsys: pytest
     assert main(["eval", str(base / "seed_0"), "--json"]) == 0
 
 
+def test_eval_every_logs_held_out_success_without_changing_the_run(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    assert _train(tmp_path / "plain", steps=4) == 0
+    assert _train(tmp_path / "evaluated", "--eval-every", "2", steps=4) == 0
+    plain, evaluated = _rows(tmp_path / "plain"), _rows(tmp_path / "evaluated")
+    assert [row["eval_success_rate"] for row in plain] == ["", "", "", ""]
+    assert [row["eval_success_rate"] != "" for row in evaluated] == [False, True, False, True]
+    # the evaluations draw nothing from the training's generator
+    def training(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+        return [{k: v for k, v in row.items() if k not in ("wall_time", "eval_success_rate")} for row in rows]
+
+    assert training(evaluated) == training(plain)
+    # the last one is the final evaluation's (the same held-out prompts, the same policy)
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "evaluated"), "--json"]) == 0
+    assert float(evaluated[-1]["eval_success_rate"]) == json.loads(capsys.readouterr().out)["success_rate"]
+    # a resume may change it; 0 is refused
+    assert main(["train", "--resume", str(tmp_path / "plain"), "--steps", "6", "--eval-every", "3", "--quiet"]) == 0
+    assert [row["eval_success_rate"] != "" for row in _rows(tmp_path / "plain")][4:] == [False, True]
+    _fails(capsys, ["train", "--env", "seq:count", "--out", str(tmp_path / "bad"), "--eval-every", "0", *QUICK], 2,
+           "--eval-every must be")
+    assert not (tmp_path / "bad").exists()
+
+
 def test_same_seed_same_metrics(tmp_path: Path) -> None:
     assert _train(tmp_path / "a", "--seed", "3") == 0
     assert _train(tmp_path / "b", "--seed", "3") == 0

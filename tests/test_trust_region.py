@@ -150,3 +150,32 @@ def test_line_search_rejects_bad_settings():
         line_search(evaluate, x, x, 0.0, max_kl=0.0)
     with pytest.raises(InputError, match="backtrack_coef"):
         line_search(evaluate, x, x, 0.0, max_kl=0.1, backtrack_coef=1.0)
+
+
+def test_a_kl_averaged_over_action_dimensions_is_max_kl_and_damping_scaled_by_the_dimension():
+    """Stable-Baselines3's TRPO averages a diagonal Gaussian's KL over the D action dimensions as
+    well as the states. Its natural step with (δ, λ) is exactly policygrad's, whose KL sums over the
+    dimensions (the KL of the action distributions), with (D·δ, D·λ): the presets convert with this."""
+    from policygrad.distributions import DiagGaussian
+
+    D, delta, lam = 3, 0.01, 0.1
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(D, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    log_std = (0.3 * torch.randn(D, generator=g, dtype=torch.float64)).requires_grad_(True)
+    obs = torch.randn(64, 5, generator=g, dtype=torch.float64)
+    actions = torch.randn(64, D, generator=g, dtype=torch.float64)
+    advantages = torch.randn(64, generator=g, dtype=torch.float64)
+    params = [weight, log_std]
+
+    def dist():
+        return DiagGaussian(obs @ weight.T, log_std)
+
+    old = DiagGaussian((obs @ weight.T).detach(), log_std.detach())
+    objective = (dist().log_prob(actions) * advantages).mean()
+    gradient = torch.cat([x.reshape(-1) for x in torch.autograd.grad(objective, params)])
+    kl_sum = old.kl(dist()).mean()  # policygrad: the KL of the action distributions, mean over states
+    ours, ours_expected = natural_step(fisher_vector_product(kl_sum, params, D * lam), gradient, D * delta, 100)
+    per_dimension = old.kl(dist()).mean() / D  # Stable-Baselines3: the mean over states and dimensions
+    theirs, theirs_expected = natural_step(fisher_vector_product(per_dimension, params, lam), gradient, delta, 100)
+    torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(ours_expected, theirs_expected, rtol=1e-9, atol=1e-12)

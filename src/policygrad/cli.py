@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate periodically and stop once the deterministic return reaches this")
     p.add_argument("--eval-every", type=int, default=None, metavar="N",
                    help="evaluate the deterministic policy every N environment steps: metrics.csv's eval_return "
-                        "column and checkpoints/best (as --set eval_every=N)")
+                        "column and checkpoints/best (as --set eval_every=N); on a seq: task, greedily on the "
+                        "held-out prompts every N updates: the eval_success_rate column")
     workers = p.add_argument_group("rollout workers on Ray (pip install 'policygrad[ray]'; docs/scaling-out.md)")
     workers.add_argument("--workers", type=int, default=None, metavar="N",
                          help="step the environments in N Ray worker processes (they share num_envs); "
@@ -389,7 +390,7 @@ def _train_sequence(args: argparse.Namespace) -> int:
     )
 
     unsupported = [name for name, value in (("--target-return", args.target_return),
-                                            ("--eval-every", args.eval_every), ("--env-kwargs", args.env_kwargs),
+                                            ("--env-kwargs", args.env_kwargs),
                                             ("--device", args.device), ("--workers", args.workers),
                                             ("--envs-per-worker", args.envs_per_worker), ("--address", args.address),
                                             ("--mode", args.mode), ("--max-lag", args.max_lag),
@@ -412,8 +413,9 @@ def _train_sequence(args: argparse.Namespace) -> int:
         if spec.config.reward is not None and not args.trust_run_code:
             raise InputError(f"this run's reward {spec.config.reward!r} would import a module named by the run "
                              "directory and not by you; pass --trust-run-code to run it")
-        if args.steps is not None:
-            spec = dataclasses.replace(spec, config=dataclasses.replace(spec.config, total_steps=args.steps))
+        changed = {k: v for k, v in (("total_steps", args.steps), ("eval_every", args.eval_every)) if v is not None}
+        if changed:
+            spec = dataclasses.replace(spec, config=dataclasses.replace(spec.config, **changed))
         if args.print_config:
             print(json.dumps(_printable(spec), indent=2))
             return 0
@@ -423,7 +425,7 @@ def _train_sequence(args: argparse.Namespace) -> int:
                 if not args.quiet:
                     print(f"{run_dir}: already trained for {session.step} steps; pass --steps to train longer")
                 return 0
-            if args.steps is not None:
+            if changed:
                 from policygrad.sequence_training import write_sequence_config
 
                 write_sequence_config(run_dir, spec)
@@ -436,7 +438,8 @@ def _train_sequence(args: argparse.Namespace) -> int:
     overrides.pop("algo", None)
     overrides.pop("env", None)
     overrides.update(parse_set(args.overrides))
-    flags = {"seed": args.seed, "total_steps": args.steps, "reward": args.reward, "model": args.model}
+    flags = {"seed": args.seed, "total_steps": args.steps, "reward": args.reward, "model": args.model,
+             "eval_every": args.eval_every}
     if args.seeds is not None:
         if args.seed is not None:
             raise InputError("--seed and --seeds are mutually exclusive: --seeds sets the seed of each run")

@@ -52,10 +52,12 @@ SEQUENCE_ALGOS = ("reinforce", "rloo", "grpo", "dr_grpo", "remax", "reinforce_pp
 """The algorithms on sequences: the first six are group estimators (their advantage is the
 algorithm's name), ``ppo`` is the clipped token ratio with a value head and token-level GAE."""
 
-SEQUENCE_COLUMNS = ("step", "wall_time", "reward", "success_rate", "kl", "completion_length", "entropy", "loss")
+SEQUENCE_COLUMNS = ("step", "wall_time", "reward", "success_rate", "kl", "completion_length", "entropy", "loss",
+                    "eval_success_rate")
 """metrics.csv of a sequence run: per update, the rollout's mean reward and success rate (the
 task's success metric), the mean sequence KL to the reference (k1: Σ_t log π_old − log π_ref),
-the mean completion length in tokens, the mean per-token entropy, and the loss."""
+the mean completion length in tokens, the mean per-token entropy, and the loss; every
+``eval_every`` updates also the greedy success rate on the held-out prompts (blank otherwise)."""
 
 KIND = "sequence"
 
@@ -111,6 +113,10 @@ class SequenceConfig:
     """Updates between kept checkpoints (None: a fifth of the run)."""
     eval_prompts: int = 200
     """Held-out prompts of ``policygrad eval`` and of the final evaluation."""
+    eval_every: int | None = None
+    """Updates between greedy evaluations on the ``eval_prompts`` held-out prompts during training
+    (metrics.csv's ``eval_success_rate``); None: only the final one. They draw nothing from the
+    training's generator: the run is the same with or without them."""
     tensorboard: bool = True
     torch_threads: int = 1
     reward: str | None = None
@@ -135,8 +141,10 @@ class SequenceConfig:
             raise InputError("gamma and gae_lambda must lie in [0, 1]")
         if self.clip_eps is not None and not (math.isfinite(self.clip_eps) and self.clip_eps > 0):
             raise InputError(f"clip_eps must be > 0 or unset, got {shown(self.clip_eps)}")
-        if self.checkpoint_every is not None and not self.checkpoint_every >= 1:
-            raise InputError(f"checkpoint_every must be >= 1 or unset, got {shown(self.checkpoint_every)}")
+        for name in ("checkpoint_every", "eval_every"):
+            value = getattr(self, name)
+            if value is not None and not value >= 1:
+                raise InputError(f"{name} must be >= 1 or unset, got {shown(value)}")
         if not math.isfinite(self.beta):
             raise InputError(f"beta must be finite, got {shown(self.beta)}")
         from policygrad.sequence.estimators import AGGREGATIONS as aggregations
@@ -648,6 +656,8 @@ def train_sequence(session: SequenceSession, run_dir: Path, *, resumed: bool = F
             session.step += 1
             session.wall_time = wall0 + time.perf_counter() - t0
             row = {"step": session.step, "wall_time": session.wall_time, **metrics}
+            if cfg.eval_every and session.step % cfg.eval_every == 0:
+                row["eval_success_rate"] = evaluate_sequence_session(session, cfg.eval_prompts)["success_rate"]
             logger.log(row)
             bar.update(1, None, {"reward": metrics["reward"], "success": metrics["success_rate"]})
             if callback is not None and callback(row) is False:
