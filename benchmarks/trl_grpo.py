@@ -116,8 +116,9 @@ def run_policygrad(model_dir: str, warmup: int, steps: int) -> dict:
         "beta": BETA, "kl": "k3_ratio_loss", "aggregation": "sequence_mean", "clip_eps": 0.2,
         "learning_rate": LR, "max_grad_norm": 1.0, "pretrain_steps": 0, "tensorboard": False, "torch_threads": 1,
     })
+    task = count_task()  # 32 token ids, as the model's vocabulary: every id the model samples decodes
+    st._task = lambda env: task
     session = st.build_sequence_session(spec, pretrain=False)
-    session.task = count_task()  # 32 token ids: every id the model samples decodes
     session.reward = letter_count
     st.EOS = None  # no early stop: every completion is 16 tokens
     for _ in range(warmup):
