@@ -7,7 +7,7 @@ those entries were re-tuned here and say so. Every preset was checked with
 
 The MuJoCo presets (Hopper, HalfCheetah, Walker2d; ``pip install policygrad[mujoco]``) follow
 the published defaults of the PPO paper (Schulman et al. 2017, Table 3) and the Zoo's TRPO
-settings; they have not been re-tuned here.
+settings; PPO's Walker2d entry was re-tuned here (its initial log σ).
 
 Patterns. A table key with a ``*`` is a pattern (``fnmatch``) that an id without an entry of its
 own falls back to: ``"ALE/*-v5"`` gives PPO and A2C presets to every Atari game of ale-py
@@ -206,6 +206,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "normalize_reward": True,
         },
         **{env: dict(_PPO_MUJOCO) for env in _MUJOCO},
+        # Re-tuned here: with log σ = 0 the 1M-step deterministic returns of seeds 0-2 were 2007,
+        # 2542 and 4544 (median 2542, below the Zoo's 3479); an initial σ of 0.6 (log σ = -0.5, as
+        # Andrychowicz et al. 2021 recommend about 0.5) gave 4151, 1807 and 5083 (median 4151).
+        "Walker2d-v5": {**_PPO_MUJOCO, "log_std_init": -0.5},
         ATARI_PATTERN: _PPO_ATARI,
     },
     "a2c": {
