@@ -101,6 +101,28 @@ def test_eval_every_logs_held_out_success_without_changing_the_run(tmp_path: Pat
     assert not (tmp_path / "bad").exists()
 
 
+def test_a_tasks_settings_are_recorded_and_used_again(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import policygrad as pg
+    from policygrad.sequence_training import build_sequence_session, read_sequence_config
+
+    run = tmp_path / "run"
+    assert _train(run, "--env", "seq:count", "--env-kwargs", '{"letters": "wxyz", "max_count": 8}', steps=2) == 0
+    spec = read_sequence_config(run)
+    assert spec.env_kwargs == {"letters": "wxyz", "max_count": 8}
+    task = build_sequence_session(spec, pretrain=False).task
+    assert task.letters == "wxyz" and task.vocab_size == 2 + 4 + 11
+    assert main(["train", "--resume", str(run), "--steps", "3", "--quiet"]) == 0  # rebuilt with the settings
+    capsys.readouterr()
+    assert main(["eval", str(run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["prompts"] == 16
+    # --set env.KEY=VALUE and the Python API name the same settings
+    assert main(["train", "--env", "seq:add", "--set", "env.max_digits=1", "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["env_kwargs"] == {"max_digits": 1}
+    assert pg.GRPO("seq:add", env_kwargs={"max_digits": 1}).spec.env_kwargs == {"max_digits": 1}
+    _fails(capsys, ["train", "--resume", str(run), "--env-kwargs", '{"max_count": 2}', "--quiet"], 2,
+           "drop --env-kwargs")
+
+
 def test_same_seed_same_metrics(tmp_path: Path) -> None:
     assert _train(tmp_path / "a", "--seed", "3") == 0
     assert _train(tmp_path / "b", "--seed", "3") == 0
@@ -141,6 +163,12 @@ def test_every_algorithm_trains(algo: str, tmp_path: Path) -> None:
         (["--env", "seq:count", "--set", "max_context=4"], "more than the model's context of 4 tokens"),
         (["--env", "seq:count", "--reward", "no_such_module_xyz:f"], "cannot import the reward's module"),
         (["--env", "seq:count", "--target-return", "1"], "not supported for sequence tasks"),
+        (["--env", "seq:add", "--env-kwargs", '{"max_digit": 3}'], "bad settings for seq:add"),
+        (["--env", "seq:add", "--env-kwargs", '{"max_digits": 10}'], "max_digits must be an integer in [1, 9]"),
+        (["--env", "seq:count", "--set", "env.letters=5"], "letters must be distinct characters"),
+        (["--env", "seq:count", "--env-kwargs", '{"letters": "ab1"}'], "letters must be distinct characters"),
+        (["--env", "seq:sort", "--env-kwargs", '{"min_digits": 4, "max_digits": 3}'], "min_digits ≤ max_digits"),
+        (["--env", "seq:count", "--env-kwargs", "[1]"], "--env-kwargs must be a JSON object"),
         (["--env", "seq:count", "--seeds", "0,1", "--seed", "2"], "--seed and --seeds are mutually exclusive"),
         (["--env", "seq:count", "--seeds", "0,1", "--jobs", "0"], "--jobs must be at least 1"),
         (["--env", "seq:count", "--seeds", "0,1", "--set", "group_size=0"], "group_size"),

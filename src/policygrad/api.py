@@ -440,6 +440,7 @@ class SequenceModel:
 
     Args:
         env: the task.
+        env_kwargs: the task's settings (e.g. ``{"max_digits": 3}`` for ``seq:add``).
         **config: any key of :class:`policygrad.sequence_training.SequenceConfig` (``seed``,
             ``group_size``, ``beta``, ``reward="module:function"``, ``model=DIR``, ...); the
             algorithm's preset fills the rest.
@@ -447,14 +448,15 @@ class SequenceModel:
 
     algo: ClassVar[str]
 
-    def __init__(self, env: str = "seq:count", *, device: str | None = None, **config: Any) -> None:
+    def __init__(self, env: str = "seq:count", *, device: str | None = None,
+                 env_kwargs: dict[str, Any] | None = None, **config: Any) -> None:
         from policygrad.sequence_training import is_sequence_env, resolve_sequence_run
 
         if not is_sequence_env(env):
             raise InputError(f"{type(self).__name__} trains on sequence tasks (seq:count, ...), got {shown(env)}")
         if device not in (None, "cpu"):
             raise InputError(f"sequence runs train on the CPU, got device {shown(device)}")
-        self.spec = resolve_sequence_run(self.algo, env, overrides=config)
+        self.spec = resolve_sequence_run(self.algo, env, overrides=config, env_kwargs=env_kwargs)
         self.run_dir: Path | None = None
         self.summary: dict[str, Any] = {}
         """The last :meth:`learn`'s summary (``success_rate``, ``mean_return`` of its final evaluation)."""

@@ -378,7 +378,7 @@ def _is_sequence_train(args: argparse.Namespace) -> bool:
 def _train_sequence(args: argparse.Namespace) -> int:
     """``policygrad train --env seq:TASK`` and ``--resume`` of a sequence run
     (:mod:`policygrad.sequence_training`)."""
-    from policygrad.runconfig import parse_set, read_toml
+    from policygrad.runconfig import parse_env_kwargs, parse_set, read_toml, split_env_keys
     from policygrad.rundir import default_run_dir
     from policygrad.sequence_training import (
         build_sequence_session,
@@ -390,7 +390,6 @@ def _train_sequence(args: argparse.Namespace) -> int:
     )
 
     unsupported = [name for name, value in (("--target-return", args.target_return),
-                                            ("--env-kwargs", args.env_kwargs),
                                             ("--device", args.device), ("--workers", args.workers),
                                             ("--envs-per-worker", args.envs_per_worker), ("--address", args.address),
                                             ("--mode", args.mode), ("--max-lag", args.max_lag),
@@ -402,7 +401,8 @@ def _train_sequence(args: argparse.Namespace) -> int:
         conflicting = [name for name, value in (("--algo", args.algo), ("--config", args.config),
                                                 ("--set", args.overrides), ("--seed", args.seed),
                                                 ("--out", args.out), ("--reward", args.reward),
-                                                ("--model", args.model), ("--seeds", args.seeds))
+                                                ("--model", args.model), ("--seeds", args.seeds),
+                                                ("--env-kwargs", args.env_kwargs))
                        if value is not None and value != []]
         if conflicting:
             raise InputError(f"--resume continues a run with its saved settings; drop {', '.join(conflicting)}")
@@ -438,15 +438,18 @@ def _train_sequence(args: argparse.Namespace) -> int:
     overrides.pop("algo", None)
     overrides.pop("env", None)
     overrides.update(parse_set(args.overrides))
+    overrides, env_kwargs = split_env_keys(overrides)  # the task's settings: [env_kwargs], --set env.KEY=...
+    if args.env_kwargs is not None:
+        env_kwargs.update(parse_env_kwargs(args.env_kwargs))
     flags = {"seed": args.seed, "total_steps": args.steps, "reward": args.reward, "model": args.model,
              "eval_every": args.eval_every}
     if args.seeds is not None:
         if args.seed is not None:
             raise InputError("--seed and --seeds are mutually exclusive: --seeds sets the seed of each run")
-        specs = [resolve_sequence_run(algo, env, overrides=overrides, flags={**flags, "seed": seed})
-                 for seed in _seeds(args)]
+        specs = [resolve_sequence_run(algo, env, overrides=overrides, flags={**flags, "seed": seed},
+                                      env_kwargs=env_kwargs) for seed in _seeds(args)]
         return _train_seeds(args, specs, lambda spec: build_sequence_session(spec, pretrain=False).close())
-    spec = resolve_sequence_run(algo, env, overrides=overrides, flags=flags)
+    spec = resolve_sequence_run(algo, env, overrides=overrides, flags=flags, env_kwargs=env_kwargs)
     if args.print_config:
         print(json.dumps(_printable(spec), indent=2))
         return 0

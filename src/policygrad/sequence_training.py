@@ -200,6 +200,9 @@ class SequenceSpec:
     algo: str
     env: str
     config: SequenceConfig
+    env_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """The task's settings (its dataclass fields, e.g. ``{"max_digits": 3}`` for ``seq:add``):
+    ``--env-kwargs``, as an environment's constructor arguments."""
 
     @property
     def seed(self) -> int:
@@ -212,8 +215,8 @@ class SequenceSpec:
     def to_json(self) -> dict[str, Any]:
         from policygrad.runconfig import library_versions
 
-        return {"kind": KIND, "algo": self.algo, "env": self.env, "seed": self.seed,
-                "config": self.config.to_dict(), "versions": library_versions()}
+        return {"kind": KIND, "algo": self.algo, "env": self.env, "env_kwargs": dict(self.env_kwargs),
+                "seed": self.seed, "config": self.config.to_dict(), "versions": library_versions()}
 
 
 def _convert(key: str, value: Any, hint: Any) -> Any:
@@ -246,21 +249,33 @@ def make_sequence_config(values: Mapping[str, Any]) -> SequenceConfig:
 
 
 def resolve_sequence_run(algo: str | None, env: str, *, overrides: Mapping[str, Any] | None = None,
-                         flags: Mapping[str, Any] | None = None) -> SequenceSpec:
+                         flags: Mapping[str, Any] | None = None,
+                         env_kwargs: Mapping[str, Any] | None = None) -> SequenceSpec:
     """preset (the algorithm's, changed by :data:`SEQUENCE_TASK_PRESETS` for the task) < overrides
-    (``--set``, keywords) < flags, validated; the task is checked to exist.
+    (``--set``, keywords) < flags, validated; the task is built once with ``env_kwargs`` (its
+    settings) to check them.
 
     Raises:
-        InputError: an unknown task or algorithm, an unknown key, a value out of range.
+        InputError: an unknown task or algorithm, an unknown key, a value out of range, a task
+            setting it does not have or accept.
     """
     algo = algo or "grpo"
     if algo not in SEQUENCE_ALGOS:
         raise InputError(f"algorithm {shown(algo)} does not train on sequences; valid: {', '.join(SEQUENCE_ALGOS)}")
-    _task(env)
+    env_kwargs = _task_settings(env_kwargs)
+    _task(env, env_kwargs)
     values = {**SEQUENCE_PRESETS[algo], **SEQUENCE_TASK_PRESETS.get((algo, env.removeprefix(SEQUENCE_PREFIX)), {}),
               **(overrides or {})}
     values.update({k: v for k, v in (flags or {}).items() if v is not None})
-    return SequenceSpec(algo, env, make_sequence_config(values))
+    return SequenceSpec(algo, env, make_sequence_config(values), env_kwargs)
+
+
+def _task_settings(env_kwargs: Any) -> dict[str, Any]:
+    if env_kwargs is None:
+        return {}
+    if not isinstance(env_kwargs, Mapping) or not all(isinstance(k, str) for k in env_kwargs):
+        raise InputError(f"a task's settings are a JSON object, got {shown(env_kwargs)}")
+    return dict(env_kwargs)
 
 
 def is_sequence_run(run_dir: Path) -> bool:
@@ -289,7 +304,10 @@ def read_sequence_config(run_dir: Path) -> SequenceSpec:
     algo, env = data.get("algo"), data.get("env")
     if algo not in SEQUENCE_ALGOS or not is_sequence_env(env):
         raise InputError(f"{path}: algo {shown(algo)} on {shown(env)} is no sequence run")
-    return SequenceSpec(algo, env, make_sequence_config(data["config"]))
+    env_kwargs = data.get("env_kwargs", {})
+    if not isinstance(env_kwargs, dict):
+        raise InputError(f"{path}: env_kwargs must be a JSON object, got {shown(env_kwargs)}")
+    return SequenceSpec(algo, env, make_sequence_config(data["config"]), _task_settings(env_kwargs))
 
 
 # --------------------------------------------------------------------------------------------
@@ -297,10 +315,10 @@ def read_sequence_config(run_dir: Path) -> SequenceSpec:
 # --------------------------------------------------------------------------------------------
 
 
-def _task(name: str) -> Any:
+def _task(name: str, settings: Mapping[str, Any] | None = None) -> Any:
     from policygrad.sequence.tasks import make_task
 
-    return make_task(name)
+    return make_task(name, **(settings or {}))
 
 
 @dataclass
@@ -389,7 +407,7 @@ def build_sequence_session(spec: SequenceSpec, *, pretrain: bool = True, quiet: 
     cfg = spec.config
     limit_threads(cfg.torch_threads, 1)
     seed_everything(cfg.seed)
-    task = _task(spec.env)
+    task = _task(spec.env, spec.env_kwargs)
     max_new = cfg.max_new_tokens or int(task.max_new_tokens)
     policy = _make_policy(spec, task)
     context = int(getattr(policy, "max_context", cfg.max_context))

@@ -225,8 +225,11 @@ class CountTask(Task):
     name = "count"
 
     def __post_init__(self) -> None:
-        if not 1 <= self.max_count <= 9:
-            raise InputError(f"max_count must lie in [1, 9], got {shown(self.max_count)}")
+        if isinstance(self.max_count, bool) or not isinstance(self.max_count, int) or not 1 <= self.max_count <= 9:
+            raise InputError(f"max_count must be an integer in [1, 9], got {shown(self.max_count)}")
+        if (not isinstance(self.letters, str) or not self.letters or len(set(self.letters)) != len(self.letters)
+                or set(self.letters) & set("123456789×=")):
+            raise InputError(f"letters must be distinct characters other than 1-9, × and =, got {shown(self.letters)}")
 
     @property
     def symbols(self) -> str:  # type: ignore[override]
@@ -254,8 +257,10 @@ class _DigitStringTask(Task):
     symbols = "0123456789="
 
     def __post_init__(self) -> None:
-        if not 1 <= self.min_digits <= self.max_digits:
-            raise InputError(f"need 1 ≤ min_digits ≤ max_digits, got {self.min_digits} and {self.max_digits}")
+        if (any(isinstance(v, bool) or not isinstance(v, int) for v in (self.min_digits, self.max_digits))
+                or not 1 <= self.min_digits <= self.max_digits):
+            raise InputError(f"need integers 1 ≤ min_digits ≤ max_digits, got {shown(self.min_digits)} and "
+                             f"{shown(self.max_digits)}")
 
     @property
     def max_prompt_length(self) -> int:
@@ -299,8 +304,8 @@ class AddTask(Task):
     symbols = "0123456789+="
 
     def __post_init__(self) -> None:
-        if not 1 <= self.max_digits <= 9:
-            raise InputError(f"max_digits must lie in [1, 9], got {shown(self.max_digits)}")
+        if isinstance(self.max_digits, bool) or not isinstance(self.max_digits, int) or not 1 <= self.max_digits <= 9:
+            raise InputError(f"max_digits must be an integer in [1, 9], got {shown(self.max_digits)}")
 
     @property
     def max_prompt_length(self) -> int:
