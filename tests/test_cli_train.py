@@ -290,3 +290,15 @@ def test_env_module_attr_is_found_in_the_current_directory(tmp_path, monkeypatch
     assert str(tmp_path) in _sys.path
     with pytest.raises(InputError, match="cannot import module 'no_such_module_here'"):
         resolve_env("no_such_module_here:make")
+
+
+def test_a_reader_that_stops_early_gets_no_traceback() -> None:
+    """``policygrad presets --json | head -1``: a pipe closed before the output is written ends the
+    command quietly (exit 141, as a SIGPIPE would), with nothing on stderr."""
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from policygrad.cli import main; sys.exit(main())",
+                             "presets", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    proc.stdout.close()  # the reader is gone before the command prints
+    _, err = proc.communicate(timeout=120)
+    assert err == b"", err.decode()
+    assert proc.returncode == 141

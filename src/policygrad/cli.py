@@ -268,6 +268,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Interrupted as err:
         print(f"policygrad: interrupted by {signal_name(err.signum)}", file=sys.stderr)
         return err.exit_code
+    except BrokenPipeError:
+        # whoever read stdout stopped (`policygrad presets | head`): what is left is not wanted, and
+        # the interpreter's final flush must not fail on the closed pipe either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
