@@ -117,7 +117,7 @@ def run_policygrad(model_dir: str, warmup: int, steps: int) -> dict:
         "learning_rate": LR, "max_grad_norm": 1.0, "pretrain_steps": 0, "tensorboard": False, "torch_threads": 1,
     })
     task = count_task()  # 32 token ids, as the model's vocabulary: every id the model samples decodes
-    st._task = lambda env: task
+    st._task = lambda env, settings=None: task
     session = st.build_sequence_session(spec, pretrain=False)
     session.reward = letter_count
     st.EOS = None  # no early stop: every completion is 16 tokens
