@@ -342,8 +342,6 @@ def main_train(args: argparse.Namespace) -> int:
     if args.seeds is not None:
         from policygrad.training import build_session
 
-        if args.seed is not None:
-            raise InputError("--seed and --seeds are mutually exclusive: --seeds sets the seed of each run")
         overrides = parse_set(args.overrides)
         env_kwargs = None if args.env_kwargs is None else parse_env_kwargs(args.env_kwargs)
         specs = [resolve_run(args.algo, args.env, config_file=args.config, overrides=overrides,
@@ -449,8 +447,6 @@ def _train_sequence(args: argparse.Namespace) -> int:
     flags = {"seed": args.seed, "total_steps": args.steps, "reward": args.reward, "model": args.model,
              "eval_every": args.eval_every}
     if args.seeds is not None:
-        if args.seed is not None:
-            raise InputError("--seed and --seeds are mutually exclusive: --seeds sets the seed of each run")
         specs = [resolve_sequence_run(algo, env, overrides=overrides, flags={**flags, "seed": seed},
                                       env_kwargs=env_kwargs) for seed in _seeds(args)]
         return _train_seeds(args, specs, lambda spec: build_sequence_session(spec, pretrain=False).close())
@@ -486,9 +482,11 @@ def _printable(spec: Any) -> dict[str, Any]:
 
 
 def _seeds(args: argparse.Namespace) -> list[int]:
-    """``--seeds`` parsed, with ``--jobs`` checked."""
+    """``--seeds`` parsed, with ``--seed`` and ``--jobs`` checked."""
     from policygrad.seeds import parse_seeds
 
+    if args.seed is not None:
+        raise InputError("--seed and --seeds are mutually exclusive: --seeds sets the seed of each run")
     if args.jobs is not None and args.jobs < 1:
         raise InputError(f"--jobs must be at least 1, got {args.jobs}")
     return parse_seeds(args.seeds)
