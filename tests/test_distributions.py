@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.distributions as td
 
-from policygrad.distributions import Categorical, DiagGaussian, MultiCategorical, masked_fill_value
+from policygrad.distributions import Bernoulli, Categorical, DiagGaussian, MultiCategorical, masked_fill_value
 from policygrad.errors import InputError
 
 F64 = torch.float64
@@ -185,6 +185,47 @@ def test_gaussian_kl_nonnegative_and_zero_on_itself():
     q = DiagGaussian(torch.randn(100, 3, generator=g, dtype=F64), torch.randn(3, generator=g, dtype=F64))
     assert (p.kl(q) >= 0).all()
     torch.testing.assert_close(p.kl(p), torch.zeros(100, dtype=F64), rtol=0, atol=1e-15)
+
+
+def test_gaussian_kl_hessian_in_log_std_is_two_per_dimension_against_a_snapshot():
+    """The Fisher information of N(μ, σ²) in log σ is 2 per dimension: the Hessian of
+    KL(π_old ‖ πθ) at θ_old. A π_old built under no_grad shares the log σ parameter and sees no
+    change of it (Hessian 0); its snapshot does not."""
+    log_std = torch.tensor([0.3, -0.5], dtype=F64, requires_grad=True)
+    mean = torch.zeros(5, 2, dtype=F64)
+    with torch.no_grad():
+        shared = DiagGaussian(mean, log_std)
+        frozen = shared.snapshot()
+
+    def hessian(old):
+        return torch.autograd.functional.hessian(lambda s: old.kl(DiagGaussian(mean, s)).mean(), log_std.detach())
+
+    torch.testing.assert_close(hessian(frozen), 2 * torch.eye(2, dtype=F64), rtol=0, atol=1e-12)
+    with torch.no_grad():
+        log_std.add_(0.1)  # an in-place step, as a trust-region line search takes
+    assert torch.equal(frozen.log_std, torch.tensor([0.3, -0.5], dtype=F64))
+    assert shared.kl(DiagGaussian(mean, log_std.detach())).abs().max() == 0  # blind to the change
+    assert not frozen.log_std.requires_grad
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda z: Categorical(z),
+        lambda z: MultiCategorical(z, [2, 2]),
+        lambda z: Bernoulli(z),
+        lambda z: DiagGaussian(z, z[0]),  # log σ a view of the parameter, as a policy's
+    ],
+)
+def test_snapshot_is_an_equal_distribution_cut_from_the_parameters(make):
+    z = torch.randn(3, 4, generator=_gen(13), dtype=F64, requires_grad=True)
+    dist = make(z)
+    frozen = dist.snapshot()
+    assert type(frozen) is type(dist)
+    torch.testing.assert_close(frozen.kl(dist.snapshot()), torch.zeros(3, dtype=F64), rtol=0, atol=1e-12)
+    with torch.no_grad():
+        z.mul_(2.0)
+    assert (frozen.kl(make(z.detach())) > 0).all()
 
 
 def test_gaussian_sample_moments():

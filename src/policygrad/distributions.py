@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -74,6 +74,19 @@ def masked_fill_value(dtype: torch.dtype) -> float:
     exponential is exactly 0, so a masked action has probability exactly 0.
     """
     return torch.finfo(dtype).min / 2
+
+
+def _snapshot(dist: Any) -> Any:
+    """A copy of ``dist`` whose tensors are detached *and cloned* (see ``DiagGaussian.snapshot``)."""
+    copy = object.__new__(type(dist))
+    for name in type(dist).__slots__:
+        value = getattr(dist, name)
+        if isinstance(value, Tensor):
+            value = value.detach().clone()
+        elif hasattr(value, "snapshot"):
+            value = value.snapshot()
+        setattr(copy, name, value)
+    return copy
 
 
 def _check_floating(name: str, x: Tensor) -> None:
@@ -202,6 +215,10 @@ class Categorical:
     def mode(self) -> Tensor:
         """``[...]`` long: argmax_a π(a) (the lowest index on ties); never a masked action."""
         return self._log_probs.argmax(-1)
+
+    def snapshot(self) -> Categorical:
+        """This distribution frozen, its tensors detached and copied (see :meth:`DiagGaussian.snapshot`)."""
+        return _snapshot(self)
 
     def kl(self, other: Categorical) -> Tensor:
         """KL(self ‖ other) = Σ_a π(a) (log π(a) − log π'(a)).
@@ -427,6 +444,16 @@ class DiagGaussian:
     def mode(self) -> Tensor:
         """``[..., D]``: the mean μ."""
         return self._mean
+
+    def snapshot(self) -> DiagGaussian:
+        """This distribution frozen: its tensors detached from autograd and copied out of the storage
+        they share with parameters, so that changing a parameter in place later leaves it unchanged.
+
+        A trust-region step needs this for π_old. A parameter used as it is (the state-independent
+        log σ of :class:`DiagGaussian`) is shared by a distribution built under ``torch.no_grad()``,
+        and would make KL(π_old ‖ πθ) blind to it.
+        """
+        return _snapshot(self)
 
     def kl(self, other: DiagGaussian) -> Tensor:
         """KL(self ‖ other) = Σ_d [log(σ'_d/σ_d) + (σ_d² + (μ_d − μ'_d)²) / (2σ'_d²) − ½].
@@ -684,6 +711,10 @@ class MultiCategorical:
         """``[..., K]`` long: the most likely choice of each sub-action."""
         return self._inner.mode()
 
+    def snapshot(self) -> MultiCategorical:
+        """This distribution frozen, its tensors detached and copied (see :meth:`DiagGaussian.snapshot`)."""
+        return _snapshot(self)
+
     def kl(self, other: MultiCategorical) -> Tensor:
         """``[...]``: KL(self ‖ other) = Σ_k KL(π_k ‖ π'_k); ``other`` must have the same nvec."""
         if not isinstance(other, MultiCategorical):
@@ -776,6 +807,10 @@ class Bernoulli:
     def mode(self) -> Tensor:
         """``[..., K]`` long: a_k = [p_k > ½] (0 on ties)."""
         return (self._logits > 0).long()
+
+    def snapshot(self) -> Bernoulli:
+        """This distribution frozen, its tensors detached and copied (see :meth:`DiagGaussian.snapshot`)."""
+        return _snapshot(self)
 
     def kl(self, other: Bernoulli) -> Tensor:
         """``[...]``: KL(self ‖ other) = Σ_k p_k (log p_k − log q_k) + (1 − p_k)(log(1 − p_k) − log(1 − q_k)).

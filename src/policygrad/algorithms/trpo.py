@@ -117,8 +117,8 @@ class NPG(Algorithm):
             loss = importance_surrogate(dist.log_prob(actions), batch.old_log_probs, advantages)
             return loss + entropy_bonus(dist.entropy(), cfg.ent_coef) if cfg.ent_coef else loss
 
-        with torch.no_grad():
-            old_dist = self.policy.distribution(obs, masks)
+        with torch.no_grad():  # a snapshot: the steps below change the parameters in place
+            old_dist = self.policy.distribution(obs, masks).snapshot()
         dist = self.policy.distribution(obs, masks)
         entropy = dist.entropy().detach().mean()
         loss = surrogate(dist)
