@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gymnasium as gym
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -194,3 +196,37 @@ def test_workers_runner_kills_a_worker_and_counts_what_was_accepted(tmp_path):
     assert record["completed"] and record["accepted_steps"] == record["requested_steps"] == 10 * 512
     assert record["duplicates"] == record["beyond_lag"] == 0 and record["replaced"] == 1
     assert "1 of 1 runs completed with exactly the requested steps" in out.read_text()
+
+
+class _Reach(gym.Env):
+    """A small Box task for sb3-contrib, with 3 action dimensions: reward −‖a − W s‖², 50 steps."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (5,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+    weights = np.random.default_rng(0).normal(size=(3, 5)).astype(np.float32) / 3
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self._t = 0
+        self._s = self.np_random.uniform(-1, 1, 5).astype(np.float32)
+        return self._s, {}
+
+    def step(self, action):
+        reward = -float(np.square(action - self.weights @ self._s).sum())
+        self._t += 1
+        self._s = self.np_random.uniform(-1, 1, 5).astype(np.float32)
+        return self._s, reward, False, self._t >= 50, {}
+
+def test_trpo_step_equals_sb3_contribs_on_identical_weights_and_data():
+    """benchmarks/trpo_step.py: policygrad's TRPO step with (D·δ, D·λ) is sb3-contrib's with (δ, λ),
+    the log σ part included (a π_old sharing the log σ parameter made it 4× too long)."""
+    pytest.importorskip("sb3_contrib", reason="sb3-contrib is not installed (pip install 'policygrad[bench]')")
+    from stable_baselines3.common.env_util import make_vec_env
+    from trpo_step import compare_steps
+
+    records = compare_steps(make_vec_env(_Reach, n_envs=2, seed=0), updates=2, n_steps=128)
+    assert len(records) == 2
+    for record in records:
+        assert record["cosine"] > 0.99999, record
+        assert record["norm_policygrad"] == pytest.approx(record["norm_sb3_contrib"], rel=1e-3)
+        assert record["log_std_step_ratio"] == pytest.approx(1.0, rel=1e-3)

@@ -65,9 +65,9 @@ _TRPO_MUJOCO: dict[str, Any] = {
 }
 
 _TRPO_TRUST_REGION: dict[str, dict[str, float]] = {
-    # D × the Zoo's 0.01 and 0.1, D the action dimension. Read as 0.01 and 0.1 (the summed KL), TRPO
-    # reached 703 on Hopper and 896 on Walker2d at 1M steps (seed 0): the exploration noise
-    # collapsed within 100k steps (entropy 4.3 -> -1.0 on Hopper, against sb3-contrib's log σ ≈ -0.3).
+    # D × the Zoo's 0.01 and 0.1, D the action dimension: sb3-contrib's natural step, which this
+    # library's equals on identical weights and data. Seed 0 at 1M steps: Hopper 3531, Walker2d
+    # 4431, HalfCheetah 5562 (benchmarks/README.md, "MuJoCo").
     "Hopper-v5": {"max_kl": 0.03, "damping": 0.3},
     "HalfCheetah-v5": {"max_kl": 0.06, "damping": 0.6},
     "Walker2d-v5": {"max_kl": 0.06, "damping": 0.6},
