@@ -218,15 +218,29 @@ class _Reach(gym.Env):
         return self._s, reward, False, self._t >= 50, {}
 
 def test_trpo_step_equals_sb3_contribs_on_identical_weights_and_data():
-    """benchmarks/trpo_step.py: policygrad's TRPO step with (D·δ, D·λ) is sb3-contrib's with (δ, λ),
+    """benchmarks/sb3_steps.py: policygrad's TRPO step with (D·δ, D·λ) is sb3-contrib's with (δ, λ),
     the log σ part included (a π_old sharing the log σ parameter made it 4× too long)."""
     pytest.importorskip("sb3_contrib", reason="sb3-contrib is not installed (pip install 'policygrad[bench]')")
+    from sb3_steps import compare_trpo
     from stable_baselines3.common.env_util import make_vec_env
-    from trpo_step import compare_steps
 
-    records = compare_steps(make_vec_env(_Reach, n_envs=2, seed=0), updates=2, n_steps=128)
+    records = compare_trpo(make_vec_env(_Reach, n_envs=2, seed=0), updates=2, n_steps=128)
     assert len(records) == 2
     for record in records:
-        assert record["cosine"] > 0.99999, record
-        assert record["norm_policygrad"] == pytest.approx(record["norm_sb3_contrib"], rel=1e-3)
+        assert record["actor_cosine"] > 0.99999, record
+        assert record["actor_norm_policygrad"] == pytest.approx(record["actor_norm_sb3"], rel=1e-3)
         assert record["log_std_step_ratio"] == pytest.approx(1.0, rel=1e-3)
+
+
+@pytest.mark.parametrize("backend", ["torch", "numpy"])
+def test_a2c_update_with_gsde_equals_sb3s_with_vf_coef_doubled(backend):
+    """benchmarks/sb3_steps.py: SB3's critic loss has no ½, so its vf_coef c is 2c here; then the
+    first A2C update (gSDE, RMSprop, clipped gradient norm) is SB3's, actor and critic."""
+    pytest.importorskip("stable_baselines3", reason="SB3 is not installed (pip install 'policygrad[bench]')")
+    from sb3_steps import compare_a2c
+    from stable_baselines3.common.env_util import make_vec_env
+
+    record = compare_a2c(make_vec_env(_Reach, n_envs=4, seed=0), backend=backend)
+    for part in ("actor", "critic"):
+        assert record[f"{part}_cosine"] > 0.99999, record
+        assert record[f"{part}_norm_policygrad"] == pytest.approx(record[f"{part}_norm_sb3"], rel=1e-4)
