@@ -25,21 +25,16 @@ from pathlib import Path
 
 
 def train(seed: int, stop: int, schedule: int, out: Path) -> None:
-    import ale_py
-    import gymnasium as gym
     import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
-    from stable_baselines3.common.env_util import make_atari_env
-    from stable_baselines3.common.vec_env import VecFrameStack
+
+    from speed import CASES, sb3_atari_env
 
     torch.set_num_threads(1)
-    gym.register_envs(ale_py)
-    wrapper = dict(frame_skip=4, noop_max=30, screen_size=84, terminal_on_life_loss=True, clip_reward=True)
-    env = VecFrameStack(make_atari_env("ALE/Breakout-v5", n_envs=8, seed=seed, env_kwargs={"frameskip": 1},
-                                       wrapper_kwargs=wrapper), 4)
-    model = PPO("CnnPolicy", env, seed=seed, device="cpu", verbose=0, n_steps=128, n_epochs=4, batch_size=256,
-                learning_rate=lambda f: 2.5e-4 * f, clip_range=0.1, ent_coef=0.01)
+    case = CASES["ppo_breakout"]  # speed.py's SB3 Atari case: its environment and PPO settings
+    env = sb3_atari_env(case.env, case.num_envs, seed, training=True)
+    model = PPO("CnnPolicy", env, seed=seed, device="cpu", verbose=0, **case.sb3)
     games: list[tuple[int, float]] = []
     t0 = time.time()
 

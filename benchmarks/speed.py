@@ -164,6 +164,21 @@ def work_policygrad(case: Case, seed: int, steps: int) -> dict[str, Any]:
     return {"train_seconds": train_seconds, "steps": session.step, "final_return": float(np.mean(returns))}
 
 
+def sb3_atari_env(env_id: str, n: int, seed: int, training: bool) -> Any:
+    """SB3's vector env for an Atari case: ``make_atari_env`` (AtariWrapper) and 4 stacked frames.
+    ``frameskip=1``: AtariWrapper repeats each action 4 frames and max-pools, as policygrad does;
+    lost lives end episodes and rewards are clipped only when ``training``."""
+    import ale_py
+    import gymnasium as gym
+    from stable_baselines3.common.env_util import make_atari_env
+    from stable_baselines3.common.vec_env import VecFrameStack
+
+    gym.register_envs(ale_py)
+    wrapper = dict(frame_skip=4, noop_max=30, screen_size=84, terminal_on_life_loss=training, clip_reward=training)
+    return VecFrameStack(make_atari_env(env_id, n_envs=n, seed=seed, env_kwargs={"frameskip": 1},
+                                        wrapper_kwargs=wrapper), 4)
+
+
 def work_sb3(case: Case, seed: int, steps: int) -> dict[str, Any]:
     import numpy as np
     import torch
@@ -174,19 +189,8 @@ def work_sb3(case: Case, seed: int, steps: int) -> dict[str, Any]:
 
     torch.set_num_threads(1)  # the same thread count policygrad uses
     if case.kind == "atari":
-        import ale_py
-        import gymnasium as gym
-        from stable_baselines3.common.env_util import make_atari_env
-        from stable_baselines3.common.vec_env import VecFrameStack
-
-        gym.register_envs(ale_py)
-
         def make(n: int, env_seed: int, training: bool) -> Any:
-            # frameskip=1: AtariWrapper repeats each action 4 frames and max-pools, as policygrad does.
-            wrapper = dict(frame_skip=4, noop_max=30, screen_size=84, terminal_on_life_loss=training,
-                           clip_reward=training)
-            return VecFrameStack(make_atari_env(case.env, n_envs=n, seed=env_seed, env_kwargs={"frameskip": 1},
-                                                wrapper_kwargs=wrapper), 4)
+            return sb3_atari_env(case.env, n, env_seed, training)
 
         policy = "CnnPolicy"
     else:

@@ -217,6 +217,7 @@ class _Reach(gym.Env):
         self._s = self.np_random.uniform(-1, 1, 5).astype(np.float32)
         return self._s, reward, False, self._t >= 50, {}
 
+
 def test_trpo_step_equals_sb3_contribs_on_identical_weights_and_data():
     """benchmarks/sb3_steps.py: policygrad's TRPO step with (D·δ, D·λ) is sb3-contrib's with (δ, λ),
     the log σ part included (a π_old sharing the log σ parameter made it 4× too long)."""
