@@ -156,15 +156,22 @@ MARK = {mark!r}
 
 class RaisesOnce(CartPoleEnv):
     """Raises at its 41st step, the first time any copy gets there (a marker file says so)."""
+    mark = MARK
     def step(self, action):
         self.n = getattr(self, "n", 0) + 1
-        if self.n > 40 and not os.path.exists(MARK):
+        if self.n > 40 and not os.path.exists(self.mark):
             try:
-                os.close(os.open(MARK, os.O_CREAT | os.O_EXCL))  # one copy of all wins
+                os.close(os.open(self.mark, os.O_CREAT | os.O_EXCL))  # one copy of all wins
             except FileExistsError:
                 return super().step(action)
             raise ValueError("the simulator diverged")
         return super().step(action)
+
+
+class RaisesOnceMore(RaisesOnce):
+    """RaisesOnce with a marker of its own: a worker of an earlier run, still stepping while it is
+    being ended, cannot take this one's turn to raise."""
+    mark = MARK + "-more"
 '''
 
 
@@ -323,8 +330,10 @@ def test_a_raising_environment_stops_the_run_unless_workers_are_restarted(cluste
     with pytest.raises(TrainingError, match=r"rollout worker \d: the environment raised at step \d+ .*"
                                             r"ValueError: the simulator diverged"):
         _train(tmp_path / "stops", env="pg_ray_envs:RaisesOnce", workers=2)
-    mark.unlink()
-    summary, _, _ = _train(tmp_path / "goes-on", env="pg_ray_envs:RaisesOnce", workers=2, restart_failed_workers=True)
+    mark = cluster / "raised-more"
+    mark.unlink(missing_ok=True)
+    summary, _, _ = _train(tmp_path / "goes-on", env="pg_ray_envs:RaisesOnceMore", workers=2,
+                           restart_failed_workers=True)
     ledger = summary["ledger"]
     assert mark.exists() and ledger["replaced"] == 1 and ledger["accepted_steps"] == 1024
 
