@@ -23,8 +23,10 @@ TRL's side is ``GRPOTrainer.train`` with ``generation_kwargs={"min_new_tokens": 
 ``on_step_end`` callback marks the measured steps.
 
 A third row, the floor, times the model's own calls alone for the same step (16 cached decoding
-calls, a no-grad forward and a forward + backward of the 64 sequences; :func:`run_floor`): TRL's
-time over it bounds the ratio any library that runs this model in float32 can reach.
+calls, a no-grad forward and a forward + backward of the 64 sequences; :func:`run_floor`), with
+GPT-2's ``gelu_new`` in the fused kernel of the same function (``transformers``' own
+``gelu_pytorch_tanh``), as policygrad's ``HFPolicy`` runs it: TRL's time over it bounds the ratio any
+library that runs this ``transformers`` model's code in float32 can reach.
 
 Each run is a fresh subprocess (TRL, policygrad, floor, TRL, ...): ``--warmup`` optimiser steps, then
 ``--steps`` measured ones; it reports the process's CPU seconds (``time.process_time``) per
@@ -195,13 +197,17 @@ def run_floor(model_dir: str, warmup: int, steps: int) -> dict:
     """What one step costs in the model's own forward and backward calls alone, with nothing around
     them: 16 cached decoding calls on the 64 rows (greedy, no sampling code), one no-grad
     teacher-forced forward of prompt and completion (the reference's scores), and one forward and
-    backward of the same (the policy's). A library that trains this ``transformers`` model in
-    float32 cannot spend less per step; TRL's time over this one is the most any ratio can be."""
+    backward of the same (the policy's), the activation in its fused kernel. A library that trains
+    this ``transformers`` model in float32 cannot spend less per step; TRL's time over this one is
+    the most any ratio can be."""
     import torch
     from transformers import GPT2LMHeadModel
 
+    from policygrad.sequence.hf import fuse_tanh_gelu
+
     torch.set_num_threads(1)
     model = GPT2LMHeadModel.from_pretrained(model_dir).eval()
+    fuse_tanh_gelu(model)
     generator = torch.Generator().manual_seed(0)
     prompts = torch.randint(2, MODEL["vocab_size"], (PROMPTS * GROUP, 4), generator=generator)
     whole = torch.randint(2, MODEL["vocab_size"], (PROMPTS * GROUP, 4 + NEW_TOKENS - 1), generator=generator)

@@ -276,3 +276,47 @@ def test_hf_directory_that_does_not_load_is_one_line_of_input_error(tmp_path) ->
         assert "\n" not in str(err.value)
     with pytest.raises(InputError, match="model_type"):
         HFPolicy.from_config({"vocab_size": V})
+
+
+@needs_transformers
+def test_the_fused_gelu_is_gpt2s_gelu_to_float_rounding() -> None:
+    # gelu_new and gelu_fast are the tanh approximation of GELU written out in element-wise steps;
+    # TanhGELU is the same formula in one kernel. Compared in float64 against the formula itself,
+    # and in float32 against the modules it replaces.
+    import math
+
+    from transformers.activations import FastGELUActivation, NewGELUActivation
+
+    from policygrad.sequence.hf import TanhGELU
+
+    x64 = torch.linspace(-12, 12, 200_001, dtype=torch.float64)
+    formula = 0.5 * x64 * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x64 + 0.044715 * x64**3)))
+    assert torch.allclose(TanhGELU()(x64), formula, rtol=0, atol=1e-14)
+    x = x64.float()
+    for slow in (NewGELUActivation(), FastGELUActivation()):
+        assert (TanhGELU()(x) - slow(x)).abs().max() <= 5e-7
+
+
+@needs_transformers
+def test_hf_fuses_gpt2s_gelu_in_place_and_scores_the_same() -> None:
+    from transformers.activations import NewGELUActivation
+
+    from policygrad.sequence.hf import HFPolicy, TanhGELU
+
+    fused = _hf()
+    torch.manual_seed(3)
+    plain = HFPolicy(type(fused.model)(fused.model.config), fuse_gelu=False)
+    plain.model.load_state_dict(fused.model.state_dict())
+    assert fused.fused_gelu == 2 and plain.fused_gelu == 0  # one MLP activation per layer
+    assert all(isinstance(block.mlp.act, TanhGELU) for block in fused.model.transformer.h)
+    assert all(isinstance(block.mlp.act, NewGELUActivation) for block in plain.model.transformer.h)
+    assert fused.model.config.activation_function == "gelu_new"  # what save_pretrained writes is unchanged
+    prompts, prompt_lengths = _prompts()
+    batch = fused.sample(prompts, prompt_lengths, max_new_tokens=6, eos=None, generator=torch.Generator().manual_seed(1))
+    a = fused.token_log_probs(prompts, prompt_lengths, batch.tokens, batch.lengths)
+    b = plain.token_log_probs(prompts, prompt_lengths, batch.tokens, batch.lengths)
+    assert torch.allclose(a, b, rtol=0, atol=1e-5)
+    a.sum().backward()
+    b.sum().backward()
+    for p, q in zip(fused.model.parameters(), plain.model.parameters()):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-5)

@@ -15,6 +15,15 @@ knows of (``config.logit_scale``) rather than compute different log-probabilitie
 
 The model is put in eval mode (dropout off): the log-probabilities that training differentiates
 must be those of sampling.
+
+The tanh approximation of GELU that GPT-2-style configs name ``gelu_new`` (and ``gelu_fast``) is
+written in ``transformers`` as seven element-wise tensor operations; ``transformers``' own
+``gelu_pytorch_tanh`` computes the same function, 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), in one
+fused PyTorch kernel (``F.gelu(x, approximate="tanh")``, :class:`TanhGELU`; it differs by float rounding, at most
+2.4e-7 on values of magnitude ≤ 12 in float32). The adapter puts the fused module in their place
+(``fuse_gelu=True``, the default), which makes a GPT-2 training step about 20% cheaper on a CPU
+(``benchmarks/trl_grpo.py``); the config, the weights and what ``save_pretrained`` writes are
+unchanged.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import os
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from policygrad.errors import InputError, describe_error, shown
@@ -48,6 +58,28 @@ def _transformers() -> Any:
     return transformers
 
 
+class TanhGELU(nn.Module):
+    """0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) in one kernel: ``F.gelu(x, approximate="tanh")``,
+    what ``transformers`` calls ``gelu_pytorch_tanh``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.gelu(x, approximate="tanh")
+
+
+def fuse_tanh_gelu(model: nn.Module) -> int:
+    """Replace, in place, every ``transformers`` ``NewGELUActivation`` (``gelu_new``) and
+    ``FastGELUActivation`` (``gelu_fast``) module of ``model`` by :class:`TanhGELU`: the same
+    function in one fused kernel instead of seven element-wise operations. Returns how many modules
+    were replaced."""
+    activations = _transformers().activations
+    slow = (activations.NewGELUActivation, activations.FastGELUActivation)
+    targets = [(parent, name) for parent in model.modules() for name, child in parent.named_children()
+               if type(child) in slow]
+    for parent, name in targets:
+        setattr(parent, name, TanhGELU())
+    return len(targets)
+
+
 class HFPolicy(nn.Module):
     """A ``transformers`` causal LM (an ``AutoModelForCausalLM`` instance) as a sequence policy.
 
@@ -59,10 +91,13 @@ class HFPolicy(nn.Module):
             ``max_position_embeddings`` when it has one.
         value_head: add a scalar head on the base model's last hidden state for :meth:`values`
             (PPO's critic on the same trunk; weights N(0, 0.02) from torch's global generator, bias 0).
+        fuse_gelu: replace the model's ``gelu_new``/``gelu_fast`` activation modules, in place, by
+            the fused kernel of the same function (see the module's docstring); False: leave the
+            model's modules as they are.
     """
 
     def __init__(self, model: nn.Module, *, pad_id: int = 0, chunk_size: int | None = 16,
-                 max_context: int | None = None, value_head: bool = False) -> None:
+                 max_context: int | None = None, value_head: bool = False, fuse_gelu: bool = True) -> None:
         super().__init__()
         config = getattr(model, "config", None)
         head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
@@ -71,6 +106,7 @@ class HFPolicy(nn.Module):
         if getattr(config, "logit_scale", None) not in (None, 1, 1.0):
             raise InputError("HFPolicy does not support models that scale their logits (config.logit_scale)")
         self.model = model.eval()
+        self.fused_gelu = fuse_tanh_gelu(model) if fuse_gelu else 0
         self.vocab_size = int(head.weight.shape[0])
         if isinstance(pad_id, bool) or not isinstance(pad_id, int) or not 0 <= pad_id < self.vocab_size:
             raise InputError(f"pad_id must be a token id in [0, {self.vocab_size}), got {shown(pad_id)}")
