@@ -249,6 +249,25 @@ def test_a_worker_count_and_seed_give_one_run(cluster, tmp_path):
         assert ledger["last_seq"] == [[w, 0, 3] for w in range(workers)]
 
 
+def test_local_workers_take_sockets_and_actor_calls_give_the_same_run(cluster, tmp_path, monkeypatch):
+    from policygrad.distributed import collector
+
+    for mode in ("sync", "async"):
+        direct = _train(tmp_path / f"sockets-{mode}", workers=2, worker_mode=mode, normalize_obs=True,
+                        total_steps=512)
+        monkeypatch.setattr(collector, "DIRECT_CHANNELS", False)
+        calls = _train(tmp_path / f"calls-{mode}", workers=2, worker_mode=mode, normalize_obs=True,
+                       total_steps=512)
+        monkeypatch.setattr(collector, "DIRECT_CHANNELS", True)
+        assert direct[0]["transport"] == {"sockets": 2, "actor_calls": 0}
+        assert calls[0]["transport"] == {"sockets": 0, "actor_calls": 2}
+        if mode == "sync":  # asynchronous batches depend on which worker answers first
+            assert _curve(tmp_path / f"sockets-{mode}") == _curve(tmp_path / f"calls-{mode}")
+            for name, value in direct[1].items():
+                assert torch.equal(value, calls[1][name]), name
+        assert direct[0]["ledger"]["accepted_steps"] == calls[0]["ledger"]["accepted_steps"] == 512
+
+
 def test_asynchronous_fragments_stay_within_the_lag_bound(cluster, tmp_path):
     summary, _, _ = _train(tmp_path / "run", workers=2, worker_mode="async", max_lag=1, total_steps=2048)
     ledger = summary["ledger"]

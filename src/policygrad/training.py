@@ -860,6 +860,7 @@ def train(session: Session, run_dir: Path, *, resumed: bool = False, quiet: bool
     if ledger is not None:  # rollout workers: what was accepted, and the workers replaced
         summary["ledger"] = ledger.state()
         summary["recoveries"] = list(collector.recoveries)
+        summary["transport"] = collector.transports()
     return summary
 
 

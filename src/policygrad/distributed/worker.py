@@ -98,6 +98,40 @@ class RolloutWorker:
 
         return os.getpid(), ray.get_runtime_context().get_node_id()
 
+    def serve(self, path: str, hello: tuple) -> None:
+        """Connect to the learner's Unix socket at ``path``, say ``hello``, and answer :meth:`sample`
+        requests that arrive on it from a thread of this process until the learner closes it: the
+        direct channel of a worker on the learner's node (``policygrad.distributed.collector``).
+        Each request is :meth:`sample`'s arguments; each answer ``("fragment", fragment)`` or
+        ``("error", one line)``. The learner sends nothing else to the worker while a request is out."""
+        import socket
+        import threading
+        from multiprocessing.connection import Connection
+
+        from policygrad.errors import TrainingError, describe_error
+
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(path)
+        conn = Connection(sock.detach())
+        conn.send(hello)
+
+        def answer() -> None:
+            while True:
+                try:
+                    request = conn.recv()
+                except (EOFError, OSError):
+                    return
+                try:
+                    reply = ("fragment", self.sample(*request))
+                except Exception as err:  # the environment's error, reported as an actor call reports it
+                    reply = ("error", str(err) if isinstance(err, TrainingError) else describe_error(err, first_line=True))
+                try:
+                    conn.send(reply)
+                except OSError:
+                    return
+
+        threading.Thread(target=answer, name="policygrad-channel", daemon=True).start()
+
     def reset(self, seed: int, stream: int, first_copy: int, total_copies: int, obs_stats: tuple | None,
               reward_stats: tuple | None) -> dict[str, Any]:
         """Reset the environments as a run's collector resets copies ``first_copy ..`` of
