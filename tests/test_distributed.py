@@ -268,6 +268,37 @@ def test_local_workers_take_sockets_and_actor_calls_give_the_same_run(cluster, t
         assert direct[0]["ledger"]["accepted_steps"] == calls[0]["ledger"]["accepted_steps"] == 512
 
 
+def test_training_again_on_the_same_workers_drops_the_fragments_still_owed(cluster, tmp_path):
+    # An asynchronous run can end with requests ahead; a second train() on the same session resets
+    # the workers: what they still owe through their sockets must not be taken for new fragments.
+    from policygrad.training import build_session, train
+
+    spec = resolve_run("ppo", "CartPole-v1", overrides={**SMALL, "workers": 2, "worker_mode": "async", "max_lag": 1},
+                       flags={"total_steps": 512})
+    session = build_session(spec)
+    try:
+        (tmp_path / "run").mkdir()
+        train(session, tmp_path / "run", quiet=True)
+        collector = session.collector
+        assert collector.transports() == {"sockets": 2, "actor_calls": 0}
+        collector.reset(seed=3)
+        collector._request_idle(session.algorithm.updates)  # what a collect asks for ahead
+        owed = [r for r in collector._pending if r.fragment is None]
+        assert len(owed) == 2 and all(r.channel is not None for r in owed)
+        collector.reset(seed=7)
+        assert not collector._pending
+        before = collector.ledger.state()["fragments"]
+        for i in range(3):
+            rollout = collector.collect()
+            assert rollout.log_probs.shape == (SMALL["num_steps"], SMALL["num_envs"])
+            if i == 0:  # collected from the reset: CartPole starts every state variable in ±0.05
+                assert float(rollout.observations[0].abs().max()) <= 0.05
+        state = collector.ledger.state()
+        assert state["fragments"] == before + 6 and state["duplicates"] == 0
+    finally:
+        session.close()
+
+
 def test_asynchronous_fragments_stay_within_the_lag_bound(cluster, tmp_path):
     summary, _, _ = _train(tmp_path / "run", workers=2, worker_mode="async", max_lag=1, total_steps=2048)
     ledger = summary["ledger"]

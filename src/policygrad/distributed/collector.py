@@ -141,6 +141,7 @@ class WorkerCollector:
         self._node = ray.get_runtime_context().get_node_id()
         self._server: Any = None
         self._socket_dir: str | None = None
+        self._sockets_off = False  # the learner's socket could not be made: actor calls for all
         self._start(list(range(self.workers)))
 
     # --- workers ------------------------------------------------------------------------------
@@ -213,15 +214,23 @@ class WorkerCollector:
         from multiprocessing.connection import Connection
 
         self._close_channel(w)
-        if not DIRECT_CHANNELS or self.nodes[w] != self._node:
+        if not DIRECT_CHANNELS or self._sockets_off or self.nodes[w] != self._node:
             return
         if self._server is None:
+            import shutil
             import tempfile
 
             self._socket_dir = tempfile.mkdtemp(prefix="policygrad-")  # mode 0700: this user's alone
-            self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self._server.bind(f"{self._socket_dir}/learner.sock")
-            self._server.listen()
+            server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                server.bind(f"{self._socket_dir}/learner.sock")
+                server.listen()
+            except OSError:  # a temporary directory whose path is too long for a socket: actor calls
+                server.close()
+                shutil.rmtree(self._socket_dir, ignore_errors=True)
+                self._socket_dir, self._sockets_off = None, True
+                return
+            self._server = server
         hello = (w, self._incarnation[w])
         ref = self._actors[w].serve.remote(f"{self._socket_dir}/learner.sock", hello)
         deadline = time.monotonic() + CONNECT_TIMEOUT
@@ -315,8 +324,20 @@ class WorkerCollector:
             seed = derive_seed(self.spec.seed, 0)
         self._seed = int(seed)
         self._first_incarnation = list(self._incarnation)
+        self._drain()
         self._pending.clear()
         self._merge_statistics(self._ray.get([self._reset_ref(w) for w in range(self.workers)]))
+
+    def _drain(self) -> None:
+        """Wait for the fragments still owed through sockets (an asynchronous run's requests ahead,
+        when training starts again on the same workers) and drop them: a worker collects one
+        fragment at a time, and an answer left in its socket would be taken for the next one's."""
+        for r in self._pending:
+            if r.channel is not None and r.fragment is None and not r.broken:
+                try:
+                    r.channel.recv()
+                except (EOFError, OSError):
+                    pass  # the worker is gone: its reset fails and says so
 
     def load_ledger(self, meta: Any) -> None:
         """Go on from a checkpoint's ledger; the running workers become new incarnations of their
@@ -446,7 +467,7 @@ class WorkerCollector:
             return
         request = _Request(w, key, version, None, channel=conn)
         try:
-            conn.send((self._packed[1], *stats))
+            conn.send(((key.worker, key.incarnation, key.seq), self._packed[1], *stats))
         except OSError:  # the worker's process has ended: seen as its failure when the batch waits
             request.broken = True
         self._pending.append(request)
@@ -457,10 +478,12 @@ class WorkerCollector:
         try:
             if request.broken:
                 raise EOFError
-            kind, value = request.channel.recv()
+            key, kind, value = request.channel.recv()
         except (EOFError, OSError):
             failed[request.worker] = "its process ended (its socket closed)"
             return
+        if key != (request.key.worker, request.key.incarnation, request.key.seq):
+            return  # the answer to an earlier request, dropped: this one's comes next
         if kind == "error":
             if not self.restart_failed:
                 raise TrainingError(f"rollout worker {request.worker}: {value}")

@@ -102,8 +102,9 @@ class RolloutWorker:
         """Connect to the learner's Unix socket at ``path``, say ``hello``, and answer :meth:`sample`
         requests that arrive on it from a thread of this process until the learner closes it: the
         direct channel of a worker on the learner's node (``policygrad.distributed.collector``).
-        Each request is :meth:`sample`'s arguments; each answer ``("fragment", fragment)`` or
-        ``("error", one line)``. The learner sends nothing else to the worker while a request is out."""
+        Each request is its fragment's key followed by :meth:`sample`'s arguments; each answer the
+        key with ``"fragment", fragment`` or ``"error", one line``. The learner makes no other call
+        to the worker while a request is out."""
         import socket
         import threading
         from multiprocessing.connection import Connection
@@ -118,13 +119,14 @@ class RolloutWorker:
         def answer() -> None:
             while True:
                 try:
-                    request = conn.recv()
+                    key, *request = conn.recv()
                 except (EOFError, OSError):
                     return
                 try:
-                    reply = ("fragment", self.sample(*request))
+                    reply = (key, "fragment", self.sample(*request))
                 except Exception as err:  # the environment's error, reported as an actor call reports it
-                    reply = ("error", str(err) if isinstance(err, TrainingError) else describe_error(err, first_line=True))
+                    reply = (key, "error",
+                             str(err) if isinstance(err, TrainingError) else describe_error(err, first_line=True))
                 try:
                     conn.send(reply)
                 except OSError:
