@@ -294,7 +294,7 @@ def test_the_fused_gelu_is_gpt2s_gelu_to_float_rounding() -> None:
     assert torch.allclose(TanhGELU()(x64), formula, rtol=0, atol=1e-14)
     x = x64.float()
     for slow in (NewGELUActivation(), FastGELUActivation()):
-        assert (TanhGELU()(x) - slow(x)).abs().max() <= 5e-7
+        assert (TanhGELU()(x) - slow(x)).abs().max() <= 2.5e-7  # 2.38e-7 = 2^-22 measured
 
 
 @needs_transformers

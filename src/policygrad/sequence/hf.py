@@ -18,12 +18,12 @@ must be those of sampling.
 
 The tanh approximation of GELU that GPT-2-style configs name ``gelu_new`` (and ``gelu_fast``) is
 written in ``transformers`` as seven element-wise tensor operations; ``transformers``' own
-``gelu_pytorch_tanh`` computes the same function, 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), in one
-fused PyTorch kernel (``F.gelu(x, approximate="tanh")``, :class:`TanhGELU`; it differs by float rounding, at most
-2.4e-7 on values of magnitude ≤ 12 in float32). The adapter puts the fused module in their place
-(``fuse_gelu=True``, the default), which makes a GPT-2 training step about 20% cheaper on a CPU
-(``benchmarks/trl_grpo.py``); the config, the weights and what ``save_pretrained`` writes are
-unchanged.
+``gelu_pytorch_tanh`` computes the same function, 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))),
+in one fused PyTorch kernel (``F.gelu(x, approximate="tanh")``, :class:`TanhGELU`; it differs by
+float rounding: at most 2.4e-7 in float32 for inputs in [−12, 12]). The adapter puts the fused
+module in their place (``fuse_gelu=True``, the default), which makes a GPT-2 training step about
+20% cheaper on a CPU (``benchmarks/trl_grpo.py``); the config, the weights and what
+``save_pretrained`` writes are unchanged.
 """
 
 from __future__ import annotations
@@ -106,7 +106,6 @@ class HFPolicy(nn.Module):
         if getattr(config, "logit_scale", None) not in (None, 1, 1.0):
             raise InputError("HFPolicy does not support models that scale their logits (config.logit_scale)")
         self.model = model.eval()
-        self.fused_gelu = fuse_tanh_gelu(model) if fuse_gelu else 0
         self.vocab_size = int(head.weight.shape[0])
         if isinstance(pad_id, bool) or not isinstance(pad_id, int) or not 0 <= pad_id < self.vocab_size:
             raise InputError(f"pad_id must be a token id in [0, {self.vocab_size}), got {shown(pad_id)}")
@@ -127,6 +126,7 @@ class HFPolicy(nn.Module):
         # transformers 5.x renamed the cache argument `past_key_values` to `cache`
         parameters = inspect.signature(model.base_model.forward).parameters
         self._cache_argument = "cache" if "cache" in parameters else "past_key_values"
+        self.fused_gelu = fuse_tanh_gelu(model) if fuse_gelu else 0  # last: bad arguments leave the model as it was
 
     def train(self, mode: bool = True) -> "HFPolicy":
         """Set the adapter's training flag; the wrapped model stays in eval mode (dropout off), so
