@@ -16,8 +16,8 @@ policy, and the fragments are put in worker order.
 Transport. A worker on the learner's node gets its requests and returns its fragments through a
 Unix socket of its own (:meth:`~policygrad.distributed.worker.RolloutWorker.serve`), opened when it
 starts: on a 2-core machine a CartPole request and its fragment spend about 0.4 ms in transit,
-where a Ray actor call costs about 0.9 ms each way round, a tenth of a CartPole update. Workers on
-other nodes, and a worker whose socket does not connect, use actor calls. What a fragment holds does not depend on the transport; a
+where one Ray actor call (there and back, nothing in it) costs about 0.9 ms, a tenth of a CartPole
+update. Workers on other nodes, and a worker whose socket does not connect, use actor calls. What a fragment holds does not depend on the transport; a
 worker whose process dies closes its socket, which the learner sees at once.
 
 Faults. A worker whose process dies (killed, or lost with its node) is replaced by a new
