@@ -2,6 +2,7 @@
 
     python benchmarks/sequence_models.py throughput   # tokens/s, batch 64 x 16 new tokens, 1 thread
     python benchmarks/sequence_models.py memory CHUNK # peak RSS growth of one forward+backward pass
+    python benchmarks/sequence_models.py update ALGO  # CPU s per update of ALGO's seq:count preset
 
 Run ``memory`` once per chunk size (a fresh process each): the peak resident set size of a process
 only grows, so each measurement needs its own process.
@@ -53,8 +54,30 @@ def memory(chunk: int | None, batch: int = 64, width: int = 64, vocab: int = 32_
           f"peak RSS grew {(after - before) / 1024:.0f} MB in forward+backward")
 
 
+def update(algo: str, steps: int = 20) -> None:
+    """CPU time of one RL update (sample, score, optimise) of ``algo``'s preset on ``seq:count``,
+    pretraining off (its cost is apart), one thread: 3 warm-up updates, then ``steps`` measured."""
+    from policygrad import sequence_training as st
+
+    torch.set_num_threads(1)
+    spec = st.resolve_sequence_run(algo, "seq:count", overrides={"pretrain_steps": 0, "tensorboard": False})
+    session = st.build_sequence_session(spec, pretrain=False)
+    for _ in range(3):
+        st.sequence_update(session)
+    cpus = []
+    for _ in range(steps):
+        cpu = time.process_time()
+        st.sequence_update(session)
+        cpus.append(time.process_time() - cpu)
+    cpus.sort()
+    print(f"{algo} on seq:count (its preset, no pretraining): CPU median {cpus[len(cpus) // 2] * 1e3:.1f} ms per "
+          f"update (min {cpus[0] * 1e3:.1f}, max {cpus[-1] * 1e3:.1f}) over {steps} updates")
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "throughput":
         throughput()
+    elif sys.argv[1] == "update":
+        update(sys.argv[2])
     else:
         memory(None if sys.argv[2] == "none" else int(sys.argv[2]))

@@ -320,3 +320,35 @@ def test_hf_fuses_gpt2s_gelu_in_place_and_scores_the_same() -> None:
     b.sum().backward()
     for p, q in zip(fused.model.parameters(), plain.model.parameters()):
         assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("make", MODELS)
+def test_scores_and_values_are_one_pass_of_token_log_probs_and_values(make) -> None:
+    # PPO's training pass: the token scores and the values from one trunk pass equal the two
+    # separate calls, values and gradients alike.
+    policy = make(chunk_size=2, value_head=True)
+    _bias_towards_eos(policy)
+    prompts, prompt_lengths = _prompts()
+    batch = policy.sample(prompts, prompt_lengths, max_new_tokens=6, eos=EOS, generator=torch.Generator().manual_seed(2))
+    assert int(batch.lengths.min()) < int(batch.lengths.max())  # ragged completions
+    weights = torch.randn(3, *batch.tokens.shape, generator=torch.Generator().manual_seed(3))
+
+    def grads(loss):
+        policy.zero_grad()
+        loss.backward()
+        return [None if p.grad is None else p.grad.clone() for p in policy.parameters()]
+
+    log_prob, entropy, values = policy.scores_and_values(prompts, prompt_lengths, batch.tokens, batch.lengths,
+                                                         temperature=0.8)
+    joint = grads((weights[0] * log_prob + weights[1] * entropy + weights[2] * values).sum())
+    log_prob2, entropy2 = policy.token_log_probs(prompts, prompt_lengths, batch.tokens, batch.lengths,
+                                                 temperature=0.8, with_entropy=True)
+    values2 = policy.values(prompts, prompt_lengths, batch.tokens, batch.lengths)
+    separate = grads((weights[0] * log_prob2 + weights[1] * entropy2 + weights[2] * values2).sum())
+    assert torch.equal(log_prob, log_prob2) and torch.equal(entropy, entropy2) and torch.equal(values, values2)
+    for a, b in zip(joint, separate):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(InputError, match="no value head"):
+        make().scores_and_values(prompts, prompt_lengths, batch.tokens, batch.lengths)

@@ -601,17 +601,23 @@ def sequence_update(session: SequenceSession) -> dict[str, float]:
     policy.train()
     losses, entropies = [], []
     for _ in range(cfg.epochs):
-        log_probs, entropy = policy.token_log_probs(prompts, plens, batch.tokens, batch.lengths,
-                                                    temperature=cfg.temperature, with_entropy=True)
         if spec.algo == "ppo":
+            if hasattr(policy, "scores_and_values"):  # one pass of the shared trunk for both heads
+                log_probs, entropy, v = policy.scores_and_values(prompts, plens, batch.tokens, batch.lengths,
+                                                                 temperature=cfg.temperature)
+            else:
+                log_probs, entropy = policy.token_log_probs(prompts, plens, batch.tokens, batch.lengths,
+                                                            temperature=cfg.temperature, with_entropy=True)
+                v = policy.values(prompts, plens, batch.tokens, batch.lengths)
             pg = est.clipped_token_surrogate(log_probs, old, advantages, cfg.clip_eps or 0.2)
             loss = -est.aggregate(pg, mask, G, cfg.aggregation).mean()
             if cfg.kl not in ("none", "k1_reward") and cfg.beta:
                 loss = loss + cfg.beta * est.aggregate(est.kl_term(log_probs, ref, cfg.kl), mask, G,
                                                        cfg.aggregation).mean()
-            v = policy.values(prompts, plens, batch.tokens, batch.lengths)
             loss = loss + cfg.value_coef * (((v - returns) ** 2) * mask).sum() / mask.sum()
         else:
+            log_probs, entropy = policy.token_log_probs(prompts, plens, batch.tokens, batch.lengths,
+                                                        temperature=cfg.temperature, with_entropy=True)
             loss = est.sequence_surrogate(log_probs, old, ref, mask, rewards, group_size=G, advantage=spec.algo,
                                           kl=cfg.kl, aggregation=cfg.aggregation, beta=cfg.beta,
                                           clip_eps=cfg.clip_eps, baseline=baseline)

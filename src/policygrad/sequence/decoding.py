@@ -47,6 +47,8 @@ __all__ = [
     "token_scores",
     "policy_token_scores",
     "policy_values",
+    "policy_scores_and_values",
+    "completion_states",
 ]
 
 
@@ -184,13 +186,27 @@ def token_scores(trunk: Trunk, head: Head, prompts: Tensor, prompt_lengths: Tens
         Differentiable log-probabilities (and entropies) whose gradient is Σ ∇ log π(y_t | x, y_<t)
         weighted by the upstream gradient.
     """
-    batch, width = tokens.shape
+    hidden = completion_states(trunk, prompts, prompt_lengths, tokens, lengths)
+    return _head_scores(hidden, head, tokens, lengths, temperature=temperature, with_entropy=with_entropy,
+                        chunk_size=chunk_size)
+
+
+def completion_states(trunk: Trunk, prompts: Tensor, prompt_lengths: Tensor, tokens: Tensor, lengths: Tensor) -> Tensor:
+    """``[B, L, D]`` the trunk's state before each completion token: one teacher-forced pass over
+    prompt and completion (the last completion token predicts nothing, so the trunk reads P + L − 1
+    columns). What the head scores and the value head reads."""
     seq = joined(prompts, prompt_lengths, tokens, lengths)
+    hidden = trunk(seq.ids[:, :-1], seq.real[:, :-1], seq.positions[:, :-1])
+    return hidden[:, seq.prompt_width - 1:]
+
+
+def _head_scores(hidden: Tensor, head: Head, tokens: Tensor, lengths: Tensor, *, temperature: float,
+                 with_entropy: bool, chunk_size: int | None) -> Tensor | tuple[Tensor, Tensor]:
+    """:func:`token_scores` from the trunk's states ``hidden [B, L, D]``: the head on ``chunk_size``
+    rows at a time (checkpointed under autograd)."""
+    batch, width = tokens.shape
     mask = completion_mask(lengths, width)
     step = batch if chunk_size is None else chunk_size
-    # the last completion token predicts nothing: the trunk reads P + L − 1 columns
-    hidden = trunk(seq.ids[:, :-1], seq.real[:, :-1], seq.positions[:, :-1])
-    hidden = hidden[:, seq.prompt_width - 1:]  # [B, L, D]: the state before each completion token
     log_probs, entropies = [], []
     for start in range(0, batch, step):
         rows = slice(start, start + step)
@@ -224,14 +240,36 @@ def policy_values(policy: Any, prompts: Tensor, prompt_lengths: Tensor, tokens: 
     Hugging Face adapter): the value head on the trunk's state before each completion token (the
     state whose action is y_t, aligned with :func:`token_scores`), 0 beyond ``lengths``;
     differentiable through the head and the shared trunk."""
-    if policy.value_head is None:
-        raise InputError(f"this {type(policy).__name__} has no value head: build it with value_head=True")
+    _check_value_head(policy)
     check_prompts(prompts, prompt_lengths, policy.vocab_size, policy.max_context)
     check_completions(tokens, lengths, prompt_lengths, policy.vocab_size, policy.max_context)
-    seq = joined(prompts, prompt_lengths, tokens, lengths)
-    hidden = policy.hidden(seq.ids[:, :-1], seq.real[:, :-1], seq.positions[:, :-1])
-    values = policy.value_head(hidden[:, seq.prompt_width - 1:]).squeeze(-1)  # [B, L]
-    return values.masked_fill(~completion_mask(lengths, tokens.shape[1]), 0.0)
+    return _values(policy, completion_states(policy.hidden, prompts, prompt_lengths, tokens, lengths), lengths)
+
+
+def policy_scores_and_values(policy: Any, prompts: Tensor, prompt_lengths: Tensor, tokens: Tensor, lengths: Tensor,
+                             temperature: float) -> tuple[Tensor, Tensor, Tensor]:
+    """``(log π, entropy, V)``, each ``[B, L]`` and 0 beyond ``lengths``: :func:`policy_token_scores`
+    (with entropies) and :func:`policy_values` from one pass of the shared trunk instead of two
+    (PPO's training pass); the same numbers, differentiable through both heads and the trunk."""
+    _check_value_head(policy)
+    check_prompts(prompts, prompt_lengths, policy.vocab_size, policy.max_context)
+    check_completions(tokens, lengths, prompt_lengths, policy.vocab_size, policy.max_context)
+    check_sampling(prompt_lengths, 1, None, temperature, policy.vocab_size, None)
+    hidden = completion_states(policy.hidden, prompts, prompt_lengths, tokens, lengths)
+    log_prob, entropy = _head_scores(hidden, policy.logits, tokens, lengths, temperature=float(temperature),
+                                     with_entropy=True, chunk_size=policy.chunk_size)
+    return log_prob, entropy, _values(policy, hidden, lengths)
+
+
+def _check_value_head(policy: Any) -> None:
+    if policy.value_head is None:
+        raise InputError(f"this {type(policy).__name__} has no value head: build it with value_head=True")
+
+
+def _values(policy: Any, hidden: Tensor, lengths: Tensor) -> Tensor:
+    """``[B, L]`` the value head on the states before each completion token, 0 beyond ``lengths``."""
+    values = policy.value_head(hidden).squeeze(-1)  # [B, L]
+    return values.masked_fill(~completion_mask(lengths, hidden.shape[1]), 0.0)
 
 
 def decode(first_logits: Tensor, step: Callable[[Tensor, int], Tensor], prompts: Tensor, prompt_lengths: Tensor, *,

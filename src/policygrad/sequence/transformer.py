@@ -29,6 +29,7 @@ from policygrad.sequence.decoding import (
     check_prompts,
     check_sampling,
     decode,
+    policy_scores_and_values,
     policy_token_scores,
     policy_values,
     positions_of,
@@ -203,3 +204,10 @@ class TransformerPolicy(nn.Module):
             Differentiable values (gradient: ∇ of the value head and the shared trunk).
         """
         return policy_values(self, prompts, prompt_lengths, tokens, lengths)
+
+    def scores_and_values(self, prompts: Tensor, prompt_lengths: Tensor, tokens: Tensor, lengths: Tensor, *,
+                          temperature: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
+        """``(log π, entropy, V)``, each ``[B, L]``: :meth:`token_log_probs` with entropies and
+        :meth:`values` from one pass of the shared trunk
+        (:func:`policygrad.sequence.decoding.policy_scores_and_values`)."""
+        return policy_scores_and_values(self, prompts, prompt_lengths, tokens, lengths, temperature)
