@@ -601,14 +601,9 @@ def sequence_update(session: SequenceSession) -> dict[str, float]:
     policy.train()
     losses, entropies = [], []
     for _ in range(cfg.epochs):
-        if spec.algo == "ppo":
-            if hasattr(policy, "scores_and_values"):  # one pass of the shared trunk for both heads
-                log_probs, entropy, v = policy.scores_and_values(prompts, plens, batch.tokens, batch.lengths,
-                                                                 temperature=cfg.temperature)
-            else:
-                log_probs, entropy = policy.token_log_probs(prompts, plens, batch.tokens, batch.lengths,
-                                                            temperature=cfg.temperature, with_entropy=True)
-                v = policy.values(prompts, plens, batch.tokens, batch.lengths)
+        if spec.algo == "ppo":  # the token scores and the values from one pass of the shared trunk
+            log_probs, entropy, v = policy.scores_and_values(prompts, plens, batch.tokens, batch.lengths,
+                                                             temperature=cfg.temperature)
             pg = est.clipped_token_surrogate(log_probs, old, advantages, cfg.clip_eps or 0.2)
             loss = -est.aggregate(pg, mask, G, cfg.aggregation).mean()
             if cfg.kl not in ("none", "k1_reward") and cfg.beta:

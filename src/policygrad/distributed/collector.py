@@ -17,8 +17,9 @@ Transport. A worker on the learner's node gets its requests and returns its frag
 Unix socket of its own (:meth:`~policygrad.distributed.worker.RolloutWorker.serve`), opened when it
 starts: on a 2-core machine a CartPole request and its fragment spend about 0.4 ms in transit,
 where one Ray actor call (there and back, nothing in it) costs about 0.9 ms, a tenth of a CartPole
-update. Workers on other nodes, and a worker whose socket does not connect, use actor calls. What a fragment holds does not depend on the transport; a
-worker whose process dies closes its socket, which the learner sees at once.
+update. Workers on other nodes, and a worker whose socket does not connect, use actor calls. What
+a fragment holds does not depend on the transport; a worker whose process dies closes its socket,
+which the learner sees at once.
 
 Faults. A worker whose process dies (killed, or lost with its node) is replaced by a new
 incarnation of its slot; the fragment it owed is requested again from the new one. A worker
@@ -126,8 +127,8 @@ class WorkerCollector:
         self._incarnation = [0] * self.workers
         self._seq = [0] * self.workers
         self._pending: list[_Request] = []  # requested, not yet trained on, in request order
-        self._weights: tuple[int, Any] | None = None  # (version, packed weights or their object ref)
-        self._packed: tuple[int, Any] | None = None  # (version, packed weights)
+        self._packed: tuple[int, Any] | None = None  # (version, the policy's weights as pack_arrays packs them)
+        self._put: Any = None  # the packed weights in the object store (large weights, actor calls), or None
         self._taken = -1  # the version whose batch was last taken
         self._seed: int | None = None
         self._spare: tuple[Any, Any] | None = None  # (actor, its ready() reference)
@@ -450,19 +451,23 @@ class WorkerCollector:
             self._request(w, version)
 
     def _request(self, w: int, version: int) -> None:
-        if self._weights is None or self._weights[0] != version:
-            # One byte string (pack_arrays): small weights travel inside each actor call, larger
-            # ones are put in the object store once; a socket takes them as they are.
-            packed = pack_arrays({k: v.detach().cpu().numpy() for k, v in self.policy.state_dict().items()})
-            self._packed = (version, packed)
-            self._weights = (version, packed if len(packed[0]) <= INLINE_BYTES or not any(
-                c is None for c in self._channels) else self._ray.put(packed))
+        if self._packed is None or self._packed[0] != version:  # one byte string (pack_arrays) per version
+            self._packed = (version, pack_arrays({k: v.detach().cpu().numpy()
+                                                  for k, v in self.policy.state_dict().items()}))
+            self._put = None
         key = FragmentKey(w, self._incarnation[w], self._seq[w])
         self._seq[w] += 1
         stats = (_stats(self.obs_normalizer), _stats(self.reward_scaler))
         conn = self._channels[w]
         if conn is None:
-            ref = self._actors[w].sample.remote(self._weights[1], *stats)
+            # Small weights travel inside each actor call, larger ones are put in the object store
+            # once per version; a socket takes them as they are.
+            weights = self._packed[1]
+            if len(weights[0]) > INLINE_BYTES:
+                if self._put is None:
+                    self._put = self._ray.put(weights)
+                weights = self._put
+            ref = self._actors[w].sample.remote(weights, *stats)
             self._pending.append(_Request(w, key, version, ref))
             return
         request = _Request(w, key, version, None, channel=conn)

@@ -228,9 +228,7 @@ def policy_token_scores(policy: Any, prompts: Tensor, prompt_lengths: Tensor, to
     """``token_log_probs`` of a model with ``hidden``, ``logits``, ``vocab_size``, ``max_context``
     and ``chunk_size`` (the transformer and the Hugging Face adapter): the inputs checked, then
     :func:`token_scores`."""
-    check_prompts(prompts, prompt_lengths, policy.vocab_size, policy.max_context)
-    check_completions(tokens, lengths, prompt_lengths, policy.vocab_size, policy.max_context)
-    check_sampling(prompt_lengths, 1, None, temperature, policy.vocab_size, None)
+    _check_scoring(policy, prompts, prompt_lengths, tokens, lengths, temperature)
     return token_scores(policy.hidden, policy.logits, prompts, prompt_lengths, tokens, lengths,
                         temperature=float(temperature), with_entropy=with_entropy, chunk_size=policy.chunk_size)
 
@@ -241,8 +239,7 @@ def policy_values(policy: Any, prompts: Tensor, prompt_lengths: Tensor, tokens: 
     state whose action is y_t, aligned with :func:`token_scores`), 0 beyond ``lengths``;
     differentiable through the head and the shared trunk."""
     _check_value_head(policy)
-    check_prompts(prompts, prompt_lengths, policy.vocab_size, policy.max_context)
-    check_completions(tokens, lengths, prompt_lengths, policy.vocab_size, policy.max_context)
+    _check_scoring(policy, prompts, prompt_lengths, tokens, lengths)
     return _values(policy, completion_states(policy.hidden, prompts, prompt_lengths, tokens, lengths), lengths)
 
 
@@ -252,13 +249,21 @@ def policy_scores_and_values(policy: Any, prompts: Tensor, prompt_lengths: Tenso
     (with entropies) and :func:`policy_values` from one pass of the shared trunk instead of two
     (PPO's training pass); the same numbers, differentiable through both heads and the trunk."""
     _check_value_head(policy)
-    check_prompts(prompts, prompt_lengths, policy.vocab_size, policy.max_context)
-    check_completions(tokens, lengths, prompt_lengths, policy.vocab_size, policy.max_context)
-    check_sampling(prompt_lengths, 1, None, temperature, policy.vocab_size, None)
+    _check_scoring(policy, prompts, prompt_lengths, tokens, lengths, temperature)
     hidden = completion_states(policy.hidden, prompts, prompt_lengths, tokens, lengths)
     log_prob, entropy = _head_scores(hidden, policy.logits, tokens, lengths, temperature=float(temperature),
                                      with_entropy=True, chunk_size=policy.chunk_size)
     return log_prob, entropy, _values(policy, hidden, lengths)
+
+
+def _check_scoring(policy: Any, prompts: Tensor, prompt_lengths: Tensor, tokens: Tensor, lengths: Tensor,
+                   temperature: float | None = None) -> None:
+    """The checks of a batch a network policy scores: prompts, completions, and the temperature
+    (None: not used)."""
+    check_prompts(prompts, prompt_lengths, policy.vocab_size, policy.max_context)
+    check_completions(tokens, lengths, prompt_lengths, policy.vocab_size, policy.max_context)
+    if temperature is not None:
+        check_sampling(prompt_lengths, 1, None, temperature, policy.vocab_size, None)
 
 
 def _check_value_head(policy: Any) -> None:
